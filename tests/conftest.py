@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import httpx
+import pytest
+import uvicorn
+
+from v2serve.graph.server import ModelServer
+from v2serve.http.app import create_app
+from v2serve.models.base import Model
+from v2serve.settings import HTTPSettings, Settings
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_settings(**overrides) -> Settings:
+    http = overrides.pop("http", {})
+    return Settings(models=[], http=HTTPSettings(**http), **overrides)
+
+
+@asynccontextmanager
+async def serve_in_process(*models: Model, **settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client wired straight to the ASGI app, with the model server started and stopped."""
+    server = ModelServer(models, make_settings(**settings))
+    app = create_app(server)
+    await server.start()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://v2serve.test") as client:
+            yield client
+    finally:
+        await server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve_in_thread(*models: Model, **settings) -> Iterator[str]:
+    """A real uvicorn server on a free loopback port, in a thread; yields its base URL."""
+    port = free_port()
+    app = create_app(ModelServer(models, make_settings(**settings)))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        # uvicorn sets `started` once the socket listens and the lifespan startup has run.
+        for _ in range(1000):
+            if server.started or not thread.is_alive():
+                break
+            threading.Event().wait(0.01)
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+class CLIServer:
+    """``python -m v2serve serve ...`` in a subprocess; its output is drained and kept for assertions."""
+
+    def __init__(self, *args: str, cwd: str | None = None, env: dict[str, str] | None = None):
+        import os
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lines: list[str] = []
+        self._new_line = threading.Condition()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "v2serve", "serve", *args, "--port", str(self.port)],
+            cwd=cwd,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        with self.process.stdout:
+            for line in self.process.stdout:
+                with self._new_line:
+                    self.lines.append(line)
+                    self._new_line.notify_all()
+        with self._new_line:
+            self.lines.append("<exited>")
+            self._new_line.notify_all()
+
+    def wait_for_line(self, fragment: str, timeout: float = 60) -> bool:
+        with self._new_line:
+            return self._new_line.wait_for(
+                lambda: any(fragment in line or line == "<exited>" for line in self.lines), timeout
+            ) and any(fragment in line for line in self.lines)
+
+    def wait_started(self, timeout: float = 60) -> None:
+        # uvicorn prints this once the socket listens, after the lifespan loaded the models.
+        assert self.wait_for_line("Uvicorn running on", timeout), "server did not start:\n" + self.output
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        code = self.process.wait(timeout)
+        self._reader.join(timeout)
+        return code
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)

@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import serve_in_process
+from v2serve.models.loader import models_from_target
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+pytestmark = pytest.mark.anyio
+
+
+async def test_iris_classifies_each_species_centroid_from_dict_rows_in_any_key_order():
+    models = models_from_target(str(EXAMPLES / "iris"))
+    rows = [
+        {"sepal_width": 3.4, "sepal_length": 5.0, "petal_width": 0.2, "petal_length": 1.5},
+        {"petal_length": 4.3, "petal_width": 1.3, "sepal_length": 5.9, "sepal_width": 2.8},
+        {"petal_width": 2.0, "sepal_length": 6.6, "petal_length": 5.6, "sepal_width": 3.0},
+    ]
+    async with serve_in_process(*models) as client:
+        body = (await client.post("/v2/models/iris/infer_dict", json={"inputs": rows})).json()
+        species, probabilities = body["outputs"]
+        assert species["data"] == ["setosa", "versicolor", "virginica"]
+        assert probabilities["shape"] == [3, 3]
+        single = await client.post("/v2/models/iris/infer_dict", json={"inputs": rows[0]})
+        assert single.json()["outputs"][0]["data"] == ["setosa"]
+        meta = (await client.get("/v2/models/iris")).json()
+        assert meta["parameters"]["feature_names"] == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "fragment"),
+    [
+        ({"sepal_length": 1, "sepal_width": 1, "petal_length": 1}, "lacks features ['petal_width']"),
+        (
+            {"sepal_length": 1, "sepal_width": 1, "petal_length": 1, "petal_width": 1, "colour": 2},
+            "unknown features ['colour']",
+        ),
+        ({"sepal_length": "x", "sepal_width": 1, "petal_length": 1, "petal_width": 1}, "non-numeric"),
+        ([1, 2, 3, 4], "row 0 must be an object"),
+    ],
+)
+async def test_iris_infer_dict_rejects_rows_that_do_not_fit_the_schema(inputs, fragment):
+    async with serve_in_process(*models_from_target(str(EXAMPLES / "iris"))) as client:
+        response = await client.post("/v2/models/iris/infer_dict", json={"inputs": inputs})
+        assert response.status_code == 400
+        assert fragment in response.json()["error"]
+
+
+async def test_infer_dict_on_a_model_without_features_is_a_clear_error():
+    async with serve_in_process(*models_from_target(str(EXAMPLES / "add_sub"))) as client:
+        response = await client.post("/v2/models/add_sub/infer_dict", json={"inputs": [{"a": 1}]})
+        assert response.status_code == 400 and "does not declare feature_names" in response.json()["error"]

@@ -1,0 +1,67 @@
+import signal
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import CLIServer
+from v2serve.cli import build_parser, settings_from_args
+
+ROOT = Path(__file__).resolve().parents[1]
+ROW = {"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [5]}]}
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits_zero():
+    server = CLIServer("tests.fixtures:SlowModel", cwd=str(ROOT))
+    server.wait_started()
+    result: dict[str, httpx.Response] = {}
+
+    def send() -> None:
+        result["response"] = httpx.post(f"{server.url}/v2/models/slow/infer", json=ROW, timeout=30)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    for _ in range(1000):
+        if httpx.get(f"{server.url}/v2/models/slow/in_flight").json()["in_flight"] == 1:
+            break
+        threading.Event().wait(0.005)
+    else:
+        pytest.fail("the request never reached the model")
+
+    server.process.send_signal(signal.SIGTERM)
+    assert server.wait_for_line("Waiting for connections to close", 10), server.output
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/v2/health/live")
+    sender.join(30)
+    assert result["response"].status_code == 200
+    assert result["response"].json()["outputs"][0]["data"] == [5]
+    assert server.stop() == 0
+
+
+def test_two_workers_share_the_port():
+    server = CLIServer(str(ROOT / "examples" / "add_sub"), "--workers", "2", cwd=str(ROOT))
+    try:
+        server.wait_started()
+        # uvicorn's supervisor reports started before its children listen; wait for both to be up.
+        assert server.wait_for_line("Application startup complete", 60)
+        body = {
+            "inputs": [
+                {"name": f"INPUT{i}", "shape": [1, 16], "datatype": "INT32", "data": list(range(16))} for i in (0, 1)
+            ]
+        }
+        response = httpx.post(f"{server.url}/v2/models/add_sub/infer", json=body, timeout=10)
+        assert response.json()["outputs"][0]["data"] == [2 * i for i in range(16)]
+    finally:
+        assert server.stop() == 0
+
+
+def test_flags_override_environment(monkeypatch):
+    monkeypatch.setenv("V2SERVE_HTTP__PORT", "9001")
+    monkeypatch.setenv("V2SERVE_PREDICT_THREADS", "3")
+    monkeypatch.setenv("V2SERVE_MODELS", '["from_env:Model"]')
+    settings = settings_from_args(build_parser().parse_args(["serve", "--host", "0.0.0.0"]))
+    assert (settings.http.port, settings.http.host, settings.predict_threads) == (9001, "0.0.0.0", 3)
+    assert settings.models == ["from_env:Model"]
+    flagged = settings_from_args(build_parser().parse_args(["serve", "a:B", "--port", "1234", "--debug"]))
+    assert flagged.http.port == 1234 and flagged.debug and flagged.models == ["a:B"]

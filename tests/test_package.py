@@ -1,0 +1,36 @@
+import subprocess
+import sys
+
+import v2serve
+
+
+def test_import_stays_light():
+    code = (
+        "import v2serve, v2serve.cli, v2serve.http.app, sys; "
+        "print([m for m in ('torch', 'onnxruntime', 'aiokafka', 'boto3') if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_public_surface_is_exactly_all():
+    public = {name for name in vars(v2serve) if not name.startswith("_")} - {
+        "errors",
+        "models",
+        "protocol",
+        "settings",
+        "event",
+        "graph",
+        "http",
+        "cli",
+    }
+    assert public == set(v2serve.__all__) - {"__version__"}
+
+
+def test_protocol_package_imports_no_transport():
+    code = (
+        "import v2serve.protocol.codec, v2serve.protocol.response, v2serve.protocol.binary, sys; "
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'aiokafka', 'httpx') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,3 @@
+from v2serve.cli import main
+
+main()

@@ -1,0 +1,89 @@
+"""The v2serve error tree.
+
+Every failure that reaches a client is one of these. Each class carries the HTTP status it maps to and
+whether retrying the same request later may succeed; transports read those class attributes and render
+the error once (HTTP: ``{"error": message}`` with the status; streams: an error record; Nuclio: a Response).
+
+    V2ServeError (500)
+    ├── InvalidRequest (400)             malformed JSON, wrong shape or datatype, unknown input, ...
+    ├── Forbidden (403)                  a request asks for something the operator's policy refuses
+    ├── NotFound (404)
+    │   ├── ModelNotFound (404)          unknown model or version; names the available ones
+    │   └── OperationNotFound (404)      unknown path or custom operation
+    ├── MethodNotAllowed (405)
+    ├── PayloadTooLarge (413)
+    ├── InferenceError (500)             the model itself raised
+    ├── NotImplementedOperation (501)    e.g. explain on a model without an explainer
+    └── Unavailable (503, retriable)
+        ├── ModelNotReady (503)          loading, failed or unloaded
+        └── ServerOverloaded (503)       a queue is full
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import ClassVar
+
+
+class V2ServeError(Exception):
+    """Base of every error v2serve reports to a client."""
+
+    status_code: ClassVar[int] = HTTPStatus.INTERNAL_SERVER_ERROR
+    retriable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class InvalidRequest(V2ServeError):
+    status_code = HTTPStatus.BAD_REQUEST
+
+
+class Forbidden(V2ServeError):
+    status_code = HTTPStatus.FORBIDDEN
+
+
+class NotFound(V2ServeError):
+    status_code = HTTPStatus.NOT_FOUND
+
+
+class ModelNotFound(NotFound):
+    pass
+
+
+class OperationNotFound(NotFound):
+    pass
+
+
+class MethodNotAllowed(V2ServeError):
+    status_code = HTTPStatus.METHOD_NOT_ALLOWED
+
+
+class PayloadTooLarge(V2ServeError):
+    status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class InferenceError(V2ServeError):
+    status_code = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class NotImplementedOperation(V2ServeError):
+    status_code = HTTPStatus.NOT_IMPLEMENTED
+
+
+class Unavailable(V2ServeError):
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+    retriable = True
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"retry-after": str(retry_after_s), **(headers or {})})
+
+
+class ModelNotReady(Unavailable):
+    pass
+
+
+class ServerOverloaded(Unavailable):
+    pass

@@ -1,0 +1,44 @@
+"""The one request object every transport builds, and the one reply it renders back.
+
+HTTP, the mock server, Nuclio and the stream workers all turn their native message into an ``Event`` and
+render a ``Reply``; nothing between those two ends knows which transport it serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps
+
+
+@dataclass(slots=True)
+class Event:
+    """A request, transport-free.
+
+    ``body`` is the raw bytes as received, or an already-decoded JSON value when the transport decoded it
+    (a Nuclio trigger, the mock server given a dict). ``headers`` have lower-case names.
+    """
+
+    body: bytes | Any = b""
+    path: str = "/"
+    method: str = "POST"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    id: str | None = None
+    trigger: str = "http"
+
+
+@dataclass(slots=True)
+class Reply:
+    """A response, transport-free: status, body bytes, content type and extra headers."""
+
+    status: int
+    body: bytes
+    content_type: str = JSON_CONTENT_TYPE
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
+        return cls(status, dumps(value), JSON_CONTENT_TYPE, headers or {})

@@ -1,0 +1,300 @@
+"""The v2 operations on one model: infer, infer_dict, explain and custom operations.
+
+Each turns an Event into numpy inputs (checked against the model's metadata), runs the model through its
+invoker (off the event loop) and encodes the outputs, JSON or binary as the request asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from v2serve.errors import (
+    InferenceError,
+    InvalidRequest,
+    NotImplementedOperation,
+    OperationNotFound,
+    V2ServeError,
+)
+from v2serve.event import Event, Reply
+from v2serve.models.base import Model, RequestContext, Tensors
+from v2serve.models.registry import ModelEntry
+from v2serve.protocol import binary
+from v2serve.protocol.codec import decode_binary_tensor, decode_json_tensor, element_count
+from v2serve.protocol.datatypes import WIRE_ITEMSIZE, datatype_of
+from v2serve.protocol.jsonio import loads
+from v2serve.protocol.response import OutputTensor, encode_inference_response
+from v2serve.protocol.types import InferenceRequest, RequestInput, TensorSpec, parse_inference_request
+
+logger = logging.getLogger("v2serve.inference")
+
+
+@dataclass(slots=True)
+class DecodedRequest:
+    request: InferenceRequest
+    inputs: Tensors
+    all_binary_outputs: bool = False
+
+
+class ModelOperations:
+    """Runs v2 operations against registered models."""
+
+    def __init__(self, *, debug: bool = False) -> None:
+        self._debug = debug
+
+    async def run(self, entry: ModelEntry, operation: str, event: Event) -> Reply:
+        entry.require_ready()
+        if operation == "infer":
+            return await self._infer(entry, event, self._decode(entry.model, event), entry.invoker.predict)
+        if operation == "infer_dict":
+            return await self._infer(entry, event, self._decode_dict(entry.model, event), entry.invoker.predict)
+        if operation == "explain":
+            if type(entry.model).explain is Model.explain:
+                raise NotImplementedOperation(f"model {entry.name!r} does not implement explain")
+            return await self._infer(entry, event, self._decode(entry.model, event), entry.invoker.explain)
+        return await self._custom(entry, operation, event)
+
+    # ------------------------------------------------------------ running
+
+    async def _infer(
+        self,
+        entry: ModelEntry,
+        event: Event,
+        decoded: DecodedRequest,
+        method: Callable[[Tensors, RequestContext], Awaitable[Any]],
+    ) -> Reply:
+        model, request = entry.model, decoded.request
+        wanted = _requested_outputs(model, request, decoded.all_binary_outputs)
+        context = RequestContext(
+            id=request.id if request.id is not None else (event.id or uuid.uuid4().hex),
+            parameters=request.parameters,
+            input_parameters={tensor.name: tensor.parameters for tensor in request.inputs},
+            requested_outputs=None if wanted is None else list(wanted),
+            headers=event.headers,
+        )
+        result = await self._guarded(entry, method(decoded.inputs, context))
+        outputs = _select_outputs(model, _as_output_dict(model, result), wanted)
+        encoded = encode_inference_response(
+            model_name=model.name, model_version=model.version, request_id=context.id, outputs=outputs
+        )
+        return Reply(200, encoded.body, encoded.content_type, encoded.headers)
+
+    async def _custom(self, entry: ModelEntry, operation: str, event: Event) -> Reply:
+        method = entry.invoker.operation(operation)
+        if method is None:
+            raise OperationNotFound(
+                f"model {entry.name!r} has no operation {operation!r}; "
+                "operations: infer, infer_dict, explain, ready and its op_<name> methods"
+            )
+        body = event.body
+        if isinstance(body, bytes | bytearray | memoryview):
+            body = loads(body) if len(body) else None
+        context = RequestContext(id=event.id or uuid.uuid4().hex, headers=event.headers)
+        result = await self._guarded(entry, entry.invoker.run(method, body, context))
+        return Reply.json(result)
+
+    async def _guarded(self, entry: ModelEntry, call: Awaitable[Any]) -> Any:
+        """Await model code; anything it raises that is not a V2ServeError becomes an InferenceError."""
+        try:
+            return await call
+        except V2ServeError:
+            raise
+        except Exception as exc:
+            logger.exception("model %r raised", entry.name)
+            message = f"model {entry.name!r} failed: {type(exc).__name__}: {exc}"
+            if self._debug:
+                message += "\n" + traceback.format_exc()
+            raise InferenceError(message) from exc
+
+    # ------------------------------------------------------------ decoding
+
+    def _decode(self, model: Model, event: Event) -> DecodedRequest:
+        body = event.body
+        if not isinstance(body, bytes | bytearray | memoryview):
+            request = parse_inference_request(body)
+            return DecodedRequest(request, _decode_inputs(model, request, {}))
+        header_value = event.headers.get(binary.HEADER_LENGTH)
+        if header_value is None:
+            request = parse_inference_request(loads(body))
+            return DecodedRequest(request, _decode_inputs(model, request, {}))
+        header_length = binary.parse_header_length(header_value, len(body))
+        view = memoryview(body)
+        if header_length == 0:
+            return _decode_raw_binary(model, view)
+        request = parse_inference_request(loads(view[:header_length]))
+        slices = binary.slice_binary_inputs(request, view[header_length:])
+        return DecodedRequest(request, _decode_inputs(model, request, slices))
+
+    def _decode_dict(self, model: Model, event: Event) -> DecodedRequest:
+        """Dict rows become the model's single 2-D input, columns in ``feature_names`` order."""
+        body = event.body
+        obj = loads(body) if isinstance(body, bytes | bytearray | memoryview) else body
+        if not isinstance(obj, dict) or "inputs" not in obj:
+            raise InvalidRequest("infer_dict needs a JSON object with 'inputs': a row object or a list of them")
+        spec, features = _tabular_schema(model)
+        rows = obj["inputs"] if isinstance(obj["inputs"], list) else [obj["inputs"]]
+        tensor = {
+            "name": spec.name,
+            "datatype": spec.datatype,
+            "shape": [len(rows), len(features)],
+            "data": _ordered_rows(rows, features),
+        }
+        request = parse_inference_request({**obj, "inputs": [tensor]})
+        return DecodedRequest(request, _decode_inputs(model, request, {}))
+
+
+def _decode_inputs(model: Model, request: InferenceRequest, slices: dict[str, memoryview]) -> Tensors:
+    specs = {spec.name: spec for spec in model.inputs}
+    inputs: Tensors = {}
+    for tensor in request.inputs:
+        if specs:
+            _check_against_spec(model, tensor, specs)
+        buffer = slices.get(tensor.name)
+        inputs[tensor.name] = decode_binary_tensor(tensor, buffer) if buffer is not None else decode_json_tensor(tensor)
+    missing = [name for name in specs if name not in inputs]
+    if missing:
+        raise InvalidRequest(f"model {model.name!r} needs input(s) {missing}, which the request lacks")
+    return inputs
+
+
+def _check_against_spec(model: Model, tensor: RequestInput, specs: dict[str, TensorSpec]) -> None:
+    spec = specs.get(tensor.name)
+    if spec is None:
+        raise InvalidRequest(f"model {model.name!r} has no input {tensor.name!r}; its inputs are {list(specs)}")
+    if spec.datatype != tensor.datatype:
+        raise InvalidRequest(f"input {tensor.name!r} must be {spec.datatype}, but the request says {tensor.datatype}")
+    if not _shape_fits(tensor.shape, spec.shape):
+        raise InvalidRequest(
+            f"input {tensor.name!r} has shape {tensor.shape}, but model {model.name!r} expects {spec.shape}"
+        )
+
+
+def _shape_fits(shape: list[int], spec_shape: list[int]) -> bool:
+    return len(shape) == len(spec_shape) and all(s == -1 or s == d for d, s in zip(shape, spec_shape, strict=False))
+
+
+def _decode_raw_binary(model: Model, body: memoryview) -> DecodedRequest:
+    """Inference-Header-Content-Length 0: the body is the raw data of the model's only input, batch 1."""
+    if len(model.inputs) != 1:
+        raise InvalidRequest(
+            f"a raw binary request needs a model with exactly one declared input; "
+            f"{model.name!r} has {len(model.inputs)}"
+        )
+    spec = model.inputs[0]
+    if sum(dim == -1 for dim in spec.shape) > 1 and spec.datatype != "BYTES":
+        raise InvalidRequest(
+            f"a raw binary request needs input {spec.name!r} to have at most one "
+            f"variable dimension; it has shape {spec.shape}"
+        )
+    if spec.datatype == "BYTES":
+        tensor = RequestInput(spec.name, [1 if d == -1 else d for d in spec.shape], "BYTES")
+        if element_count(tensor.shape) != 1:
+            raise InvalidRequest(f"a raw binary BYTES request needs input {spec.name!r} of shape [1]")
+        array = np.empty(1, dtype=object)
+        array[0] = bytes(body)
+        inputs = {spec.name: array.reshape(tensor.shape)}
+    else:
+        tensor = RequestInput(spec.name, _solve_shape(spec, len(body)), spec.datatype)
+        inputs = {spec.name: decode_binary_tensor(tensor, body)}
+    return DecodedRequest(InferenceRequest([tensor]), inputs, all_binary_outputs=True)
+
+
+def _solve_shape(spec: TensorSpec, nbytes: int) -> list[int]:
+    itemsize = WIRE_ITEMSIZE[spec.datatype]
+    known = element_count([d for d in spec.shape if d != -1])
+    if nbytes % (itemsize * max(known, 1)):
+        raise InvalidRequest(
+            f"a raw body of {nbytes} bytes does not fill input {spec.name!r} of shape {spec.shape} ({spec.datatype})"
+        )
+    free = nbytes // itemsize // max(known, 1)
+    return [free if d == -1 else d for d in spec.shape]
+
+
+def _tabular_schema(model: Model) -> tuple[TensorSpec, list[str]]:
+    if not model.feature_names or len(model.inputs) != 1:
+        raise InvalidRequest(
+            f"model {model.name!r} does not declare feature_names and a single input, so infer_dict "
+            "cannot order dict rows; use infer"
+        )
+    return model.inputs[0], list(model.feature_names)
+
+
+def _ordered_rows(rows: list[Any], features: list[str]) -> list[Any]:
+    getter = itemgetter(*features)
+    ordered = []
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise InvalidRequest(f"infer_dict row {index} must be an object of feature values")
+        if len(row) != len(features) or not all(name in row for name in features):
+            missing = [name for name in features if name not in row]
+            extra = [name for name in row if name not in features]
+            raise InvalidRequest(
+                f"infer_dict row {index} lacks features {missing} / has unknown features {extra}; "
+                f"the model's features are {features}"
+            )
+        values = getter(row)
+        ordered.append(list(values) if len(features) > 1 else [values])
+    return ordered
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def _requested_outputs(model: Model, request: InferenceRequest, all_binary: bool) -> dict[str, bool] | None:
+    """Requested output names mapped to whether each goes binary; None means every output."""
+    default_binary = all_binary or bool(request.parameters.get("binary_data_output", False))
+    if request.outputs is None:
+        return None if not default_binary else {"*": True}
+    declared = {spec.name for spec in model.outputs}
+    wanted: dict[str, bool] = {}
+    for output in request.outputs:
+        if declared and output.name not in declared:
+            raise InvalidRequest(
+                f"model {model.name!r} has no output {output.name!r}; its outputs are {sorted(declared)}"
+            )
+        wanted[output.name] = all_binary or bool(output.parameters.get("binary_data", default_binary))
+    return wanted
+
+
+def _as_output_dict(model: Model, result: Any) -> dict[str, np.ndarray]:
+    if isinstance(result, dict):
+        return {
+            str(name): value if isinstance(value, np.ndarray) else np.asarray(value) for name, value in result.items()
+        }
+    if len(model.outputs) > 1:
+        raise InferenceError(
+            f"model {model.name!r} declares {len(model.outputs)} outputs but predict returned one value; "
+            "return a dict of arrays by output name"
+        )
+    name = model.outputs[0].name if model.outputs else "output0"
+    return {name: np.asarray(result)}
+
+
+def _select_outputs(
+    model: Model, produced: dict[str, np.ndarray], wanted: dict[str, bool] | None
+) -> list[OutputTensor]:
+    datatypes = {spec.name: spec.datatype for spec in model.outputs}
+    if wanted is None or "*" in wanted:
+        binary_all = wanted is not None
+        selection = {name: binary_all for name in produced}
+    else:
+        absent = [name for name in wanted if name not in produced]
+        if absent:
+            raise InvalidRequest(f"model {model.name!r} produced no output {absent}; it produced {list(produced)}")
+        selection = wanted
+    outputs = []
+    for name, is_binary in selection.items():
+        array = produced[name]
+        try:
+            datatype = datatypes.get(name) or datatype_of(array)
+        except TypeError as exc:
+            raise InferenceError(f"model {model.name!r} output {name!r}: {exc}") from None
+        outputs.append(OutputTensor(name, array, datatype, is_binary))
+    return outputs

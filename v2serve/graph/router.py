@@ -1,0 +1,104 @@
+"""The v2 router: one Event in, one Reply out, for every transport."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from v2serve import __version__
+from v2serve.errors import V2ServeError
+from v2serve.event import Event, Reply
+from v2serve.graph.inference import ModelOperations
+from v2serve.graph.routing import Target, resolve_path
+from v2serve.models.registry import ModelEntry, ModelRegistry, ModelState
+
+logger = logging.getLogger("v2serve.router")
+
+EXTENSIONS = ["binary_tensor_data"]
+"""The protocol extensions this server implements, as advertised by ``GET /v2``."""
+
+
+def error_reply(exc: V2ServeError) -> Reply:
+    return Reply.json({"error": exc.message}, exc.status_code, dict(exc.headers))
+
+
+class V2Router:
+    """Serves the v2 protocol over a model registry.
+
+    ``handle`` never raises: every failure becomes a Reply with the status of its V2ServeError class and an
+    ``{"error": ...}`` body, and anything unexpected a logged 500.
+    """
+
+    def __init__(self, registry: ModelRegistry, *, server_name: str = "v2serve", debug: bool = False) -> None:
+        self.registry = registry
+        self.server_name = server_name
+        self._operations = ModelOperations(debug=debug)
+
+    async def handle(self, event: Event) -> Reply:
+        try:
+            reply = await self._dispatch(event)
+        except V2ServeError as exc:
+            reply = error_reply(exc)
+        except Exception:
+            logger.exception("unexpected error serving %s %s", event.method, event.path)
+            reply = Reply.json({"error": "internal server error"}, 500)
+        request_id = event.headers.get("x-request-id")
+        if request_id is not None:
+            reply.headers["x-request-id"] = request_id
+        return reply
+
+    async def _dispatch(self, event: Event) -> Reply:
+        target = resolve_path(event.method, event.path)
+        if target.model is None:
+            return self._server_endpoint(target)
+        entry = self.registry.resolve(target.model, target.version)
+        if target.endpoint == "model_metadata":
+            return Reply.json(self._model_metadata(entry))
+        if target.endpoint == "model_ready":
+            ready = entry.state is ModelState.READY
+            body: dict[str, Any] = {"name": entry.name, "ready": ready}
+            if not ready:
+                body["state"] = entry.state.value
+                if entry.reason:
+                    body["reason"] = entry.reason
+            return Reply.json(body, 200 if ready else 503, {} if ready else {"retry-after": "1"})
+        assert target.operation is not None
+        return await self._operations.run(entry, target.operation, event)
+
+    def _server_endpoint(self, target: Target) -> Reply:
+        if target.endpoint == "server_metadata":
+            return Reply.json({"name": self.server_name, "version": __version__, "extensions": EXTENSIONS})
+        if target.endpoint == "live":
+            return Reply.json({"live": True})
+        if target.endpoint == "ready":
+            if self.registry.is_ready():
+                return Reply.json({"ready": True})
+            return Reply.json({"ready": False, "models": self._not_ready()}, 503, {"retry-after": "1"})
+        if target.endpoint == "list_models":
+            return Reply.json({"models": self.registry.names()})
+        raise AssertionError(f"routing produced an unknown endpoint {target.endpoint!r}")
+
+    def _not_ready(self) -> list[dict[str, Any]]:
+        pending = []
+        for entry in self.registry:
+            if entry.state is not ModelState.READY:
+                item: dict[str, Any] = {"name": entry.name, "state": entry.state.value}
+                if entry.version is not None:
+                    item["version"] = entry.version
+                if entry.reason:
+                    item["reason"] = entry.reason
+                pending.append(item)
+        return pending
+
+    def _model_metadata(self, entry: ModelEntry) -> dict[str, Any]:
+        model = entry.model
+        metadata: dict[str, Any] = {"name": model.name}
+        versions = self.registry.versions(model.name)
+        if versions:
+            metadata["versions"] = versions
+        metadata["platform"] = model.platform
+        metadata["inputs"] = [spec.to_dict() for spec in model.inputs]
+        metadata["outputs"] = [spec.to_dict() for spec in model.outputs]
+        if model.feature_names:
+            metadata["parameters"] = {"feature_names": list(model.feature_names)}
+        return metadata

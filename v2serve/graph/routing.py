@@ -1,0 +1,75 @@
+"""Resolving a request path to what it addresses: a server endpoint, or a model, version and operation."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from v2serve.errors import MethodNotAllowed, OperationNotFound
+
+# The server-level endpoints, by path: (name, allowed method).
+SERVER_ENDPOINTS: dict[str, tuple[str, str]] = {
+    "": ("server_metadata", "GET"),
+    "/v2": ("server_metadata", "GET"),
+    "/v2/health/live": ("live", "GET"),
+    "/v2/health/ready": ("ready", "GET"),
+    "/v2/models": ("list_models", "GET"),
+}
+
+# Operations on a model that take a request body; anything else after the model is a custom operation.
+BODY_OPERATIONS = {
+    "infer": "infer",
+    "predict": "infer",
+    "infer_dict": "infer_dict",
+    "predict_dict": "infer_dict",
+    "explain": "explain",
+}
+
+_MODEL_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<op>[^/]+))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a request addresses. ``endpoint`` is a server endpoint name or a model operation."""
+
+    endpoint: str
+    model: str | None = None
+    version: str | None = None
+    operation: str | None = None
+
+
+def resolve_path(method: str, path: str) -> Target:
+    """Map ``(method, path)`` to a Target, or raise OperationNotFound / MethodNotAllowed."""
+    path = path.rstrip("/")
+    method = method.upper()
+    server = SERVER_ENDPOINTS.get(path)
+    if server is not None:
+        name, allowed = server
+        _check_method(method, (allowed,), path)
+        return Target(name)
+    match = _MODEL_PATH.match(path)
+    if match is None:
+        raise OperationNotFound(f"no route for {method} {path or '/'}")
+    model, version, op = match.group("model", "version", "op")
+    if op is None:
+        # MLRun serves a POST to the model itself as infer; GET is the model's metadata.
+        if method == "GET":
+            return Target("model_metadata", model, version)
+        _check_method(method, ("GET", "POST"), path)
+        return Target("model_operation", model, version, "infer")
+    if op == "ready":
+        _check_method(method, ("GET",), path)
+        return Target("model_ready", model, version)
+    if op in BODY_OPERATIONS:
+        _check_method(method, ("POST",), path)
+        return Target("model_operation", model, version, BODY_OPERATIONS[op])
+    _check_method(method, ("GET", "POST"), path)
+    return Target("model_operation", model, version, op)
+
+
+def _check_method(method: str, allowed: tuple[str, ...], path: str) -> None:
+    if method not in allowed:
+        raise MethodNotAllowed(
+            f"{method} is not allowed on {path or '/'}; use {' or '.join(allowed)}",
+            headers={"allow": ", ".join(allowed)},
+        )

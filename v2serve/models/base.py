@@ -1,0 +1,94 @@
+"""The Model base class that users subclass."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from v2serve.errors import NotImplementedOperation
+from v2serve.protocol.types import TensorSpec
+
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What a model may want to know about the request beyond its input tensors."""
+
+    id: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    input_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requested_outputs: list[str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Model:
+    """A model served by v2serve.
+
+    Lifecycle: ``__init__`` is cheap (store arguments); ``load()`` does the heavy work (read weights, build
+    sessions) and runs once before the model is marked ready; ``unload()`` releases it. Requests then call
+    ``preprocess`` -> ``predict`` -> ``postprocess`` on numpy arrays keyed by tensor name.
+
+    Each of ``load``, ``predict``, ``preprocess``, ``postprocess``, ``explain``, ``unload`` and the custom
+    operations ``op_<name>`` may be a plain or an ``async`` method. Plain methods run in the server's
+    bounded thread pool, never on the event loop, so blocking work there does not stall other requests;
+    ``async`` methods are awaited on the loop and must not block. Whether a method is sync or async, and
+    whether it accepts the ``context`` argument, is decided once when the model is registered.
+
+    Metadata: ``inputs`` and ``outputs`` describe the tensors (shape -1 = variable) and are checked against
+    requests when given; ``feature_names`` orders the dict rows of ``infer_dict`` into the columns of the
+    model's single input.
+
+    Example::
+
+        class AddOne(Model):
+            inputs = [TensorSpec("x", "FP32", [-1])]
+            outputs = [TensorSpec("y", "FP32", [-1])]
+
+            def predict(self, inputs):
+                return {"y": inputs["x"] + 1}
+    """
+
+    inputs: Sequence[TensorSpec] = ()
+    outputs: Sequence[TensorSpec] = ()
+    feature_names: Sequence[str] | None = None
+    platform: str = "python"
+
+    def __init__(self, name: str | None = None, version: str | None = None, model_path: str | None = None) -> None:
+        self.name = name or _snake_case(type(self).__name__)
+        self.version = None if version is None else str(version)
+        self.model_path = model_path
+
+    def load(self) -> Any:
+        """Load weights and build whatever predict needs. The default does nothing."""
+        return None
+
+    def unload(self) -> Any:
+        """Release what load acquired. The default does nothing."""
+        return None
+
+    def preprocess(self, inputs: Tensors, context: RequestContext) -> Any:
+        return inputs
+
+    def predict(self, inputs: Tensors, context: RequestContext) -> Any:
+        """Compute outputs from inputs: a dict of arrays by output name, or one array for one output."""
+        raise NotImplementedOperation(f"model {self.name!r} does not implement predict")
+
+    def postprocess(self, outputs: Tensors, context: RequestContext) -> Any:
+        return outputs
+
+    def explain(self, inputs: Tensors, context: RequestContext) -> Any:
+        """Explain a prediction. Models without an explainer answer 501."""
+        raise NotImplementedOperation(f"model {self.name!r} does not implement explain")
+
+    def __repr__(self) -> str:
+        version = f", version={self.version!r}" if self.version else ""
+        return f"{type(self).__name__}(name={self.name!r}{version})"
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

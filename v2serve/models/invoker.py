@@ -1,0 +1,112 @@
+"""Calling a model's methods: sync ones in the thread pool, async ones on the loop, decided once."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from v2serve.models.base import Model
+
+
+@dataclass(frozen=True, slots=True)
+class BoundMethod:
+    """A model method with its calling convention resolved at registration time."""
+
+    call: Callable[..., Any]
+    is_async: bool
+
+
+def bind(method: Callable[..., Any], arity: int) -> BoundMethod:
+    """Adapt ``method`` to be called with ``arity`` positional arguments, dropping trailing ones it lacks.
+
+    Lets authors write ``predict(self, inputs)`` when they do not need the request context.
+    """
+    accepted = _positional_capacity(method)
+    call = method if accepted >= arity else _truncating(method, accepted)
+    return BoundMethod(call, inspect.iscoroutinefunction(method))
+
+
+def _positional_capacity(method: Callable[..., Any]) -> int:
+    count = 0
+    for param in inspect.signature(method).parameters.values():
+        if param.kind is param.VAR_POSITIONAL:
+            return 1 << 16
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count
+
+
+def _truncating(method: Callable[..., Any], accepted: int) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(method):
+
+        async def call_async(*args: Any) -> Any:
+            return await method(*args[:accepted])
+
+        return call_async
+
+    def call(*args: Any) -> Any:
+        return method(*args[:accepted])
+
+    return call
+
+
+class ModelInvoker:
+    """Runs a model's lifecycle and request methods without ever blocking the event loop."""
+
+    def __init__(self, model: Model, executor: Executor) -> None:
+        self.model = model
+        self._executor = executor
+        overridden = [
+            name
+            for name in ("preprocess", "predict", "postprocess")
+            if name == "predict" or getattr(type(model), name) is not getattr(Model, name)
+        ]
+        self._pipeline = [bind(getattr(model, name), 2) for name in overridden]
+        self._pipeline_is_sync = not any(step.is_async for step in self._pipeline)
+        self._explain = bind(model.explain, 2)
+        self._load = bind(model.load, 0)
+        self._unload = bind(model.unload, 0)
+        self._operations: dict[str, BoundMethod] = {}
+
+    async def run(self, method: BoundMethod, *args: Any) -> Any:
+        if method.is_async:
+            return await method.call(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, method.call, *args)
+
+    async def load(self) -> None:
+        await self.run(self._load)
+
+    async def unload(self) -> None:
+        await self.run(self._unload)
+
+    async def predict(self, inputs: Any, context: Any) -> Any:
+        """preprocess -> predict -> postprocess; one hop to the thread pool when all three are sync."""
+        if self._pipeline_is_sync:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._run_sync_pipeline, inputs, context)
+        value = inputs
+        for step in self._pipeline:
+            value = await self.run(step, value, context)
+        return value
+
+    def _run_sync_pipeline(self, inputs: Any, context: Any) -> Any:
+        value = inputs
+        for step in self._pipeline:
+            value = step.call(value, context)
+        return value
+
+    async def explain(self, inputs: Any, context: Any) -> Any:
+        return await self.run(self._explain, inputs, context)
+
+    def operation(self, name: str) -> BoundMethod | None:
+        """The custom operation ``op_<name>``, or None when the model has none by that name."""
+        if name not in self._operations:
+            method = getattr(self.model, f"op_{name}", None)
+            if not callable(method):
+                return None
+            self._operations[name] = bind(method, 2)
+        return self._operations[name]

@@ -1,0 +1,106 @@
+"""Building Model instances from import paths and model directories.
+
+A target is either an import path ``package.module:ClassName`` (or ``path/to/file.py:ClassName``), or a
+directory. A directory holding ``model-settings.json`` is one model; otherwise each of its immediate
+subdirectories holding one is. ``model-settings.json``::
+
+    {"name": "add_sub", "version": "1", "implementation": "model.py:AddSub",
+     "model_path": "weights.onnx", "args": {"threshold": 0.5}}
+
+``implementation`` is resolved relative to the directory when it names a ``.py`` file; ``model_path`` is
+relative to the directory unless absolute or a URL; ``args`` are passed to the class's constructor.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from v2serve.models.base import Model
+
+SETTINGS_FILE = "model-settings.json"
+
+
+def import_object(path: str, base_dir: Path | None = None) -> Any:
+    """The object named by ``module:attr`` or ``file.py:attr``."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not attr:
+        raise ValueError(f"{path!r} is not an import path of the form 'module:Name' or 'file.py:Name'")
+    if module_name.endswith(".py"):
+        module = _import_file(Path(base_dir or ".") / module_name)
+    else:
+        module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"{module_name!r} has no attribute {attr!r}") from None
+
+
+def _import_file(file: Path) -> Any:
+    file = file.resolve()
+    if not file.is_file():
+        raise ValueError(f"no such file: {file}")
+    module_name = f"v2serve_user_{abs(hash(str(file))):x}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import {file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def model_from_import_path(path: str, **kwargs: Any) -> Model:
+    cls = import_object(path)
+    return instantiate(cls, path, **kwargs)
+
+
+def instantiate(cls: Any, label: str, **kwargs: Any) -> Model:
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise ValueError(f"{label!r} is not a subclass of v2serve.Model")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"cannot create {cls.__name__} for {label!r}: {exc}") from None
+
+
+def model_from_directory(directory: Path) -> Model:
+    settings_file = directory / SETTINGS_FILE
+    settings = orjson.loads(settings_file.read_bytes())
+    implementation = settings.get("implementation")
+    if not isinstance(implementation, str):
+        raise ValueError(f"{settings_file} needs an 'implementation' such as 'model.py:MyModel'")
+    kwargs: dict[str, Any] = dict(settings.get("args") or {})
+    kwargs["name"] = settings.get("name") or directory.name
+    if settings.get("version") is not None:
+        kwargs["version"] = str(settings["version"])
+    if settings.get("model_path"):
+        kwargs["model_path"] = _resolve_model_path(settings["model_path"], directory)
+    cls = import_object(implementation, base_dir=directory)
+    return instantiate(cls, str(settings_file), **kwargs)
+
+
+def _resolve_model_path(model_path: str, directory: Path) -> str:
+    if "://" in model_path or Path(model_path).is_absolute():
+        return model_path
+    return str((directory / model_path).resolve())
+
+
+def models_from_target(target: str) -> list[Model]:
+    """Every model a CLI target names: an import path or a model directory (or a directory of them)."""
+    path = Path(target)
+    if path.is_dir():
+        if (path / SETTINGS_FILE).is_file():
+            return [model_from_directory(path)]
+        found = sorted(child for child in path.iterdir() if (child / SETTINGS_FILE).is_file())
+        if not found:
+            raise ValueError(f"{target!r} holds no {SETTINGS_FILE}, neither itself nor in a subdirectory")
+        return [model_from_directory(child) for child in found]
+    return [model_from_import_path(target)]

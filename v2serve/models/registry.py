@@ -1,0 +1,141 @@
+"""Models by name and version, each with an honest readiness state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from enum import Enum
+
+from v2serve.errors import ModelNotFound, ModelNotReady
+from v2serve.models.base import Model
+from v2serve.models.invoker import ModelInvoker
+
+logger = logging.getLogger("v2serve.models")
+
+
+class ModelState(str, Enum):
+    LOADING = "LOADING"
+    READY = "READY"
+    FAILED = "FAILED"
+    UNLOADED = "UNLOADED"
+
+
+@dataclass(eq=False)
+class ModelEntry:
+    """One registered model version and what is known about its readiness."""
+
+    model: Model
+    invoker: ModelInvoker
+    state: ModelState = ModelState.LOADING
+    reason: str | None = None
+    load_seconds: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def version(self) -> str | None:
+        return self.model.version
+
+    def require_ready(self) -> None:
+        if self.state is ModelState.READY:
+            return
+        label = _label(self.name, self.version)
+        if self.state is ModelState.FAILED:
+            raise ModelNotReady(f"model {label} failed to load: {self.reason}", retry_after_s=30)
+        raise ModelNotReady(f"model {label} is {self.state.value.lower()}", retry_after_s=1)
+
+
+def _label(name: str, version: str | None) -> str:
+    return repr(name) if version is None else f"{name!r} version {version!r}"
+
+
+def version_sort_key(version: str | None) -> tuple[int, int, str]:
+    """Versions order numerically when they are integers, otherwise as text; no version sorts first."""
+    if version is None:
+        return (0, 0, "")
+    if version.isdigit():
+        return (2, int(version), version)
+    return (1, 0, version)
+
+
+class ModelRegistry:
+    """Registered models by name, then version.
+
+    A request without a version goes to the model's default version: the highest, where integer versions
+    compare numerically ("10" > "9") and outrank non-integer ones, which compare as text.
+    """
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        self._models: dict[str, dict[str | None, ModelEntry]] = {}
+
+    def add(self, model: Model) -> ModelEntry:
+        versions = self._models.setdefault(model.name, {})
+        if model.version in versions:
+            raise ValueError(f"model {_label(model.name, model.version)} is registered twice")
+        entry = ModelEntry(model, ModelInvoker(model, self._executor))
+        versions[model.version] = entry
+        return entry
+
+    async def load(self, entry: ModelEntry) -> None:
+        """Load one model, recording READY or FAILED with the reason; never raises for a model's failure."""
+        entry.state, entry.reason = ModelState.LOADING, None
+        started = time.perf_counter()
+        try:
+            await entry.invoker.load()
+        except Exception as exc:
+            entry.state, entry.reason = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
+            logger.exception("model %s failed to load", _label(entry.name, entry.version))
+        else:
+            entry.state = ModelState.READY
+            entry.load_seconds = time.perf_counter() - started
+            logger.info("model %s ready in %.3fs", _label(entry.name, entry.version), entry.load_seconds)
+
+    async def load_all(self) -> None:
+        await asyncio.gather(*(self.load(entry) for entry in self))
+
+    async def unload_all(self) -> None:
+        for entry in self:
+            if entry.state is ModelState.READY:
+                try:
+                    await entry.invoker.unload()
+                except Exception:
+                    logger.exception("model %s failed to unload", _label(entry.name, entry.version))
+            entry.state = ModelState.UNLOADED
+
+    def resolve(self, name: str, version: str | None = None) -> ModelEntry:
+        """The entry for ``name`` (at ``version``, or its default version); ModelNotFound names the rest."""
+        if version is None and ":" in name:
+            name, version = name.split(":", 1)
+        versions = self._models.get(name)
+        if not versions:
+            available = ", ".join(sorted(self._models)) or "none"
+            raise ModelNotFound(f"model {name!r} does not exist; available models: {available}")
+        if version is None:
+            return versions[max(versions, key=version_sort_key)]
+        entry = versions.get(version)
+        if entry is None:
+            known = ", ".join(repr(v) for v in sorted(versions, key=version_sort_key) if v is not None)
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; versions: {known or 'none'}")
+        return entry
+
+    def versions(self, name: str) -> list[str]:
+        return [v for v in sorted(self._models.get(name, {}), key=version_sort_key) if v is not None]
+
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def __iter__(self) -> Iterator[ModelEntry]:
+        for versions in self._models.values():
+            yield from versions.values()
+
+    def is_ready(self) -> bool:
+        """Ready when at least one model is registered and every registered model is READY."""
+        entries = list(self)
+        return bool(entries) and all(entry.state is ModelState.READY for entry in entries)

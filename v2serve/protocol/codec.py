@@ -1,0 +1,205 @@
+"""Tensors between the wire and numpy.
+
+Numeric tensors are converted in one pass by numpy (JSON lists) or viewed in place (binary buffers); only
+BYTES tensors, whose elements are variable-length strings, are walked element by element.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from v2serve.errors import InferenceError, InvalidRequest
+from v2serve.protocol.datatypes import DATATYPE_TO_NUMPY, WIRE_ITEMSIZE
+from v2serve.protocol.types import RequestInput
+
+_INTEGER_KINDS = "iu"
+_NUMBER_KINDS = "iuf"
+_LENGTH = struct.Struct("<I")
+
+
+def element_count(shape: list[int]) -> int:
+    return math.prod(shape)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode_json_tensor(tensor: RequestInput) -> np.ndarray:
+    """Decode a tensor whose values came in JSON ``data``, flat or nested, row-major."""
+    if tensor.data is None:
+        raise InvalidRequest(f"input {tensor.name!r} has neither 'data' nor 'binary_data_size'")
+    if tensor.datatype == "BYTES":
+        return _decode_json_bytes(tensor)
+    values = _as_number_array(tensor)
+    _check_count(tensor, values.size)
+    return _cast_checked(tensor, values).reshape(tensor.shape)
+
+
+def _as_number_array(tensor: RequestInput) -> np.ndarray:
+    data = tensor.data if isinstance(tensor.data, list) else [tensor.data]
+    try:
+        values = np.asarray(data)
+        if values.dtype.kind == "O" and tensor.datatype in ("FP16", "FP32", "FP64", "BF16"):
+            # JSON null stands for NaN (orjson writes NaN and Inf as null; MLServer reads null as NaN).
+            values = np.asarray(data, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise InvalidRequest(
+            f"input {tensor.name!r} data is ragged or holds values that are not {tensor.datatype}"
+        ) from None
+    return values
+
+
+def _cast_checked(tensor: RequestInput, values: np.ndarray) -> np.ndarray:
+    datatype, kind = tensor.datatype, values.dtype.kind
+    target = DATATYPE_TO_NUMPY[datatype]
+    if values.size == 0:
+        return values.astype(target)
+    if datatype == "BOOL":
+        if kind != "b":
+            raise InvalidRequest(f"input {tensor.name!r} is BOOL but holds non-boolean values")
+        return values
+    if target.kind in _INTEGER_KINDS:
+        if datatype == "UINT64" and kind in "fO":
+            return _as_uint64(tensor, values)
+        if kind not in _INTEGER_KINDS:
+            raise InvalidRequest(f"input {tensor.name!r} is {datatype} but holds non-integer values")
+        info = np.iinfo(target)
+        if values.min() < info.min or values.max() > info.max:
+            raise InvalidRequest(f"input {tensor.name!r} holds values outside the range of {datatype}")
+        return values.astype(target, copy=False)
+    if kind not in _NUMBER_KINDS:
+        raise InvalidRequest(f"input {tensor.name!r} is {datatype} but holds non-numeric values")
+    return values.astype(target, copy=False)
+
+
+def _as_uint64(tensor: RequestInput, values: np.ndarray) -> np.ndarray:
+    # numpy widens a mix of int64 and values past 2**63 to float64 (or object past 2**64): convert again,
+    # exactly, from the Python ints.
+    message = f"input {tensor.name!r} holds values that are not integers in the range of UINT64"
+    if values.dtype.kind == "f" and not np.array_equal(values, np.floor(values)):
+        raise InvalidRequest(message)
+    data = tensor.data if isinstance(tensor.data, list) else [tensor.data]
+    try:
+        return np.asarray(data, dtype=np.uint64)
+    except (OverflowError, TypeError, ValueError):
+        raise InvalidRequest(message) from None
+
+
+def _decode_json_bytes(tensor: RequestInput) -> np.ndarray:
+    flat: list[bytes] = []
+    _flatten_strings(tensor, tensor.data if isinstance(tensor.data, list) else [tensor.data], flat)
+    _check_count(tensor, len(flat))
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    return out.reshape(tensor.shape)
+
+
+def _flatten_strings(tensor: RequestInput, data: list[Any], out: list[bytes]) -> None:
+    for item in data:
+        if isinstance(item, str):
+            out.append(item.encode())
+        elif isinstance(item, list):
+            _flatten_strings(tensor, item, out)
+        else:
+            raise InvalidRequest(f"input {tensor.name!r} is BYTES but holds a {type(item).__name__}")
+
+
+def decode_binary_tensor(tensor: RequestInput, buffer: memoryview) -> np.ndarray:
+    """Decode a tensor from its slice of the binary extension's data (little-endian, row-major)."""
+    count = element_count(tensor.shape)
+    if tensor.datatype == "BYTES":
+        return _decode_binary_bytes(tensor, buffer, count)
+    expected = count * WIRE_ITEMSIZE[tensor.datatype]
+    if len(buffer) != expected:
+        raise InvalidRequest(
+            f"input {tensor.name!r} has {len(buffer)} bytes of data but shape {tensor.shape} "
+            f"of {tensor.datatype} needs {expected}"
+        )
+    if tensor.datatype == "BF16":
+        return bf16_to_float32(np.frombuffer(buffer, dtype="<u2")).reshape(tensor.shape)
+    return np.frombuffer(buffer, dtype=DATATYPE_TO_NUMPY[tensor.datatype]).reshape(tensor.shape)
+
+
+def _decode_binary_bytes(tensor: RequestInput, buffer: memoryview, count: int) -> np.ndarray:
+    out = np.empty(count, dtype=object)
+    offset, end = 0, len(buffer)
+    for i in range(count):
+        if offset + 4 > end:
+            raise InvalidRequest(f"input {tensor.name!r} has fewer BYTES elements than its shape needs")
+        (length,) = _LENGTH.unpack_from(buffer, offset)
+        offset += 4
+        if offset + length > end:
+            raise InvalidRequest(f"input {tensor.name!r} has a BYTES element longer than its data")
+        out[i] = bytes(buffer[offset : offset + length])
+        offset += length
+    if offset != end:
+        raise InvalidRequest(f"input {tensor.name!r} has more BYTES data than its shape needs")
+    return out.reshape(tensor.shape)
+
+
+def _check_count(tensor: RequestInput, actual: int) -> None:
+    expected = element_count(tensor.shape)
+    if actual != expected:
+        raise InvalidRequest(f"input {tensor.name!r} has {actual} values but shape {tensor.shape} needs {expected}")
+
+
+def bf16_to_float32(raw: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) to float32, exactly."""
+    return (raw.astype("<u4") << 16).view("<f4")
+
+
+def float32_to_bf16(values: np.ndarray) -> np.ndarray:
+    """float32 to bfloat16 bit patterns (uint16), rounding to nearest even."""
+    bits = np.ascontiguousarray(values, dtype="<f4").view("<u4")
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) >> 16
+    return rounded.astype("<u2")
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def to_wire_array(array: np.ndarray, datatype: str) -> np.ndarray:
+    """The array in the dtype and byte order its datatype travels in."""
+    if datatype == "BYTES":
+        return array
+    return np.asarray(array, dtype=DATATYPE_TO_NUMPY[datatype])
+
+
+def json_data(name: str, array: np.ndarray, datatype: str) -> Any:
+    """The flat JSON ``data`` of an output: an array orjson serialises natively, or a list of str."""
+    if datatype != "BYTES":
+        return np.ascontiguousarray(array).reshape(-1)
+    if array.dtype.kind == "U":
+        return array.reshape(-1).tolist()
+    values = []
+    for item in array.reshape(-1).tolist():
+        if isinstance(item, bytes):
+            try:
+                item = item.decode()
+            except UnicodeDecodeError:
+                raise InferenceError(
+                    f"output {name!r} holds bytes that are not UTF-8 and cannot travel as JSON; "
+                    "request it with the binary data extension (parameters.binary_data=true)"
+                ) from None
+        elif not isinstance(item, str):
+            item = str(item)
+        values.append(item)
+    return values
+
+
+def binary_data(array: np.ndarray, datatype: str) -> bytes:
+    """The raw bytes of an output for the binary extension."""
+    if datatype == "BYTES":
+        parts = []
+        for item in array.reshape(-1).tolist():
+            raw = item if isinstance(item, bytes) else str(item).encode()
+            parts.append(_LENGTH.pack(len(raw)))
+            parts.append(raw)
+        return b"".join(parts)
+    if datatype == "BF16":
+        return float32_to_bf16(array).tobytes()
+    return np.ascontiguousarray(array).tobytes()

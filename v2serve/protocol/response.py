@@ -1,0 +1,66 @@
+"""Encoding of v2 inference responses, as JSON or with binary tensor data appended."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from v2serve.protocol.binary import BINARY_CONTENT_TYPE, HEADER_LENGTH
+from v2serve.protocol.codec import binary_data, json_data, to_wire_array
+from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps
+
+
+@dataclass(slots=True)
+class OutputTensor:
+    """One output as the model produced it, with the datatype and encoding it travels in."""
+
+    name: str
+    array: np.ndarray
+    datatype: str
+    binary: bool = False
+
+
+@dataclass(slots=True)
+class EncodedBody:
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def encode_inference_response(
+    *,
+    model_name: str,
+    model_version: str | None,
+    request_id: str,
+    outputs: list[OutputTensor],
+    parameters: dict[str, Any] | None = None,
+) -> EncodedBody:
+    header: dict[str, Any] = {"model_name": model_name}
+    if model_version is not None:
+        header["model_version"] = model_version
+    header["id"] = request_id
+    if parameters:
+        header["parameters"] = parameters
+    entries: list[dict[str, Any]] = []
+    buffers: list[bytes] = []
+    for output in outputs:
+        array = to_wire_array(output.array, output.datatype)
+        entry: dict[str, Any] = {"name": output.name, "datatype": output.datatype, "shape": list(array.shape)}
+        if output.binary:
+            raw = binary_data(array, output.datatype)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            buffers.append(raw)
+        else:
+            entry["data"] = json_data(output.name, array, output.datatype)
+        entries.append(entry)
+    header["outputs"] = entries
+    json_header = dumps(header)
+    if not any(output.binary for output in outputs):
+        return EncodedBody(json_header, JSON_CONTENT_TYPE)
+    return EncodedBody(
+        b"".join([json_header, *buffers]),
+        BINARY_CONTENT_TYPE,
+        {HEADER_LENGTH: str(len(json_header))},
+    )

@@ -1,0 +1,116 @@
+"""Wire types of the Open Inference Protocol (v2), one per concept.
+
+Requests are parsed from already-decoded JSON by hand rather than by a validating model: the structure is
+checked field by field with messages that name the field, and tensor ``data`` is passed through untouched
+so that numpy converts it in one pass (see ``codec``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from v2serve.errors import InvalidRequest
+from v2serve.protocol.datatypes import normalize_datatype
+
+Parameters = dict[str, Any]
+
+
+@dataclass(slots=True)
+class TensorSpec:
+    """Name, datatype and shape of a model input or output; -1 marks a variable dimension."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(slots=True)
+class RequestInput:
+    name: str
+    shape: list[int]
+    datatype: str
+    data: Any = None
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    inputs: list[RequestInput]
+    id: str | None = None
+    parameters: Parameters = field(default_factory=dict)
+    outputs: list[RequestedOutput] | None = None
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise InvalidRequest(f"{what} must be {_article(names)}, got {type(value).__name__}")
+    return value
+
+
+def _article(name: str) -> str:
+    return {"dict": "an object", "list": "an array", "str": "a string", "int": "an integer"}.get(name, name)
+
+
+def _parameters(obj: dict[str, Any], what: str) -> Parameters:
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    return _expect(params, dict, f"{what}.parameters")
+
+
+def _shape(value: Any, what: str) -> list[int]:
+    _expect(value, list, what)
+    for dim in value:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
+            raise InvalidRequest(f"{what} must hold non-negative integers, got {value!r}")
+    return value
+
+
+def parse_request_input(obj: Any, index: int) -> RequestInput:
+    where = f"inputs[{index}]"
+    _expect(obj, dict, where)
+    for key in ("name", "shape", "datatype"):
+        if key not in obj:
+            raise InvalidRequest(f"{where} is missing {key!r}")
+    name = _expect(obj["name"], str, f"{where}.name")
+    return RequestInput(
+        name=name,
+        shape=_shape(obj["shape"], f"input {name!r} shape"),
+        datatype=normalize_datatype(obj["datatype"]),
+        data=obj.get("data"),
+        parameters=_parameters(obj, f"input {name!r}"),
+    )
+
+
+def parse_inference_request(obj: Any) -> InferenceRequest:
+    """Check the structure of a decoded v2 inference request and wrap it; raises InvalidRequest."""
+    _expect(obj, dict, "the request body")
+    if "inputs" not in obj:
+        raise InvalidRequest("the request body is missing 'inputs'")
+    raw_inputs = _expect(obj["inputs"], list, "'inputs'")
+    inputs = [parse_request_input(item, i) for i, item in enumerate(raw_inputs)]
+    names = [item.name for item in inputs]
+    if len(set(names)) != len(names):
+        raise InvalidRequest(f"input names must be unique, got {names}")
+    request_id = obj.get("id")
+    if request_id is not None:
+        request_id = _expect(request_id, str, "'id'")
+    outputs = None
+    if obj.get("outputs") is not None:
+        outputs = []
+        for i, item in enumerate(_expect(obj["outputs"], list, "'outputs'")):
+            _expect(item, dict, f"outputs[{i}]")
+            out_name = _expect(item.get("name"), str, f"outputs[{i}].name")
+            outputs.append(RequestedOutput(out_name, _parameters(item, f"output {out_name!r}")))
+    return InferenceRequest(inputs, request_id, _parameters(obj, "the request"), outputs)
