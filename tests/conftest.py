@@ -46,23 +46,23 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(*models: Model, **settings) -> Iterator[str]:
+def serve_in_thread(*models: Model, server: ModelServer | None = None, **settings) -> Iterator[str]:
     """A real uvicorn server on a free loopback port, in a thread; yields its base URL."""
     port = free_port()
-    app = create_app(ModelServer(models, make_settings(**settings)))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    app = create_app(server or ModelServer(models, make_settings(**settings)))
+    uvicorn_server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
     thread.start()
     try:
         # uvicorn sets `started` once the socket listens and the lifespan startup has run.
         for _ in range(1000):
-            if server.started or not thread.is_alive():
+            if uvicorn_server.started or not thread.is_alive():
                 break
             threading.Event().wait(0.01)
-        assert server.started, "uvicorn did not start"
+        assert uvicorn_server.started, "uvicorn did not start"
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
+        uvicorn_server.should_exit = True
         thread.join(10)
 
 

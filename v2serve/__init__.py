@@ -12,10 +12,12 @@ from v2serve.errors import (
     ModelNotReady,
     V2ServeError,
 )
+from v2serve.graph.sdk import Graph
 from v2serve.models.base import Model, RequestContext
 from v2serve.protocol.types import TensorSpec
 
 __all__ = [
+    "Graph",
     "InferenceError",
     "InvalidRequest",
     "Model",

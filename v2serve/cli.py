@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "targets",
         nargs="*",
-        help="model classes ('module:Class' or 'file.py:Class') or model directories (model-settings.json)",
+        help="model classes ('module:Class' or 'file.py:Class'), model directories (model-settings.json) "
+        "or one graph spec file (.yaml, .yml, .json)",
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (default 8080)")
@@ -86,26 +87,32 @@ def _json(value: Any) -> str:
 
 
 def serve(settings: Settings) -> None:
-    import uvicorn
-
     if not settings.models:
-        raise SystemExit("v2serve serve: name at least one model target (or set V2SERVE_MODELS)")
-    http = settings.http
-    options: dict[str, Any] = {
-        "host": http.host,
-        "port": http.port,
-        "access_log": http.access_log,
-        "timeout_graceful_shutdown": http.graceful_timeout_s,
-        "lifespan": "on",
-    }
-    _exit_quietly_after_graceful_shutdown()
-    if http.workers > 1:
+        raise SystemExit("v2serve serve: name at least one model target or graph file (or set V2SERVE_MODELS)")
+    if settings.http.workers > 1:
         export_to_environment(settings)
-        uvicorn.run(_APP_FACTORY, factory=True, workers=http.workers, **options)
+        run_uvicorn(_APP_FACTORY, settings, factory=True, workers=settings.http.workers)
         return
     from v2serve.http.app import create_app_from_settings
 
-    uvicorn.run(create_app_from_settings(settings), **options)
+    run_uvicorn(create_app_from_settings(settings), settings)
+
+
+def run_uvicorn(app: Any, settings: Settings, **extra: Any) -> None:
+    """Run uvicorn with the HTTP settings; a SIGTERM drains in-flight requests and returns normally."""
+    import uvicorn
+
+    http = settings.http
+    _exit_quietly_after_graceful_shutdown()
+    uvicorn.run(
+        app,
+        host=http.host,
+        port=http.port,
+        access_log=http.access_log,
+        timeout_graceful_shutdown=http.graceful_timeout_s,
+        lifespan="on",
+        **extra,
+    )
 
 
 def _exit_quietly_after_graceful_shutdown() -> None:

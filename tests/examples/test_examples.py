@@ -1,8 +1,10 @@
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.conftest import serve_in_process
+from tests.conftest import CLIServer, serve_in_process
+from v2serve import Graph
 from v2serve.models.loader import models_from_target
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -50,3 +52,30 @@ async def test_infer_dict_on_a_model_without_features_is_a_clear_error():
     async with serve_in_process(*models_from_target(str(EXAMPLES / "add_sub"))) as client:
         response = await client.post("/v2/models/add_sub/infer_dict", json={"inputs": [{"a": 1}]})
         assert response.status_code == 400 and "does not declare feature_names" in response.json()["error"]
+
+
+def test_flow_example_preprocesses_classifies_and_postprocesses():
+    with Graph.from_file(EXAMPLES / "graphs" / "flow.yaml").to_mock_server() as server:
+        answer = server.test("/", body={"id": "q", "unit": "mm", "rows": [[51, 35, 14, 2], [67, 30, 52, 23]]})
+    assert answer["id"] == "q" and answer["species"] == ["setosa", "virginica"]
+    assert all(0.5 < c <= 1 for c in answer["confidence"])
+
+
+def test_ensemble_example_votes_and_members_answer_alone():
+    # Sepals alone call this versicolor flower virginica; the two other members outvote them.
+    row = {"sepal_length": 6.4, "sepal_width": 3.0, "petal_length": 4.3, "petal_width": 1.3}
+    with Graph.from_file(EXAMPLES / "graphs" / "ensemble.yaml").to_mock_server() as server:
+        vote = server.test("/v2/models/iris_vote/infer_dict", body={"inputs": [row]})
+        sepals = server.test("/v2/models/sepals/infer_dict", body={"inputs": [row]})
+    assert vote["outputs"][0]["data"] == ["versicolor"]
+    assert sepals["outputs"][0]["data"] == ["virginica"]
+
+
+def test_cli_serves_a_graph_file():
+    server = CLIServer(str(EXAMPLES / "graphs" / "flow.yaml"))
+    try:
+        server.wait_started()
+        response = httpx.post(server.url + "/", json={"rows": [[5.0, 3.4, 1.5, 0.2]]}, timeout=10)
+        assert response.json()["species"] == ["setosa"]
+    finally:
+        assert server.stop() == 0

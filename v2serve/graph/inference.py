@@ -80,7 +80,7 @@ class ModelOperations:
             headers=event.headers,
         )
         result = await self._guarded(entry, method(decoded.inputs, context))
-        outputs = _select_outputs(model, _as_output_dict(model, result), wanted)
+        outputs = _select_outputs(model, as_output_dict(model, result), wanted)
         encoded = encode_inference_response(
             model_name=model.name, model_version=model.version, request_id=context.id, outputs=outputs
         )
@@ -263,7 +263,7 @@ def _requested_outputs(model: Model, request: InferenceRequest, all_binary: bool
     return wanted
 
 
-def _as_output_dict(model: Model, result: Any) -> dict[str, np.ndarray]:
+def as_output_dict(model: Model, result: Any) -> dict[str, np.ndarray]:
     if isinstance(result, dict):
         return {
             str(name): value if isinstance(value, np.ndarray) else np.asarray(value) for name, value in result.items()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from v2serve import __version__
-from v2serve.errors import V2ServeError
+from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.graph.inference import ModelOperations
-from v2serve.graph.routing import Target, resolve_path
+from v2serve.graph.routing import BODY_OPERATIONS, Target, resolve_path
 from v2serve.models.registry import ModelEntry, ModelRegistry, ModelState
+from v2serve.protocol import binary
+from v2serve.protocol.jsonio import loads
 
 logger = logging.getLogger("v2serve.router")
 
@@ -32,7 +35,9 @@ class V2Router:
     def __init__(self, registry: ModelRegistry, *, server_name: str = "v2serve", debug: bool = False) -> None:
         self.registry = registry
         self.server_name = server_name
-        self._operations = ModelOperations(debug=debug)
+        self.serves_graph = False
+        """A server whose graph holds only tasks is ready without models; a bare router is not."""
+        self.operations = ModelOperations(debug=debug)
 
     async def handle(self, event: Event) -> Reply:
         try:
@@ -49,6 +54,8 @@ class V2Router:
 
     async def _dispatch(self, event: Event) -> Reply:
         target = resolve_path(event.method, event.path)
+        if target.endpoint == "body_routed":
+            target, event = self._route_by_body(event)
         if target.model is None:
             return self._server_endpoint(target)
         entry = self.registry.resolve(target.model, target.version)
@@ -63,7 +70,32 @@ class V2Router:
                     body["reason"] = entry.reason
             return Reply.json(body, 200 if ready else 503, {} if ready else {"retry-after": "1"})
         assert target.operation is not None
-        return await self._operations.run(entry, target.operation, event)
+        return await self.operations.run(entry, target.operation, event)
+
+    def _route_by_body(self, event: Event) -> tuple[Target, Event]:
+        """Model, version and operation from the body's fields, else the ``v2-*`` headers."""
+        body = event.body
+        if isinstance(body, bytes | bytearray | memoryview) and binary.HEADER_LENGTH not in event.headers:
+            body = loads(body)
+            event = replace(event, body=body)
+        fields = body if isinstance(body, dict) else {}
+
+        def pick(key: str) -> str | None:
+            value = fields.get(key, event.headers.get(f"v2-{key}"))
+            return None if value is None else str(value)
+
+        model = pick("model")
+        if model is None:
+            names = self.registry.names()
+            if len(names) != 1:
+                raise InvalidRequest(
+                    f"the request names no model (field 'model' or header v2-model) and "
+                    f"this server has {len(names)}: {', '.join(names) or 'none'}"
+                )
+            model = names[0]
+        operation = pick("operation") or "infer"
+        operation = BODY_OPERATIONS.get(operation, operation)
+        return Target("model_operation", model, pick("version"), operation), event
 
     def _server_endpoint(self, target: Target) -> Reply:
         if target.endpoint == "server_metadata":
@@ -71,7 +103,7 @@ class V2Router:
         if target.endpoint == "live":
             return Reply.json({"live": True})
         if target.endpoint == "ready":
-            if self.registry.is_ready():
+            if self.registry.is_ready(allow_empty=self.serves_graph):
                 return Reply.json({"ready": True})
             return Reply.json({"ready": False, "models": self._not_ready()}, 503, {"retry-after": "1"})
         if target.endpoint == "list_models":

@@ -42,6 +42,9 @@ def resolve_path(method: str, path: str) -> Target:
     """Map ``(method, path)`` to a Target, or raise OperationNotFound / MethodNotAllowed."""
     path = path.rstrip("/")
     method = method.upper()
+    if path == "" and method == "POST":
+        # No URL to route by (streams, serverless triggers): the body or headers name the model.
+        return Target("body_routed")
     server = SERVER_ENDPOINTS.get(path)
     if server is not None:
         name, allowed = server

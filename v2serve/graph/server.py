@@ -1,4 +1,4 @@
-"""A model server, transport-free: the models, their thread pool, the v2 router and their lifecycle."""
+"""A model server, transport-free: the models, their thread pool, the graph that serves them, the lifecycle."""
 
 from __future__ import annotations
 
@@ -6,10 +6,15 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from v2serve.event import Event, Reply
+from v2serve.graph.compile import GraphCompiler, Handler
 from v2serve.graph.router import V2Router
+from v2serve.graph.spec import GraphSpec
 from v2serve.models.base import Model
+from v2serve.models.invoker import Runner
+from v2serve.models.loader import SETTINGS_FILE, models_from_target
 from v2serve.models.registry import ModelRegistry
 from v2serve.settings import Settings
 
@@ -19,18 +24,48 @@ logger = logging.getLogger("v2serve.server")
 class ModelServer:
     """Owns the models and serves Events. Transports call ``start``, then ``handle`` per request, then ``stop``.
 
-    With ``settings.load_in_background`` the models load after ``start`` returns, answering 503 (with
-    Retry-After) until each is ready; otherwise ``start`` returns once every model loaded or failed.
+    ``models`` are served by the v2 router; a ``graph`` adds its own models and, for a flow, becomes the
+    handler of every request that is not a server-level probe. With ``settings.load_in_background`` the
+    models load after ``start`` returns and answer 503 (with Retry-After) until each is ready; otherwise
+    ``start`` returns once every model has loaded or failed.
     """
 
-    def __init__(self, models: Iterable[Model], settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        models: Iterable[Model] = (),
+        settings: Settings | None = None,
+        graph: GraphSpec | None = None,
+        graph_dir: Path | None = None,
+    ) -> None:
         self.settings = settings or Settings()
         self.executor = ThreadPoolExecutor(self.settings.predict_threads, thread_name_prefix="v2serve-model")
         self.registry = ModelRegistry(self.executor)
         for model in models:
             self.registry.add(model)
         self.router = V2Router(self.registry, server_name=self.settings.server_name, debug=self.settings.debug)
+        self.handler: Handler = self.router
+        if graph is not None:
+            compiler = GraphCompiler(self.registry, self.router, Runner(self.executor), graph_dir)
+            self.handler = compiler.compile(graph)
+            self.router.serves_graph = True
         self._loading: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> ModelServer:
+        """The server ``settings.models`` describes (by default from ``V2SERVE_*`` variables).
+
+        Targets ending in .yaml, .yml or .json (other than model-settings.json) are graph spec files (at most
+        one); the others are model classes or model directories served beside the graph.
+        """
+        settings = settings or Settings()
+        graph_files = [Path(t) for t in settings.models if is_graph_file(t)]
+        if len(graph_files) > 1:
+            raise ValueError(f"serve one graph at a time, not {[str(f) for f in graph_files]}")
+        models = [model for t in settings.models if not is_graph_file(t) for model in models_from_target(t)]
+        if not graph_files:
+            return cls(models, settings)
+        graph_file = graph_files[0].resolve()
+        return cls(models, settings, graph=GraphSpec.from_file(graph_file), graph_dir=graph_file.parent)
 
     async def start(self) -> None:
         if self.settings.load_in_background:
@@ -45,4 +80,9 @@ class ModelServer:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def handle(self, event: Event) -> Reply:
-        return await self.router.handle(event)
+        return await self.handler.handle(event)
+
+
+def is_graph_file(target: str) -> bool:
+    path = Path(target)
+    return path.suffix in (".yaml", ".yml", ".json") and path.name != SETTINGS_FILE and path.is_file()

@@ -19,7 +19,6 @@ from v2serve.errors import InvalidRequest, PayloadTooLarge, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.graph.router import error_reply
 from v2serve.graph.server import ModelServer
-from v2serve.models.loader import models_from_target
 from v2serve.settings import Settings
 
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -58,10 +57,8 @@ def create_app(server: ModelServer) -> Starlette:
 
 
 def create_app_from_settings(settings: Settings | None = None) -> Starlette:
-    """Build the app from settings (by default from ``V2SERVE_*`` variables): what each worker process runs."""
-    settings = settings or Settings()
-    models = [model for target in settings.models for model in models_from_target(target)]
-    return create_app(ModelServer(models, settings))
+    """The app for ``ModelServer.from_settings``: what each worker process runs."""
+    return create_app(ModelServer.from_settings(settings))
 
 
 def _render(reply: Reply) -> Response:

@@ -54,12 +54,24 @@ def _truncating(method: Callable[..., Any], accepted: int) -> Callable[..., Any]
     return call
 
 
-class ModelInvoker:
+class Runner:
+    """Calls bound methods: awaited on the loop when async, in the thread pool when sync."""
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+
+    async def run(self, method: BoundMethod, *args: Any) -> Any:
+        if method.is_async:
+            return await method.call(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, method.call, *args)
+
+
+class ModelInvoker(Runner):
     """Runs a model's lifecycle and request methods without ever blocking the event loop."""
 
     def __init__(self, model: Model, executor: Executor) -> None:
+        super().__init__(executor)
         self.model = model
-        self._executor = executor
         overridden = [
             name
             for name in ("preprocess", "predict", "postprocess")
@@ -71,11 +83,6 @@ class ModelInvoker:
         self._load = bind(model.load, 0)
         self._unload = bind(model.unload, 0)
         self._operations: dict[str, BoundMethod] = {}
-
-    async def run(self, method: BoundMethod, *args: Any) -> Any:
-        if method.is_async:
-            return await method.call(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, method.call, *args)
 
     async def load(self) -> None:
         await self.run(self._load)

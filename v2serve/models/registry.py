@@ -135,7 +135,7 @@ class ModelRegistry:
         for versions in self._models.values():
             yield from versions.values()
 
-    def is_ready(self) -> bool:
-        """Ready when at least one model is registered and every registered model is READY."""
+    def is_ready(self, allow_empty: bool = False) -> bool:
+        """Ready when every registered model is READY, and (unless ``allow_empty``) there is at least one."""
         entries = list(self)
-        return bool(entries) and all(entry.state is ModelState.READY for entry in entries)
+        return (allow_empty or bool(entries)) and all(entry.state is ModelState.READY for entry in entries)

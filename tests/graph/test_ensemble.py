@@ -1,0 +1,42 @@
+import pytest
+
+from tests.graph import steps
+from v2serve.graph.sdk import Graph
+
+
+def request(values, datatype="FP32"):
+    return {"inputs": [{"name": "x", "datatype": datatype, "shape": [len(values)], "data": values}]}
+
+
+def test_classification_takes_the_weighted_majority_and_members_stay_addressable():
+    graph = Graph()
+    vote = graph.add_ensemble("vote", weights={"strict": 3.0})
+    vote.add_model("lenient", steps.Label, threshold=0).add_model("middle", steps.Label, threshold=5)
+    vote.add_model("strict", steps.Label, threshold=10)
+    with graph.to_mock_server() as server:
+        # x=3: lenient big, middle small, strict small -> small (weights 1 vs 1+3)
+        # x=7: lenient big, middle big, strict small -> small (2 vs 3); x=20: all big
+        together = server.test("/v2/models/vote/infer", body=request([3, 7, 20]))
+        assert together["outputs"] == [
+            {"name": "label", "datatype": "BYTES", "shape": [3], "data": ["small", "small", "big"]}
+        ]
+        alone = server.test("/v2/models/lenient/infer", body=request([3, 7, 20]))
+        assert alone["outputs"][0]["data"] == ["big", "big", "big"]
+        assert server.test("/v2/models/vote")["platform"] == "ensemble"
+
+
+def test_regression_takes_the_weighted_mean():
+    graph = Graph()
+    vote = graph.add_ensemble("avg", vote_type="regression", weights={"b": 3.0})
+    vote.add_model("a", steps.Affine, a=1).add_model("b", steps.Affine, a=2)
+    with graph.to_mock_server() as server:
+        outputs = server.test("/v2/models/avg/infer", body=request([4.0]))["outputs"]
+        assert outputs[0]["data"] == [pytest.approx((4 * 1 + 8 * 3) / 4)]
+
+
+def test_ensemble_is_not_ready_while_a_member_failed():
+    graph = Graph()
+    graph.add_ensemble("vote").add_model("ok", steps.Label).add_model("bad", "tests.fixtures:FailingLoadModel")
+    with graph.to_mock_server() as server:
+        response = server.test("/v2/models/vote/infer", body=request([1]), silent=True, get_body=False)
+        assert response.status_code == 503 and "'bad' failed to load" in response.json()["error"]

@@ -1,0 +1,114 @@
+import pytest
+
+from tests.graph import steps
+from v2serve.graph.sdk import Graph
+
+
+def branching_flow(with_handler: bool) -> Graph:
+    graph = Graph("flow")
+    start = graph.to(steps.Scale, "scale", factor=10)
+    start.to(steps.double, name="double")
+    start.to(steps.negate, name="negate")
+    merged = graph.add_step(steps.merge, name="merge", after=["double", "negate"])
+    boom = merged.to(steps.explode, name="explode")
+    if with_handler:
+        boom.error_handler(steps.recover)
+    boom.respond()
+    return graph
+
+
+def test_branch_merge_and_a_step_error_handler():
+    with branching_flow(with_handler=True).to_mock_server() as server:
+        result = server.test("/", body={"values": [1, 2]})
+    assert result["recovered_from"] == "explode" and result["status"] == 500
+    assert "ZeroDivisionError: exploded on purpose" in result["error"]
+
+
+def test_without_a_handler_the_failed_step_is_named_in_a_500():
+    with branching_flow(with_handler=False).to_mock_server() as server:
+        response = server.test("/", body={"values": [1, 2]}, get_body=False, silent=True)
+        assert response.status_code == 500
+        assert response.json() == {"error": "step 'explode' failed: ZeroDivisionError: exploded on purpose"}
+        with pytest.raises(RuntimeError, match=r"failed \(500\)"):
+            server.test("/", body={"values": [1, 2]})
+
+
+def test_merge_receives_outputs_by_step_name():
+    graph = Graph("flow")
+    start = graph.to(steps.Scale, "scale", factor=10)
+    start.to(steps.double, name="double")
+    start.to(steps.negate, name="negate")
+    graph.add_step(steps.merge, name="merge", after=["double", "negate"])
+    with graph.to_mock_server() as server:
+        assert server.test("/", body={"values": [1, 2]}) == {"sum": [10.0, 20.0]}
+
+
+def test_graph_level_error_handler_answers_when_no_step_handler_does():
+    graph = Graph("flow")
+    graph.to(steps.explode, name="explode")
+    graph.error_handler(steps.recover)
+    with graph.to_mock_server() as server:
+        assert server.test("/", body={})["recovered_from"] == "explode"
+
+
+def test_model_step_between_tasks_with_input_and_result_paths():
+    graph = Graph("flow")
+    (
+        graph.to(steps.to_request, name="pre")
+        .to(steps.Affine, "affine", a=2, b=1)
+        .to(steps.first_output, name="post", result_path="result")
+        .respond()
+    )
+    with graph.to_mock_server() as server:
+        answer = server.test("/", body={"values": [1, 2, 3], "id": "abc"})
+    assert answer["result"] == {"id": "abc", "y": [3.0, 5.0, 7.0]}
+    assert answer["model_name"] == "affine"  # result_path kept the body it was given
+
+
+def test_input_path_selects_part_of_the_body():
+    graph = Graph("flow")
+    graph.to(steps.double, name="double", input_path="payload")
+    with graph.to_mock_server() as server:
+        assert server.test("/", body={"payload": {"values": [4]}}) == [8]
+        response = server.test("/", body={"other": 1}, silent=True, get_body=False)
+        assert response.status_code == 400 and "step 'double': the body has no 'payload'" in response.json()["error"]
+
+
+def test_parallel_step_merges_child_results():
+    graph = Graph("flow")
+    graph.to(
+        name="fanout",
+        kind="parallel",
+        routes=[
+            {"name": "double", "kind": "task", "handler": steps.double},
+            {"name": "negate", "kind": "task", "handler": steps.negate},
+        ],
+    )
+    with graph.to_mock_server() as server:
+        assert server.test("/", body={"values": [1, 2]}) == {"double": [2, 4], "negate": [-1, -2]}
+
+
+def test_router_step_in_a_flow_routes_by_the_body_model_field():
+    graph = Graph("flow")
+    graph.to(
+        name="route",
+        kind="router",
+        routes=[
+            {"name": "plus", "kind": "model", "class_name": steps.Affine, "class_args": {"b": 1}},
+            {"name": "times", "kind": "model", "class_name": steps.Affine, "class_args": {"a": 3}},
+        ],
+    )
+    request = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [2]}]}
+    with graph.to_mock_server() as server:
+        assert server.test("/", body={**request, "model": "plus"})["outputs"][0]["data"] == [3.0]
+        assert server.test("/", body={**request, "model": "times"})["outputs"][0]["data"] == [6.0]
+        unknown = server.test("/", body={**request, "model": "nope"}, silent=True, get_body=False)
+        assert unknown.status_code == 404 and "has no route 'nope'" in unknown.json()["error"]
+
+
+def test_health_probes_work_on_a_flow():
+    graph = Graph("flow")
+    graph.to(steps.double, name="double")
+    with graph.to_mock_server() as server:
+        assert server.test("/v2/health/ready") == {"ready": True}
+        assert server.test("/v2/health/live") == {"live": True}

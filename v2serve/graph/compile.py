@@ -1,0 +1,172 @@
+"""Building the runtime of a graph from its spec, with every error found here rather than at a request.
+
+Classes are imported and instantiated (cheap: ``load`` runs later), so an unknown class or an argument the
+class does not accept fails the build with a message naming the step; so do cycles, references to unknown
+steps and an unclear responder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from v2serve.graph.ensemble import VotingEnsemble
+from v2serve.graph.flow import Flow, FlowNode
+from v2serve.graph.router import V2Router
+from v2serve.graph.spec import GraphError, GraphSpec, StepSpec
+from v2serve.graph.steps import ModelStep, ParallelStep, RouterStep, Step, TaskStep
+from v2serve.models.base import Model
+from v2serve.models.invoker import Runner, bind
+from v2serve.models.loader import import_object
+from v2serve.models.registry import ModelEntry, ModelRegistry
+
+Handler = V2Router | Flow
+
+
+class GraphCompiler:
+    def __init__(self, registry: ModelRegistry, router: V2Router, runner: Runner, base_dir: Path | None = None) -> None:
+        self._registry = registry
+        self._router = router
+        self._runner = runner
+        self._base_dir = base_dir
+
+    def compile(self, spec: GraphSpec) -> Handler:
+        if spec.topology == "router":
+            for step in spec.steps:
+                if step.kind not in ("model", "ensemble"):
+                    raise GraphError(
+                        f"step {step.name!r}: a router graph routes to model or ensemble steps, not {step.kind}"
+                    )
+                self._register(step)
+            return self._router
+        return self._flow(spec)
+
+    # ------------------------------------------------------------ models
+
+    def _register(self, spec: StepSpec) -> ModelEntry:
+        if spec.kind == "ensemble":
+            if not spec.routes:
+                raise GraphError(f"step {spec.name!r}: an ensemble needs routes")
+            members = [self._register(route) for route in spec.routes]
+            model: Model = VotingEnsemble(
+                spec.name, members, spec.vote_type or "classification", spec.weights, spec.version
+            )
+        elif spec.kind == "model":
+            model = self._model(spec)
+        else:
+            raise GraphError(f"step {spec.name!r}: only model steps can be routes here, not {spec.kind}")
+        try:
+            return self._registry.add(model)
+        except ValueError as exc:
+            raise GraphError(f"step {spec.name!r}: {exc}") from None
+
+    def _model(self, spec: StepSpec) -> Model:
+        cls = self._import(spec, spec.class_name, "class_name")
+        if not (isinstance(cls, type) and issubclass(cls, Model)):
+            raise GraphError(f"step {spec.name!r}: {cls!r} is not a subclass of v2serve.Model")
+        kwargs: dict[str, Any] = {"name": spec.name, **spec.class_args}
+        if spec.version is not None:
+            kwargs["version"] = spec.version
+        if spec.model_path is not None:
+            kwargs["model_path"] = spec.model_path
+        return self._instantiate(spec, cls, kwargs)
+
+    def _instantiate(self, spec: StepSpec, cls: type, kwargs: dict[str, Any]) -> Any:
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise GraphError(f"step {spec.name!r}: cannot create {cls.__name__}: {exc}") from None
+
+    def _import(self, spec: StepSpec, target: Any, field: str) -> Any:
+        if target is None:
+            raise GraphError(f"step {spec.name!r} ({spec.kind}) needs a {field}")
+        if not isinstance(target, str):
+            return target
+        try:
+            return import_object(target, self._base_dir)
+        except (ImportError, ValueError) as exc:
+            raise GraphError(f"step {spec.name!r}: cannot import {target!r}: {exc}") from None
+
+    # ------------------------------------------------------------ flow steps
+
+    def _step(self, spec: StepSpec) -> Step:
+        if spec.kind == "task":
+            return self._task(spec)
+        if spec.kind in ("model", "ensemble"):
+            entry = self._register(spec)
+            return ModelStep(spec.name, entry.name, entry.version, self._registry, self._router.operations)
+        if not spec.routes:
+            raise GraphError(f"step {spec.name!r}: a {spec.kind} step needs routes")
+        children = [self._step(route) for route in spec.routes]
+        if spec.kind == "parallel":
+            return ParallelStep(spec.name, children)
+        keys = {
+            (r.name if r.version is None else f"{r.name}:{r.version}"): c
+            for r, c in zip(spec.routes, children, strict=True)
+        }
+        return RouterStep(spec.name, keys)
+
+    def _task(self, spec: StepSpec) -> TaskStep:
+        if spec.handler is not None:
+            function = self._import(spec, spec.handler, "handler")
+            if not callable(function):
+                raise GraphError(f"step {spec.name!r}: handler {spec.handler!r} is not callable")
+            return TaskStep(spec.name, bind(function, 2), self._runner)
+        cls = self._import(spec, spec.class_name, "handler or class_name")
+        instance = self._instantiate(spec, cls, dict(spec.class_args))
+        if not callable(getattr(instance, "do", None)):
+            raise GraphError(f"step {spec.name!r}: {cls.__name__} has no do(body) method")
+        return TaskStep(spec.name, bind(instance.do, 2), self._runner)
+
+    def _flow(self, spec: GraphSpec) -> Flow:
+        by_name = _unique_steps(spec.steps)
+        nodes = {}
+        for step in spec.steps:
+            unknown = [name for name in step.after if name not in by_name]
+            if unknown:
+                raise GraphError(f"step {step.name!r} comes after unknown step(s) {unknown}")
+            on_error = self._task(step.on_error) if step.on_error is not None else None
+            nodes[step.name] = FlowNode(self._step(step), list(step.after), step.input_path, step.result_path, on_error)
+        levels = _levels(by_name)
+        handler = self._task(spec.error_handler) if spec.error_handler is not None else None
+        return Flow(nodes, levels, _responder(spec.steps), self._router, handler)
+
+
+def _unique_steps(steps: list[StepSpec]) -> dict[str, StepSpec]:
+    if not steps:
+        raise GraphError("a flow needs at least one step")
+    by_name: dict[str, StepSpec] = {}
+    for step in steps:
+        if step.name in by_name:
+            raise GraphError(f"step name {step.name!r} is used twice")
+        by_name[step.name] = step
+    return by_name
+
+
+def _levels(steps: dict[str, StepSpec]) -> list[list[str]]:
+    """Steps grouped so that each group depends only on earlier groups (Kahn's algorithm)."""
+    remaining = {name: set(step.after) for name, step in steps.items()}
+    levels: list[list[str]] = []
+    done: set[str] = set()
+    while remaining:
+        ready = [name for name, parents in remaining.items() if parents <= done]
+        if not ready:
+            raise GraphError(f"the flow has a cycle through steps {sorted(remaining)}")
+        levels.append(ready)
+        done.update(ready)
+        for name in ready:
+            del remaining[name]
+    return levels
+
+
+def _responder(steps: list[StepSpec]) -> str:
+    marked = [step.name for step in steps if step.responder]
+    if len(marked) > 1:
+        raise GraphError(f"only one step can respond; {marked} are marked")
+    if marked:
+        return marked[0]
+    upstream = {parent for step in steps for parent in step.after}
+    sinks = [step.name for step in steps if step.name not in upstream]
+    if len(sinks) != 1:
+        raise GraphError(f"the flow ends in several steps {sinks}; mark the one that responds with respond()")
+    return sinks[0]

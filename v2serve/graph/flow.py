@@ -1,0 +1,141 @@
+"""The flow topology at run time: steps in dependency order, independent branches concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from v2serve.errors import InferenceError, InvalidRequest, V2ServeError
+from v2serve.event import Event, Reply
+from v2serve.graph.router import V2Router, error_reply
+from v2serve.graph.routing import SERVER_ENDPOINTS
+from v2serve.graph.steps import Step
+from v2serve.protocol.jsonio import loads
+
+logger = logging.getLogger("v2serve.flow")
+
+
+@dataclass
+class FlowNode:
+    """A step with its place in the flow and the selectors and error handler around it."""
+
+    step: Step
+    after: list[str]
+    input_path: str | None = None
+    result_path: str | None = None
+    on_error: Step | None = None
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, error: V2ServeError) -> None:
+        super().__init__(step)
+        self.step = step
+        self.error = error
+
+
+class Flow:
+    """Runs a request through the flow's steps and answers with the responder's output.
+
+    A step with one upstream step receives that step's output; one with several receives an object of their
+    outputs by step name (the merge); steps with none receive the request body. Server-level GET endpoints
+    (health, metadata) are answered by the router, so probes work on a flow as on a router.
+    """
+
+    def __init__(
+        self,
+        nodes: dict[str, FlowNode],
+        levels: list[list[str]],
+        responder: str,
+        router: V2Router,
+        error_handler: Step | None = None,
+    ) -> None:
+        self._nodes = nodes
+        self._levels = levels
+        self._responder = responder
+        self._router = router
+        self._error_handler = error_handler
+
+    async def handle(self, event: Event) -> Reply:
+        if event.method.upper() == "GET" and event.path.rstrip("/") in SERVER_ENDPOINTS:
+            return await self._router.handle(event)
+        try:
+            body = loads(event.body) if isinstance(event.body, bytes | bytearray | memoryview) else event.body
+            return Reply.json(await self._run(body, event))
+        except StepFailed as failure:
+            return await self._answer_failure(failure, event)
+        except V2ServeError as exc:
+            return error_reply(exc)
+
+    async def _run(self, body: Any, event: Event) -> Any:
+        results: dict[str, Any] = {}
+        for level in self._levels:
+            outputs = await asyncio.gather(*(self._run_node(name, body, results, event) for name in level))
+            results.update(zip(level, outputs, strict=True))
+        return results[self._responder]
+
+    async def _run_node(self, name: str, request_body: Any, results: dict[str, Any], event: Event) -> Any:
+        node = self._nodes[name]
+        if not node.after:
+            body = request_body
+        elif len(node.after) == 1:
+            body = results[node.after[0]]
+        else:
+            body = {parent: results[parent] for parent in node.after}
+        given = _get_path(body, node.input_path, name) if node.input_path else body
+        try:
+            result = await node.step.run(given, event)
+        except Exception as exc:
+            error = _as_step_error(name, exc)
+            if node.on_error is None:
+                raise StepFailed(name, error) from exc
+            result = await node.on_error.run(_error_body(name, error, given), event)
+        if node.result_path:
+            body = copy.copy(body) if isinstance(body, dict) else {}
+            _set_path(body, node.result_path, result)
+            return body
+        return result
+
+    async def _answer_failure(self, failure: StepFailed, event: Event) -> Reply:
+        if self._error_handler is None:
+            return error_reply(failure.error)
+        body = _error_body(failure.step, failure.error, None)
+        try:
+            return Reply.json(await self._error_handler.run(body, event))
+        except Exception as exc:
+            return error_reply(_as_step_error("error_handler", exc))
+
+
+def _as_step_error(step: str, exc: Exception) -> V2ServeError:
+    """The failure as a V2ServeError whose message names the step; unexpected exceptions become 500s."""
+    if isinstance(exc, V2ServeError):
+        exc.message = f"step {step!r} failed: {exc.message}"
+        exc.args = (exc.message,)
+        return exc
+    logger.exception("step %r raised", step)
+    return InferenceError(f"step {step!r} failed: {type(exc).__name__}: {exc}")
+
+
+def _error_body(step: str, error: V2ServeError, body: Any) -> dict[str, Any]:
+    return {"error": error.message, "status": error.status_code, "step": step, "body": body}
+
+
+def _get_path(body: Any, path: str, step: str) -> Any:
+    value = body
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise InvalidRequest(f"step {step!r}: the body has no {path!r}")
+        value = value[key]
+    return value
+
+
+def _set_path(body: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    target = body
+    for key in parents:
+        child = target.get(key)
+        target[key] = child = dict(child) if isinstance(child, dict) else {}
+        target = child
+    target[last] = value

@@ -1,0 +1,130 @@
+"""The declarative, serialisable description of a serving graph, apart from the runtime that executes it.
+
+A graph is a **router** (the default: requests pick a model by URL or by the message's ``model`` field) or a
+**flow** (steps chained with ``after``, the ``responder`` step's output being the response). Steps:
+
+- ``model``: a Model subclass (``class_name``) with ``model_path``, ``version`` and ``class_args``;
+- ``task``: a function (``handler``) or a class with ``do(body)`` (``class_name``) transforming the body;
+- ``router``: routes the body to one of its ``routes`` (model steps) by URL or ``model`` field;
+- ``ensemble``: a voting ensemble over its ``routes`` (``vote_type`` classification or regression);
+- ``parallel``: runs all its ``routes`` on the same body and merges their results by route name.
+
+Classes and functions are import paths (``package.module:Name`` or ``file.py:Name``) in the serialised form;
+the Python SDK also accepts the objects themselves and turns them into import paths when serialising.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+StepKind = Literal["model", "task", "router", "ensemble", "parallel"]
+
+
+class GraphError(ValueError):
+    """A graph that cannot be built; the message names the step at fault."""
+
+
+class StepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    name: str
+    kind: StepKind = "task"
+    class_name: Any = None
+    """Import path of the step's class, or the class itself (SDK)."""
+    handler: Any = None
+    """Import path of a task function, or the function itself (SDK)."""
+    class_args: dict[str, Any] = Field(default_factory=dict)
+    model_path: str | None = None
+    version: str | None = None
+    after: list[str] = Field(default_factory=list)
+    responder: bool = False
+    input_path: str | None = None
+    """Dotted path of the part of the body the step receives (``inputs`` or ``a.b``)."""
+    result_path: str | None = None
+    """Dotted path at which the step's result is written into the body it received, instead of replacing it."""
+    on_error: StepSpec | None = None
+    """A task step that turns this step's failure into its output."""
+    routes: list[StepSpec] = Field(default_factory=list)
+    vote_type: Literal["classification", "regression"] | None = None
+    weights: dict[str, float] | None = None
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        return None if value is None else str(value)
+
+
+class GraphSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    topology: Literal["router", "flow"] = "router"
+    steps: list[StepSpec] = Field(default_factory=list)
+    """Router: the routes (model and ensemble steps). Flow: the steps, linked by ``after``."""
+    error_handler: StepSpec | None = None
+    """A task step whose output answers any request in which a step failed without its own ``on_error``."""
+
+    # ------------------------------------------------------------ serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        return _portable(self.model_dump(exclude_defaults=True))
+
+    def to_json(self) -> str:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2).decode()
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return str(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GraphSpec:
+        return cls.model_validate(data)
+
+    @classmethod
+    def from_text(cls, text: str) -> GraphSpec:
+        """Read a spec from JSON or YAML text."""
+        stripped = text.lstrip()
+        if stripped.startswith("{"):
+            return cls.from_dict(orjson.loads(text))
+        import yaml
+
+        return cls.from_dict(yaml.safe_load(text))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> GraphSpec:
+        return cls.from_text(Path(path).read_text())
+
+
+def import_path_of(obj: Any, where: str) -> str:
+    """The ``module:QualName`` of a class or function, or GraphError if it cannot be imported by that path."""
+    if isinstance(obj, str):
+        return obj
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+    if (
+        not module
+        or "<locals>" in qualname
+        or module == "__main__"
+        or not (inspect.isclass(obj) or inspect.isfunction(obj))
+    ):
+        raise GraphError(f"{where}: {obj!r} cannot be serialised; give it as an importable 'module:Name' path")
+    return f"{module}:{qualname}"
+
+
+def _portable(data: Any, where: str = "graph") -> Any:
+    if isinstance(data, dict):
+        name = data.get("name", where)
+        out = {}
+        for key, value in data.items():
+            if key in ("class_name", "handler") and value is not None:
+                out[key] = import_path_of(value, f"step {name!r}")
+            else:
+                out[key] = _portable(value, name)
+        return out
+    if isinstance(data, list):
+        return [_portable(item, where) for item in data]
+    return data

@@ -1,0 +1,103 @@
+"""Runtime steps of a flow graph: each takes the body it is given and returns the body it produces."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from v2serve.errors import InvalidRequest, ModelNotFound, V2ServeError
+from v2serve.event import Event
+from v2serve.graph.inference import ModelOperations
+from v2serve.graph.routing import resolve_path
+from v2serve.models.invoker import BoundMethod, Runner
+from v2serve.models.registry import ModelRegistry
+from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, loads
+
+
+class Step(Protocol):
+    """A runtime step. ``run`` receives the (decoded) body and the originating event."""
+
+    name: str
+
+    async def run(self, body: Any, event: Event) -> Any: ...
+
+
+class TaskStep:
+    """A function, or a class instance's ``do``, applied to the body; sync code runs in the thread pool."""
+
+    def __init__(self, name: str, method: BoundMethod, runner: Runner) -> None:
+        self.name = name
+        self._method = method
+        self._runner = runner
+
+    async def run(self, body: Any, event: Event) -> Any:
+        return await self._runner.run(self._method, body, event)
+
+
+class ModelStep:
+    """A registered model used inside a flow: the body is a v2 request, the result the decoded v2 response."""
+
+    def __init__(
+        self, name: str, model: str, version: str | None, registry: ModelRegistry, ops: ModelOperations
+    ) -> None:
+        self.name = name
+        self.model, self.version = model, version
+        self._registry = registry
+        self._ops = ops
+
+    async def run(self, body: Any, event: Event) -> Any:
+        entry = self._registry.resolve(self.model, self.version)
+        operation = body.get("operation", "infer") if isinstance(body, dict) else "infer"
+        inner = Event(
+            body=body, path=event.path, method="POST", headers=event.headers, id=event.id, trigger=event.trigger
+        )
+        reply = await self._ops.run(entry, operation, inner)
+        return loads(reply.body) if reply.content_type == JSON_CONTENT_TYPE else reply.body
+
+
+class ParallelStep:
+    """Runs every child on the same body concurrently; the result maps child name to child result."""
+
+    def __init__(self, name: str, children: list[Step]) -> None:
+        self.name = name
+        self._children = children
+
+    async def run(self, body: Any, event: Event) -> Any:
+        results = await asyncio.gather(*(child.run(body, event) for child in self._children))
+        return {child.name: result for child, result in zip(self._children, results, strict=True)}
+
+
+class RouterStep:
+    """Sends the body to one of its model routes, chosen by the URL's model or the body's ``model`` field."""
+
+    def __init__(self, name: str, routes: dict[str, Step]) -> None:
+        self.name = name
+        self._routes = routes
+
+    async def run(self, body: Any, event: Event) -> Any:
+        key = _model_from_body(body) or _model_from_path(event)
+        if key is None:
+            if len(self._routes) == 1:
+                return await next(iter(self._routes.values())).run(body, event)
+            raise InvalidRequest(f"router {self.name!r}: the request names no model; routes: {sorted(self._routes)}")
+        route = self._routes.get(key) or self._routes.get(key.split(":", 1)[0])
+        if route is None:
+            raise ModelNotFound(f"router {self.name!r} has no route {key!r}; routes: {sorted(self._routes)}")
+        return await route.run(body, event)
+
+
+def _model_from_body(body: Any) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("model"), str):
+        version = body.get("version")
+        return f"{body['model']}:{version}" if version else str(body["model"])
+    return None
+
+
+def _model_from_path(event: Event) -> str | None:
+    try:
+        target = resolve_path("POST", event.path)
+    except V2ServeError:
+        return None
+    if target.model is None:
+        return None
+    return f"{target.model}:{target.version}" if target.version else target.model
