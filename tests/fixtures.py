@@ -124,3 +124,20 @@ class ExplainingModel(SumModel):
 
     def op_describe(self, body, context):
         return {"model": self.name, "got": body, "id": context.id}
+
+
+class CountingDouble(Model):
+    """y = 2x for FP32 rows of any width; counts predict calls and the rows each call saw. Batchable."""
+
+    inputs = [TensorSpec("x", "FP32", [-1, -1])]
+    outputs = [TensorSpec("y", "FP32", [-1, -1])]
+
+    def __init__(self, name: str = "counting", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.calls: list[int] = []
+        self._lock = threading.Lock()
+
+    def predict(self, inputs, context):
+        with self._lock:
+            self.calls.append(inputs["x"].shape[0])
+        return {"y": inputs["x"] * 2}

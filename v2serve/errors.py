@@ -14,6 +14,7 @@ the error once (HTTP: ``{"error": message}`` with the status; streams: an error 
     ├── PayloadTooLarge (413)
     ├── InferenceError (500)             the model itself raised
     ├── NotImplementedOperation (501)    e.g. explain on a model without an explainer
+    ├── DeadlineExceeded (504)           the request's timeout passed before its answer was ready
     └── Unavailable (503, retriable)
         ├── ModelNotReady (503)          loading, failed or unloaded
         └── ServerOverloaded (503)       a queue is full
@@ -71,6 +72,10 @@ class InferenceError(V2ServeError):
 
 class NotImplementedOperation(V2ServeError):
     status_code = HTTPStatus.NOT_IMPLEMENTED
+
+
+class DeadlineExceeded(V2ServeError):
+    status_code = HTTPStatus.GATEWAY_TIMEOUT
 
 
 class Unavailable(V2ServeError):

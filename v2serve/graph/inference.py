@@ -6,10 +6,11 @@ invoker (off the event loop) and encodes the outputs, JSON or binary as the requ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -25,6 +26,7 @@ from v2serve.errors import (
 )
 from v2serve.event import Event, Reply
 from v2serve.models.base import Model, RequestContext, Tensors
+from v2serve.models.outputs import as_output_dict
 from v2serve.models.registry import ModelEntry
 from v2serve.protocol import binary
 from v2serve.protocol.codec import decode_binary_tensor, decode_json_tensor, element_count
@@ -52,13 +54,13 @@ class ModelOperations:
     async def run(self, entry: ModelEntry, operation: str, event: Event) -> Reply:
         entry.require_ready()
         if operation == "infer":
-            return await self._infer(entry, event, self._decode(entry.model, event), entry.invoker.predict)
+            return await self._infer(entry, event, self._decode(entry.model, event), scheduled=True)
         if operation == "infer_dict":
-            return await self._infer(entry, event, self._decode_dict(entry.model, event), entry.invoker.predict)
+            return await self._infer(entry, event, self._decode_dict(entry.model, event), scheduled=True)
         if operation == "explain":
             if type(entry.model).explain is Model.explain:
                 raise NotImplementedOperation(f"model {entry.name!r} does not implement explain")
-            return await self._infer(entry, event, self._decode(entry.model, event), entry.invoker.explain)
+            return await self._infer(entry, event, self._decode(entry.model, event), scheduled=False)
         return await self._custom(entry, operation, event)
 
     # ------------------------------------------------------------ running
@@ -68,7 +70,7 @@ class ModelOperations:
         entry: ModelEntry,
         event: Event,
         decoded: DecodedRequest,
-        method: Callable[[Tensors, RequestContext], Awaitable[Any]],
+        scheduled: bool,
     ) -> Reply:
         model, request = entry.model, decoded.request
         wanted = _requested_outputs(model, request, decoded.all_binary_outputs)
@@ -79,7 +81,11 @@ class ModelOperations:
             requested_outputs=None if wanted is None else list(wanted),
             headers=event.headers,
         )
-        result = await self._guarded(entry, method(decoded.inputs, context))
+        if scheduled:
+            deadline = _deadline(entry.model, request)
+            result = await self._guarded(entry, entry.scheduler.submit(decoded.inputs, context, deadline))
+        else:
+            result = await self._guarded(entry, entry.invoker.explain(decoded.inputs, context))
         outputs = _select_outputs(model, as_output_dict(model, result), wanted)
         encoded = encode_inference_response(
             model_name=model.name, model_version=model.version, request_id=context.id, outputs=outputs
@@ -148,6 +154,19 @@ class ModelOperations:
         }
         request = parse_inference_request({**obj, "inputs": [tensor]})
         return DecodedRequest(request, _decode_inputs(model, request, {}))
+
+
+def _deadline(model: Model, request: InferenceRequest) -> float | None:
+    """The request's deadline on the loop clock: ``parameters.timeout`` (microseconds, as in Triton), else the
+    model's ``timeout_s``."""
+    timeout = request.parameters.get("timeout")
+    if timeout is None:
+        seconds = model.timeout_s
+    elif isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0:
+        seconds = timeout / 1_000_000
+    else:
+        raise InvalidRequest(f"parameters.timeout must be a positive number of microseconds, got {timeout!r}")
+    return None if seconds is None else asyncio.get_running_loop().time() + seconds
 
 
 def _decode_inputs(model: Model, request: InferenceRequest, slices: dict[str, memoryview]) -> Tensors:
@@ -261,20 +280,6 @@ def _requested_outputs(model: Model, request: InferenceRequest, all_binary: bool
             )
         wanted[output.name] = all_binary or bool(output.parameters.get("binary_data", default_binary))
     return wanted
-
-
-def as_output_dict(model: Model, result: Any) -> dict[str, np.ndarray]:
-    if isinstance(result, dict):
-        return {
-            str(name): value if isinstance(value, np.ndarray) else np.asarray(value) for name, value in result.items()
-        }
-    if len(model.outputs) > 1:
-        raise InferenceError(
-            f"model {model.name!r} declares {len(model.outputs)} outputs but predict returned one value; "
-            "return a dict of arrays by output name"
-        )
-    name = model.outputs[0].name if model.outputs else "output0"
-    return {name: np.asarray(result)}
 
 
 def _select_outputs(

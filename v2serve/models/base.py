@@ -24,6 +24,8 @@ class RequestContext:
     input_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     requested_outputs: list[str] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    batch: list[RequestContext] | None = None
+    """When dynamic batching merged several requests into this call: each request's context, in row order."""
 
 
 class Model:
@@ -58,10 +60,47 @@ class Model:
     feature_names: Sequence[str] | None = None
     platform: str = "python"
 
-    def __init__(self, name: str | None = None, version: str | None = None, model_path: str | None = None) -> None:
+    max_batch_size: int = 0
+    """Dynamic batching: concatenate up to this many rows of concurrent requests along the first axis into
+    one predict call, then split the outputs back (0 or 1: off). predict must then map rows to rows."""
+    max_batch_delay_ms: float = 2.0
+    """How long a batch waits for more requests once its first one is in."""
+    instances: int = 4
+    """How many predict calls of this model may run at once (worker threads; on a GPU, CUDA streams)."""
+    max_queue_size: int = 512
+    """Requests waiting beyond this get 503 with Retry-After at once instead of queueing."""
+    timeout_s: float | None = None
+    """Default deadline of a request; a request's ``parameters.timeout`` (microseconds) overrides it."""
+    warmup_inputs: Mapping[str, Any] | None = None
+    """Sample inputs run once through predict after load, before the model is marked ready."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        version: str | None = None,
+        model_path: str | None = None,
+        *,
+        max_batch_size: int | None = None,
+        max_batch_delay_ms: float | None = None,
+        instances: int | None = None,
+        max_queue_size: int | None = None,
+        timeout_s: float | None = None,
+        warmup_inputs: Mapping[str, Any] | None = None,
+    ) -> None:
         self.name = name or _snake_case(type(self).__name__)
         self.version = None if version is None else str(version)
         self.model_path = model_path
+        overrides = {
+            "max_batch_size": max_batch_size,
+            "max_batch_delay_ms": max_batch_delay_ms,
+            "instances": instances,
+            "max_queue_size": max_queue_size,
+            "timeout_s": timeout_s,
+            "warmup_inputs": warmup_inputs,
+        }
+        for attribute, value in overrides.items():
+            if value is not None:
+                setattr(self, attribute, value)
 
     def load(self) -> Any:
         """Load weights and build whatever predict needs. The default does nothing."""

@@ -10,9 +10,13 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import Enum
 
+import numpy as np
+
 from v2serve.errors import ModelNotFound, ModelNotReady
-from v2serve.models.base import Model
+from v2serve.models.base import Model, RequestContext
 from v2serve.models.invoker import ModelInvoker
+from v2serve.models.scheduler import Scheduler, make_scheduler
+from v2serve.protocol.datatypes import DATATYPE_TO_NUMPY
 
 logger = logging.getLogger("v2serve.models")
 
@@ -30,6 +34,7 @@ class ModelEntry:
 
     model: Model
     invoker: ModelInvoker
+    scheduler: Scheduler
     state: ModelState = ModelState.LOADING
     reason: str | None = None
     load_seconds: float | None = None
@@ -49,6 +54,21 @@ class ModelEntry:
         if self.state is ModelState.FAILED:
             raise ModelNotReady(f"model {label} failed to load: {self.reason}", retry_after_s=30)
         raise ModelNotReady(f"model {label} is {self.state.value.lower()}", retry_after_s=1)
+
+
+async def _warm_up(entry: ModelEntry) -> None:
+    model = entry.model
+    if not model.warmup_inputs:
+        return
+    datatypes = {spec.name: spec.datatype for spec in model.inputs}
+    inputs = {
+        name: np.asarray(value, dtype=DATATYPE_TO_NUMPY[datatypes[name]] if name in datatypes else None)
+        for name, value in model.warmup_inputs.items()
+    }
+    try:
+        await entry.invoker.predict(inputs, RequestContext(id="warm-up"))
+    except Exception as exc:
+        raise RuntimeError(f"warm-up failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _label(name: str, version: str | None) -> str:
@@ -79,7 +99,8 @@ class ModelRegistry:
         versions = self._models.setdefault(model.name, {})
         if model.version in versions:
             raise ValueError(f"model {_label(model.name, model.version)} is registered twice")
-        entry = ModelEntry(model, ModelInvoker(model, self._executor))
+        invoker = ModelInvoker(model, self._executor)
+        entry = ModelEntry(model, invoker, make_scheduler(invoker))
         versions[model.version] = entry
         return entry
 
@@ -89,6 +110,7 @@ class ModelRegistry:
         started = time.perf_counter()
         try:
             await entry.invoker.load()
+            await _warm_up(entry)
         except Exception as exc:
             entry.state, entry.reason = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
             logger.exception("model %s failed to load", _label(entry.name, entry.version))
@@ -102,6 +124,7 @@ class ModelRegistry:
 
     async def unload_all(self) -> None:
         for entry in self:
+            await entry.scheduler.close()
             if entry.state is ModelState.READY:
                 try:
                     await entry.invoker.unload()

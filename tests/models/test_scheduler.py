@@ -1,0 +1,115 @@
+"""Dynamic batching, bounded queues and deadlines, through the HTTP app."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from tests.conftest import serve_in_process
+from tests.fixtures import CountingDouble, ErrorModel, GatedModel
+from v2serve.errors import InferenceError
+from v2serve.models.invoker import ModelInvoker
+from v2serve.models.scheduler import BatchScheduler
+
+pytestmark = pytest.mark.anyio
+
+
+def row_request(i: int, width: int = 3, **extra) -> dict:
+    return {
+        "id": f"r{i}",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, width], "data": [float(i)] * width}],
+        **extra,
+    }
+
+
+async def test_concurrent_single_rows_are_batched_and_each_caller_gets_its_own_row():
+    model = CountingDouble(max_batch_size=64, max_batch_delay_ms=50, instances=1)
+    async with serve_in_process(model) as client:
+        responses = await asyncio.gather(
+            *(client.post("/v2/models/counting/infer", json=row_request(i)) for i in range(64))
+        )
+    for i, response in enumerate(responses):
+        body = response.json()
+        assert body["id"] == f"r{i}"
+        assert body["outputs"][0] == {"name": "y", "datatype": "FP32", "shape": [1, 3], "data": [2.0 * i] * 3}
+    assert sum(model.calls) == 64
+    assert len(model.calls) <= 8, f"64 requests took {len(model.calls)} predict calls"
+
+
+async def test_a_malformed_request_fails_alone_and_incompatible_shapes_do_not_mix():
+    model = CountingDouble(max_batch_size=64, max_batch_delay_ms=50, instances=1)
+    bad = {"id": "bad", "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2]}]}
+    async with serve_in_process(model) as client:
+        requests = [row_request(i) for i in range(20)] + [bad] + [row_request(i, width=5) for i in range(20, 30)]
+        responses = await asyncio.gather(*(client.post("/v2/models/counting/infer", json=r) for r in requests))
+    statuses = [r.status_code for r in responses]
+    assert statuses[20] == 400 and statuses.count(200) == 30
+    for request, response in zip(requests, responses, strict=True):
+        if request is not bad:
+            value, width = request["inputs"][0]["data"][0], request["inputs"][0]["shape"][1]
+            assert response.json()["outputs"][0]["data"] == [2.0 * value] * width
+    assert sum(model.calls) == 30
+
+
+async def test_requested_outputs_and_ids_survive_batching():
+    model = CountingDouble(max_batch_size=8, max_batch_delay_ms=50, instances=1)
+    async with serve_in_process(model) as client:
+        binary = row_request(1, outputs=[{"name": "y", "parameters": {"binary_data": True}}])
+        plain = row_request(2)
+        first, second = await asyncio.gather(
+            client.post("/v2/models/counting/infer", json=binary), client.post("/v2/models/counting/infer", json=plain)
+        )
+    assert first.headers["content-type"] == "application/octet-stream"
+    assert second.json()["outputs"][0]["data"] == [4.0, 4.0, 4.0]
+
+
+@pytest.mark.parametrize("batching", [0, 8], ids=["unbatched", "batched"])
+async def test_a_queue_flood_gets_fast_503s_then_serving_resumes(batching):
+    gated = GatedModel(name="gated")
+    gated.instances, gated.max_queue_size, gated.max_batch_size = 1, 4, batching
+    async with serve_in_process(gated) as client:
+        request = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [3]}]}
+        busy = asyncio.create_task(client.post("/v2/models/gated/infer", json=request))
+        await asyncio.to_thread(gated.started.wait, 5)
+        queued = [asyncio.create_task(client.post("/v2/models/gated/infer", json=request)) for _ in range(4)]
+        flood = await asyncio.gather(*(client.post("/v2/models/gated/infer", json=request) for _ in range(20)))
+        # All answered while predict is still blocked: refused at once, not timed out.
+        assert not busy.done() and not any(t.done() for t in queued)
+        assert [r.status_code for r in flood] == [503] * 20
+        assert all(r.headers["retry-after"] == "1" and "waiting" in r.json()["error"] for r in flood)
+        gated.release.set()
+        assert (await busy).status_code == 200
+        assert [(await t).status_code for t in queued] == [200] * 4
+        assert (await client.post("/v2/models/gated/infer", json=request)).status_code == 200
+
+
+@pytest.mark.parametrize("batching", [0, 8], ids=["unbatched", "batched"])
+async def test_an_expired_deadline_gets_an_error_not_a_late_answer(batching):
+    gated = GatedModel(name="gated")
+    gated.instances, gated.max_batch_size = 1, batching
+    async with serve_in_process(gated) as client:
+        request = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [3]}]}
+        hung = await client.post("/v2/models/gated/infer", json=request | {"parameters": {"timeout": 20_000}})
+        assert hung.status_code == 504 and "deadline" in hung.json()["error"]
+        queued = await client.post("/v2/models/gated/infer", json=request | {"parameters": {"timeout": 20_000}})
+        assert queued.status_code == 504
+        bad = await client.post("/v2/models/gated/infer", json=request | {"parameters": {"timeout": "soon"}})
+        assert bad.status_code == 400
+        gated.release.set()
+        assert (await client.post("/v2/models/gated/infer", json=request)).status_code == 200
+
+
+async def test_warm_up_runs_before_ready_and_a_failing_warm_up_fails_the_load():
+    warm = CountingDouble(name="warm", warmup_inputs={"x": [[1.0, 2.0]]})
+    cold = ErrorModel(name="cold", warmup_inputs={"x": [1.0]})
+    async with serve_in_process(warm, cold) as client:
+        assert warm.calls == [1]
+        ready = (await client.get("/v2/models/cold/ready")).json()
+        assert ready["state"] == "FAILED" and "warm-up failed: ValueError: boom" in ready["reason"]
+
+
+def test_batch_split_rejects_models_that_do_not_keep_rows():
+    model = CountingDouble(max_batch_size=4)
+    scheduler = BatchScheduler(ModelInvoker(model, None))
+    with pytest.raises(InferenceError, match="one row per input row"):
+        scheduler._split({"y": np.zeros((3, 2))}, [1, 1])

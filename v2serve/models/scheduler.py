@@ -1,0 +1,222 @@
+"""Scheduling a model's predict calls: bounded concurrency, a bounded queue, deadlines, dynamic batching.
+
+Every request reaches ``predict`` through its model's scheduler:
+
+- ``ConcurrencyScheduler`` (batching off): at most ``instances`` calls run at once; at most
+  ``max_queue_size`` wait, and the next one gets 503 with Retry-After at once.
+- ``BatchScheduler`` (``max_batch_size`` > 1): ``instances`` workers each take the first waiting request,
+  gather compatible requests (same input names, dtypes and trailing shapes) for up to
+  ``max_batch_delay_ms`` or ``max_batch_size`` rows, run one predict on the concatenation and split the
+  outputs back by rows. Requests are validated before they queue, so a malformed one fails alone.
+
+A deadline (absolute ``loop.time()``) fails a request with 504 if it is still queued when the deadline
+passes, or if its predict has not returned by then (the call itself runs on: threads cannot be killed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from v2serve.errors import DeadlineExceeded, InferenceError, ServerOverloaded
+from v2serve.models.base import RequestContext, Tensors
+from v2serve.models.invoker import ModelInvoker
+from v2serve.models.outputs import as_output_dict
+
+
+class Scheduler(Protocol):
+    async def submit(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+def make_scheduler(invoker: ModelInvoker) -> Scheduler:
+    model = invoker.model
+    if model.max_batch_size > 1:
+        return BatchScheduler(invoker)
+    return ConcurrencyScheduler(invoker)
+
+
+def _overloaded(name: str, limit: int) -> ServerOverloaded:
+    return ServerOverloaded(f"model {name!r} has {limit} requests waiting already; retry later", retry_after_s=1)
+
+
+def _expired(name: str) -> DeadlineExceeded:
+    return DeadlineExceeded(f"model {name!r} did not answer before the request's deadline")
+
+
+async def _until(awaitable: Awaitable[Any], deadline: float | None, name: str, *, shield: bool) -> Any:
+    """Await until the deadline. ``shield`` work that must run on when its caller gives up (a started predict);
+    leave waits unshielded so that giving up cancels them (a shielded semaphore acquire would leak its slot)."""
+    if deadline is None:
+        return await awaitable
+    remaining = max(deadline - asyncio.get_running_loop().time(), 0)
+    try:
+        return await asyncio.wait_for(asyncio.shield(awaitable) if shield else awaitable, remaining)
+    except TimeoutError:
+        raise _expired(name) from None
+
+
+class ConcurrencyScheduler:
+    def __init__(self, invoker: ModelInvoker) -> None:
+        self._invoker = invoker
+        self._name = invoker.model.name
+        self._max_queue = invoker.model.max_queue_size
+        self._slots = asyncio.Semaphore(invoker.model.instances)
+        self._waiting = 0
+
+    async def submit(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> Any:
+        if self._waiting >= self._max_queue:
+            raise _overloaded(self._name, self._max_queue)
+        self._waiting += 1
+        try:
+            await _until(self._slots.acquire(), deadline, self._name, shield=False)
+        finally:
+            self._waiting -= 1
+        if deadline is None:
+            try:
+                return await self._invoker.predict(inputs, context)
+            finally:
+                self._slots.release()
+        # The slot is held until the call really ends, even when the caller gave up at its deadline.
+        task = asyncio.ensure_future(self._invoker.predict(inputs, context))
+        task.add_done_callback(self._release)
+        return await _until(task, deadline, self._name, shield=True)
+
+    def _release(self, task: asyncio.Future[Any]) -> None:
+        self._slots.release()
+        if not task.cancelled():
+            task.exception()  # retrieved, so an abandoned failure is not reported as never retrieved
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(eq=False)
+class _Job:
+    inputs: Tensors
+    context: RequestContext
+    deadline: float | None
+    future: asyncio.Future[Any]
+    rows: int
+    key: tuple[Any, ...] | None
+    """Requests batch together only when their keys are equal; None runs alone."""
+
+
+class BatchScheduler:
+    def __init__(self, invoker: ModelInvoker) -> None:
+        model = invoker.model
+        self._invoker = invoker
+        self._model = model
+        self._max_rows = model.max_batch_size
+        self._delay_s = model.max_batch_delay_ms / 1000
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=model.max_queue_size)
+        self._workers: list[asyncio.Task[None]] = []
+
+    async def submit(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> Any:
+        loop = asyncio.get_running_loop()
+        if not self._workers:
+            self._workers = [loop.create_task(self._work()) for _ in range(self._model.instances)]
+        rows, key = _batch_key(inputs, self._max_rows)
+        job = _Job(inputs, context, deadline, loop.create_future(), rows, key)
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            raise _overloaded(self._model.name, self._queue.maxsize) from None
+        # Unshielded: giving up cancels the job, which a worker then skips (or settles no more).
+        return await _until(job.future, deadline, self._model.name, shield=False)
+
+    async def _work(self) -> None:
+        carried: _Job | None = None
+        while True:
+            first = carried or await self._queue.get()
+            batch, carried = await self._gather(first)
+            await self._run(batch)
+
+    async def _gather(self, first: _Job) -> tuple[list[_Job], _Job | None]:
+        """The batch that starts with ``first``, and an incompatible request met on the way, if any."""
+        batch, rows = [first], first.rows
+        if first.key is None:
+            return batch, None
+        loop = asyncio.get_running_loop()
+        closes = loop.time() + self._delay_s
+        while rows < self._max_rows:
+            try:
+                job = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = closes - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if job.key != first.key or rows + job.rows > self._max_rows:
+                return batch, job
+            batch.append(job)
+            rows += job.rows
+        return batch, None
+
+    async def _run(self, batch: list[_Job]) -> None:
+        now = asyncio.get_running_loop().time()
+        live = []
+        for job in batch:
+            if job.future.done():  # the caller gave up (deadline or disconnect)
+                continue
+            if job.deadline is not None and now > job.deadline:
+                job.future.set_exception(_expired(self._model.name))
+                continue
+            live.append(job)
+        if not live:
+            return
+        try:
+            if len(live) == 1:
+                _settle(live[0], await self._invoker.predict(live[0].inputs, live[0].context))
+                return
+            inputs = {name: np.concatenate([job.inputs[name] for job in live]) for name in live[0].inputs}
+            context = dataclasses.replace(live[0].context, batch=[job.context for job in live])
+            result = as_output_dict(self._model, await self._invoker.predict(inputs, context))
+            for job, outputs in zip(live, self._split(result, [job.rows for job in live]), strict=True):
+                _settle(job, outputs)
+        except Exception as exc:
+            for job in live:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+
+    def _split(self, result: dict[str, np.ndarray], rows: list[int]) -> list[dict[str, np.ndarray]]:
+        total = sum(rows)
+        for name, array in result.items():
+            if array.ndim == 0 or array.shape[0] != total:
+                raise InferenceError(
+                    f"model {self._model.name!r} returned {name!r} with shape {list(array.shape)} for a batch "
+                    f"of {total} rows; a batching model must return one row per input row"
+                )
+        offsets = np.cumsum(rows)[:-1]
+        parts = {name: np.split(array, offsets) for name, array in result.items()}
+        return [{name: pieces[i] for name, pieces in parts.items()} for i in range(len(rows))]
+
+    async def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+
+
+def _settle(job: _Job, result: Any) -> None:
+    if not job.future.done():
+        job.future.set_result(result)
+
+
+def _batch_key(inputs: Tensors, max_rows: int) -> tuple[int, tuple[Any, ...] | None]:
+    arrays = list(inputs.values())
+    if not arrays or any(a.ndim == 0 for a in arrays):
+        return 0, None
+    rows = arrays[0].shape[0]
+    if rows == 0 or rows > max_rows or any(a.shape[0] != rows for a in arrays):
+        return rows, None
+    return rows, tuple(sorted((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items()))
