@@ -7,7 +7,8 @@ subdirectories holding one is. ``model-settings.json``::
     {"name": "add_sub", "version": "1", "implementation": "model.py:AddSub",
      "model_path": "weights.onnx", "args": {"threshold": 0.5}}
 
-``implementation`` is resolved relative to the directory when it names a ``.py`` file; ``model_path`` is
+``implementation`` is a runtime name (``onnx``, ``torch``) or an import path, resolved relative to the
+directory when it names a ``.py`` file; ``model_path`` is
 relative to the directory unless absolute or a URL; ``args`` are passed to the class's constructor.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 import orjson
 
 from v2serve.models.base import Model
+from v2serve.models.runtimes import RUNTIMES, runtime_class
 
 SETTINGS_FILE = "model-settings.json"
 
@@ -83,7 +85,10 @@ def model_from_directory(directory: Path) -> Model:
         kwargs["version"] = str(settings["version"])
     if settings.get("model_path"):
         kwargs["model_path"] = _resolve_model_path(settings["model_path"], directory)
-    cls = import_object(implementation, base_dir=directory)
+    if implementation in RUNTIMES:
+        cls = runtime_class(implementation)
+    else:
+        cls = import_object(implementation, base_dir=directory)
     return instantiate(cls, str(settings_file), **kwargs)
 
 

@@ -1,0 +1,31 @@
+"""Model runtimes, looked up by name with lazy imports, so ``import v2serve`` never imports torch or ORT.
+
+A model directory's ``model-settings.json`` may name a runtime instead of a class:
+``{"name": "mlp", "implementation": "onnx", "model_path": "mlp.onnx"}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+RUNTIMES: dict[str, dict[str, str]] = {
+    "onnx": {"class": "v2serve.models.runtimes.onnx:OnnxModel", "module": "onnxruntime", "extra": "onnx"},
+    "torch": {"class": "v2serve.models.runtimes.torch:TorchModel", "module": "torch", "extra": "torch"},
+}
+
+
+def runtime_class(name: str) -> Any:
+    """The Model class of a runtime by name (``onnx``, ``torch``)."""
+    entry = RUNTIMES[name]
+    module_name, _, attr = entry["class"].partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import an optional dependency, or fail with the command that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"{module} is needed here: pip install 'v2serve[{extra}]'") from exc

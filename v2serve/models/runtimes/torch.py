@@ -1,0 +1,141 @@
+"""PyTorch models: TorchScript files, ``torch.export`` programs, or a state dict plus a model class."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from v2serve.models.base import Model, RequestContext, Tensors
+from v2serve.models.runtimes import require
+from v2serve.protocol.types import TensorSpec
+
+
+class TorchModel(Model):
+    """Serves a PyTorch module.
+
+    - ``model_path`` ending in ``.pt2``: a ``torch.export`` program (``torch.export.save``);
+    - ``model_class`` given: ``model_class(**model_args)`` with the state dict at ``model_path`` loaded
+      (``weights_only``: no pickled code runs);
+    - otherwise a TorchScript file (``torch.jit.save``).
+
+    ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``, chosen in ``load``, which runs
+    in a worker thread: importing v2serve never initialises CUDA. ``half`` runs the module in float16.
+    Inputs are passed positionally in the order of ``inputs`` (declare them: a module has no tensor names);
+    outputs (a tensor, a tuple or a dict) are named by ``outputs``, else ``output0``, ``output1``...
+    On a GPU each worker thread has its own CUDA stream, and host-to-device copies go through pinned memory.
+    """
+
+    platform = "pytorch_libtorch"
+    instances = 2
+
+    def __init__(
+        self,
+        *args: Any,
+        device: str = "auto",
+        half: bool = False,
+        model_class: Any = None,
+        model_args: Mapping[str, Any] | None = None,
+        inputs: Sequence[TensorSpec | Mapping[str, Any]] | None = None,
+        outputs: Sequence[TensorSpec | Mapping[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.device_setting = device
+        self.half = half
+        self.model_class = model_class
+        self.model_args = dict(model_args or {})
+        if inputs is not None:
+            self.inputs = [_as_spec(spec) for spec in inputs]
+        if outputs is not None:
+            self.outputs = [_as_spec(spec) for spec in outputs]
+        self._local = threading.local()
+
+    def load(self) -> None:
+        torch = require("torch", "torch")
+        self.torch = torch
+        if not self.model_path:
+            raise ValueError(f"model {self.name!r} needs a model_path")
+        setting = self.device_setting
+        if setting == "auto":
+            setting = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(setting)
+        module = self._load_module(torch)
+        if not str(self.model_path).endswith(".pt2"):  # exported programs are already in inference form
+            module.eval()
+        if self.half:
+            module = module.half()
+        self.module = module.to(self.device) if hasattr(module, "to") else module
+
+    def _load_module(self, torch: Any) -> Any:
+        path = str(self.model_path)
+        if path.endswith(".pt2"):
+            return torch.export.load(path).module()
+        if self.model_class is not None:
+            cls = self.model_class
+            if isinstance(cls, str):
+                from v2serve.models.loader import import_object
+
+                cls = import_object(cls)
+            module = cls(**self.model_args)
+            module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return module
+        return torch.jit.load(path, map_location="cpu")
+
+    def predict(self, inputs: Tensors, context: RequestContext) -> dict[str, np.ndarray]:
+        torch = self.torch
+        names = [spec.name for spec in self.inputs] or list(inputs)
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                stream = self._stream()
+                with torch.cuda.stream(stream):
+                    result = self.module(*(self._to_device(inputs[name]) for name in names))
+                    outputs = self._to_numpy(result)
+                stream.synchronize()
+                return outputs
+            return self._to_numpy(self.module(*(self._to_device(inputs[name]) for name in names)))
+
+    def _stream(self) -> Any:
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = self.torch.cuda.Stream(device=self.device)
+        return stream
+
+    def _to_device(self, array: np.ndarray) -> Any:
+        torch = self.torch
+        if self.device.type == "cuda":
+            pinned = torch.empty(array.shape, dtype=_torch_dtype(torch, array.dtype), pin_memory=True)
+            pinned.numpy()[...] = array
+            tensor = pinned.to(self.device, non_blocking=True)
+        else:
+            # torch.from_numpy shares memory; binary inputs are read-only views of the request body.
+            tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
+        if self.half and tensor.is_floating_point():
+            tensor = tensor.half()
+        return tensor
+
+    def _to_numpy(self, result: Any) -> dict[str, np.ndarray]:
+        if isinstance(result, Mapping):
+            items = list(result.items())
+        else:
+            values = list(result) if isinstance(result, tuple | list) else [result]
+            names = [spec.name for spec in self.outputs]
+            items = [(names[i] if i < len(names) else f"output{i}", value) for i, value in enumerate(values)]
+        out = {}
+        for name, tensor in items:
+            if self.half and tensor.dtype == self.torch.float16:
+                tensor = tensor.float()
+            out[name] = tensor.detach().to("cpu").numpy()
+        return out
+
+
+def _as_spec(spec: TensorSpec | Mapping[str, Any]) -> TensorSpec:
+    if isinstance(spec, TensorSpec):
+        return spec
+    return TensorSpec(str(spec["name"]), str(spec["datatype"]), [int(d) for d in spec["shape"]])
+
+
+def _torch_dtype(torch: Any, dtype: np.dtype) -> Any:
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
