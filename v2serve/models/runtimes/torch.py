@@ -72,7 +72,13 @@ class TorchModel(Model):
     def _load_module(self, torch: Any) -> Any:
         path = str(self.model_path)
         if path.endswith(".pt2"):
-            return torch.export.load(path).module()
+            program = torch.export.load(path)
+            if self.device.type != "cpu":
+                # An exported graph records the device of the tensors it was traced with; move all of it.
+                from torch.export.passes import move_to_device_pass
+
+                program = move_to_device_pass(program, self.device)
+            return program.module()
         if self.model_class is not None:
             cls = self.model_class
             if isinstance(cls, str):
@@ -88,14 +94,16 @@ class TorchModel(Model):
         torch = self.torch
         names = [spec.name for spec in self.inputs] or list(inputs)
         with torch.inference_mode():
-            if self.device.type == "cuda":
-                stream = self._stream()
-                with torch.cuda.stream(stream):
-                    result = self.module(*(self._to_device(inputs[name]) for name in names))
-                    outputs = self._to_numpy(result)
-                stream.synchronize()
-                return outputs
-            return self._to_numpy(self.module(*(self._to_device(inputs[name]) for name in names)))
+            if self.device.type != "cuda":
+                return self._to_numpy(self.module(*(self._to_cpu_tensor(inputs[name]) for name in names)))
+            stream = self._stream()
+            with torch.cuda.stream(stream):
+                arrays = [inputs[name] for name in names]
+                result = self.module(*self._to_cuda(arrays))
+                outputs = self._to_numpy(result)
+            # The staging buffer is reused by this thread's next call only after this synchronisation.
+            stream.synchronize()
+            return outputs
 
     def _stream(self) -> Any:
         stream = getattr(self._local, "stream", None)
@@ -103,18 +111,33 @@ class TorchModel(Model):
             stream = self._local.stream = self.torch.cuda.Stream(device=self.device)
         return stream
 
-    def _to_device(self, array: np.ndarray) -> Any:
+    def _to_cpu_tensor(self, array: np.ndarray) -> Any:
+        # torch.from_numpy shares memory; binary inputs are read-only views of the request body.
+        tensor = self.torch.from_numpy(array if array.flags.writeable else array.copy())
+        return tensor.half() if self.half and tensor.is_floating_point() else tensor
+
+    def _to_cuda(self, arrays: list[np.ndarray]) -> list[Any]:
+        """Copies through this thread's pinned staging buffer (allocating pinned memory per call is slow)."""
         torch = self.torch
-        if self.device.type == "cuda":
-            pinned = torch.empty(array.shape, dtype=_torch_dtype(torch, array.dtype), pin_memory=True)
-            pinned.numpy()[...] = array
-            tensor = pinned.to(self.device, non_blocking=True)
-        else:
-            # torch.from_numpy shares memory; binary inputs are read-only views of the request body.
-            tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
-        if self.half and tensor.is_floating_point():
-            tensor = tensor.half()
-        return tensor
+        staging = self._staging(sum(_aligned(a.nbytes) for a in arrays))
+        tensors, offset = [], 0
+        for array in arrays:
+            region = staging[offset : offset + array.nbytes]
+            offset += _aligned(array.nbytes)
+            host = region.view(_torch_dtype(torch, array.dtype)).view(array.shape)
+            host.numpy()[...] = array
+            tensor = host.to(self.device, non_blocking=True)
+            tensors.append(tensor.half() if self.half and tensor.is_floating_point() else tensor)
+        return tensors
+
+    def _staging(self, nbytes: int) -> Any:
+        buffer = getattr(self._local, "staging", None)
+        if buffer is None or buffer.numel() < nbytes:
+            # 64-byte aligned regions keep every dtype's view legal.
+            buffer = self._local.staging = self.torch.empty(
+                max(nbytes, 1) + 64, dtype=self.torch.uint8, pin_memory=True
+            )
+        return buffer
 
     def _to_numpy(self, result: Any) -> dict[str, np.ndarray]:
         if isinstance(result, Mapping):
@@ -135,6 +158,11 @@ def _as_spec(spec: TensorSpec | Mapping[str, Any]) -> TensorSpec:
     if isinstance(spec, TensorSpec):
         return spec
     return TensorSpec(str(spec["name"]), str(spec["datatype"]), [int(d) for d in spec["shape"]])
+
+
+def _aligned(nbytes: int) -> int:
+    """Regions start at multiples of 64 bytes, so every dtype's view of the staging buffer is legal."""
+    return (nbytes + 63) // 64 * 64
 
 
 def _torch_dtype(torch: Any, dtype: np.dtype) -> Any:
