@@ -37,7 +37,7 @@ async def test_iris_classifies_each_species_centroid_from_dict_rows_in_any_key_o
             {"sepal_length": 1, "sepal_width": 1, "petal_length": 1, "petal_width": 1, "colour": 2},
             "unknown features ['colour']",
         ),
-        ({"sepal_length": "x", "sepal_width": 1, "petal_length": 1, "petal_width": 1}, "non-numeric"),
+        ({"sepal_length": "x", "sepal_width": 1, "petal_length": 1, "petal_width": 1}, "not FP32"),
         ([1, 2, 3, 4], "row 0 must be an object"),
     ],
 )

@@ -25,7 +25,7 @@ BAD_CASES = [
     ("unknown-input", "POST", "/v2/models/sum/infer", body(name="nope"), {}, 400, "has no input 'nope'"),
     ("wrong-datatype", "POST", "/v2/models/sum/infer", body(datatype="INT32"), {}, 400, "must be FP32"),
     ("bad-datatype", "POST", "/v2/models/sum/infer", body(datatype="FP128"), {}, 400, "unsupported datatype"),
-    ("values-vs-datatype", "POST", "/v2/models/sum/infer", body(data=["a", "b", "c"]), {}, 400, "non-numeric"),
+    ("values-vs-datatype", "POST", "/v2/models/sum/infer", body(data=["a", "b", "c"]), {}, 400, "not FP32"),
     ("shape-data-mismatch", "POST", "/v2/models/sum/infer", body(shape=[1, 4]), {}, 400, "needs 4"),
     ("shape-vs-model", "POST", "/v2/models/sum/infer", body(shape=[3], data=[1, 2, 3]), {}, 400, "expects [-1, -1]"),
     (

@@ -1,7 +1,10 @@
-"""The HTTP transport: a Starlette app that turns requests into Events for a ModelServer.
+"""The HTTP transport: an ASGI app that turns requests into Events for a ModelServer.
 
 Routing, validation and error rendering all live in the transport-free core, so this adapter only reads the
-body (refusing oversized ones before reading them in full), builds the Event and writes the Reply.
+body (refusing oversized ones before reading them in full), builds the Event and writes the Reply. The
+endpoint speaks ASGI directly rather than through starlette's Request/Response objects: on the request hot
+path those cost more than everything else the adapter does. Starlette still hosts it for the lifespan (model
+loading and unloading) and for any middleware an operator adds.
 """
 
 from __future__ import annotations
@@ -9,11 +12,11 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount
+from starlette.types import Receive, Scope, Send
 
 from v2serve.errors import InvalidRequest, PayloadTooLarge, V2ServeError
 from v2serve.event import Event, Reply
@@ -21,27 +24,36 @@ from v2serve.graph.router import error_reply
 from v2serve.graph.server import ModelServer
 from v2serve.settings import Settings
 
-_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+class V2Endpoint:
+    """The ASGI endpoint for every v2serve path."""
+
+    def __init__(self, server: ModelServer) -> None:
+        self.server = server
+        self.max_body = server.settings.http.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # ASGI servers give header names in lower case; a repeated header keeps its last value.
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        try:
+            body = await read_body(receive, headers, self.max_body)
+        except V2ServeError as exc:
+            await _send(send, error_reply(exc))
+            return
+        path, root = scope["path"], scope.get("root_path", "")
+        event = Event(
+            body=body,
+            path=path[len(root) :] if root and path.startswith(root) else path,
+            method=scope["method"],
+            headers=headers,
+            content_type=headers.get("content-type"),
+            trigger="http",
+        )
+        await _send(send, await self.server.handle(event))
 
 
 def create_app(server: ModelServer) -> Starlette:
     """An ASGI app serving ``server``; models load in its lifespan and unload at shutdown."""
-    max_body = server.settings.http.max_body_bytes
-
-    async def endpoint(request: Request) -> Response:
-        try:
-            body = await _read_body(request, max_body)
-        except V2ServeError as exc:
-            return _render(error_reply(exc))
-        event = Event(
-            body=body,
-            path=request.url.path,
-            method=request.method,
-            headers=request.headers,
-            content_type=request.headers.get("content-type"),
-            trigger="http",
-        )
-        return _render(await server.handle(event))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -51,7 +63,7 @@ def create_app(server: ModelServer) -> Starlette:
         finally:
             await server.stop()
 
-    app = Starlette(routes=[Route("/{path:path}", endpoint, methods=_METHODS)], lifespan=lifespan)
+    app = Starlette(routes=[Mount("", app=V2Endpoint(server))], lifespan=lifespan)
     app.state.server = server
     return app
 
@@ -61,29 +73,42 @@ def create_app_from_settings(settings: Settings | None = None) -> Starlette:
     return create_app(ModelServer.from_settings(settings))
 
 
-def _render(reply: Reply) -> Response:
-    return Response(reply.body, reply.status, reply.headers, media_type=reply.content_type)
+async def _send(send: Send, reply: Reply) -> None:
+    headers: list[tuple[bytes, bytes]] = [
+        (b"content-type", reply.content_type.encode("latin-1")),
+        (b"content-length", str(len(reply.body)).encode("latin-1")),
+    ]
+    headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
+    await send({"type": "http.response.start", "status": int(reply.status), "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` (before reading it all)."""
+    declared = headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise InvalidRequest(f"invalid Content-Length {declared!r}")
         if int(declared) > limit:
             raise PayloadTooLarge(f"the body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").lower()
+    message: Any = await receive()
+    body = message.get("body", b"")
+    if message.get("more_body", False):
+        chunks, size = [body], len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    elif len(body) > limit:
+        raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+    encoding = headers.get("content-encoding", "identity").lower()
     if encoding in ("gzip", "deflate"):
-        body = _decompress(body, encoding, limit)
-    elif encoding != "identity":
+        return _decompress(body, encoding, limit)
+    if encoding != "identity":
         raise InvalidRequest(f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
     return body
 

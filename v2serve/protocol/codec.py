@@ -19,6 +19,11 @@ from v2serve.protocol.types import RequestInput
 _INTEGER_KINDS = "iu"
 _NUMBER_KINDS = "iuf"
 _LENGTH = struct.Struct("<I")
+_INTEGER_RANGES = {
+    name: (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    for name, dtype in DATATYPE_TO_NUMPY.items()
+    if dtype.kind in _INTEGER_KINDS
+}
 
 
 def element_count(shape: list[int]) -> int:
@@ -39,18 +44,23 @@ def decode_json_tensor(tensor: RequestInput) -> np.ndarray:
     return _cast_checked(tensor, values).reshape(tensor.shape)
 
 
+_FLOAT_DATATYPES = ("FP16", "FP32", "FP64", "BF16")
+
+
 def _as_number_array(tensor: RequestInput) -> np.ndarray:
     data = tensor.data if isinstance(tensor.data, list) else [tensor.data]
     try:
-        values = np.asarray(data)
-        if values.dtype.kind == "O" and tensor.datatype in ("FP16", "FP32", "FP64", "BF16"):
-            # JSON null stands for NaN (orjson writes NaN and Inf as null; MLServer reads null as NaN).
-            values = np.asarray(data, dtype=np.float64)
+        if tensor.datatype in _FLOAT_DATATYPES:
+            # One pass straight into the target dtype. JSON null becomes NaN (orjson writes NaN and Inf as
+            # null; MLServer reads null as NaN); strings and ragged data raise here.
+            return np.asarray(data, dtype=DATATYPE_TO_NUMPY[tensor.datatype])
+        # Integers and booleans go through numpy's own inference first, so that the range and kind of the
+        # values can be checked before they are narrowed.
+        return np.asarray(data)
     except (ValueError, TypeError):
         raise InvalidRequest(
             f"input {tensor.name!r} data is ragged or holds values that are not {tensor.datatype}"
         ) from None
-    return values
 
 
 def _cast_checked(tensor: RequestInput, values: np.ndarray) -> np.ndarray:
@@ -67,8 +77,10 @@ def _cast_checked(tensor: RequestInput, values: np.ndarray) -> np.ndarray:
             return _as_uint64(tensor, values)
         if kind not in _INTEGER_KINDS:
             raise InvalidRequest(f"input {tensor.name!r} is {datatype} but holds non-integer values")
-        info = np.iinfo(target)
-        if values.min() < info.min or values.max() > info.max:
+        if values.dtype == target:
+            return values
+        low, high = _INTEGER_RANGES[datatype]
+        if values.min() < low or values.max() > high:
             raise InvalidRequest(f"input {tensor.name!r} holds values outside the range of {datatype}")
         return values.astype(target, copy=False)
     if kind not in _NUMBER_KINDS:

@@ -70,26 +70,31 @@ def _parameters(obj: dict[str, Any], what: str) -> Parameters:
 
 
 def _shape(value: Any, what: str) -> list[int]:
-    _expect(value, list, what)
-    for dim in value:
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 0:
-            raise InvalidRequest(f"{what} must hold non-negative integers, got {value!r}")
+    if type(value) is not list:
+        _expect(value, list, what)
+    # type() rather than isinstance(): bool is an int subclass but no dimension.
+    if not all(type(dim) is int and dim >= 0 for dim in value):
+        raise InvalidRequest(f"{what} must hold non-negative integers, got {value!r}")
     return value
 
 
 def parse_request_input(obj: Any, index: int) -> RequestInput:
-    where = f"inputs[{index}]"
-    _expect(obj, dict, where)
-    for key in ("name", "shape", "datatype"):
-        if key not in obj:
-            raise InvalidRequest(f"{where} is missing {key!r}")
-    name = _expect(obj["name"], str, f"{where}.name")
+    # The happy path formats no message: this runs for every input of every request.
+    if type(obj) is not dict:
+        _expect(obj, dict, f"inputs[{index}]")
+    try:
+        name, shape, datatype = obj["name"], obj["shape"], obj["datatype"]
+    except KeyError as missing:
+        raise InvalidRequest(f"inputs[{index}] is missing {missing.args[0]!r}") from None
+    if type(name) is not str:
+        _expect(name, str, f"inputs[{index}].name")
+    parameters = obj.get("parameters")
+    if parameters is None:
+        parameters = {}
+    elif type(parameters) is not dict:
+        _expect(parameters, dict, f"input {name!r}.parameters")
     return RequestInput(
-        name=name,
-        shape=_shape(obj["shape"], f"input {name!r} shape"),
-        datatype=normalize_datatype(obj["datatype"]),
-        data=obj.get("data"),
-        parameters=_parameters(obj, f"input {name!r}"),
+        name, _shape(shape, f"input {name!r} shape"), normalize_datatype(datatype), obj.get("data"), parameters
     )
 
 
