@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from v2serve.models.base import Model
+from v2serve.models.instances import InstanceThreads
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,18 +84,21 @@ class ModelInvoker(Runner):
         self._load = bind(model.load, 0)
         self._unload = bind(model.unload, 0)
         self._operations: dict[str, BoundMethod] = {}
+        self._instances = InstanceThreads(max(1, model.instances), f"v2serve-{model.name}")
 
     async def load(self) -> None:
         await self.run(self._load)
 
     async def unload(self) -> None:
-        await self.run(self._unload)
+        try:
+            await self.run(self._unload)
+        finally:
+            self._instances.close()
 
     async def predict(self, inputs: Any, context: Any) -> Any:
-        """preprocess -> predict -> postprocess; one hop to the thread pool when all three are sync."""
+        """preprocess -> predict -> postprocess; one hop to an instance thread when all three are sync."""
         if self._pipeline_is_sync:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._run_sync_pipeline, inputs, context)
+            return await self._instances.submit(self._run_sync_pipeline, inputs, context)
         value = inputs
         for step in self._pipeline:
             value = await self.run(step, value, context)

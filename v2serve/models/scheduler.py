@@ -4,10 +4,11 @@ Every request reaches ``predict`` through its model's scheduler:
 
 - ``ConcurrencyScheduler`` (batching off): at most ``instances`` calls run at once; at most
   ``max_queue_size`` wait, and the next one gets 503 with Retry-After at once.
-- ``BatchScheduler`` (``max_batch_size`` > 1): ``instances`` workers each take the first waiting request,
-  gather compatible requests (same input names, dtypes and trailing shapes) for up to
-  ``max_batch_delay_ms`` or ``max_batch_size`` rows, run one predict on the concatenation and split the
-  outputs back by rows. Requests are validated before they queue, so a malformed one fails alone.
+- ``BatchScheduler`` (``max_batch_size`` > 1): ``instances`` workers each take the first waiting request
+  and every compatible one queued behind it (same input names, dtypes and trailing shapes), up to
+  ``max_batch_size`` rows; when others were queued, the batch waits up to ``max_batch_delay_ms`` to fill,
+  while a request that arrives alone runs at once. One predict runs on the concatenation and the outputs
+  are split back by rows. Requests are validated before they queue, so a malformed one fails alone.
 
 A deadline (absolute ``loop.time()``) fails a request with 504 if it is still queued when the deadline
 passes, or if its predict has not returned by then (the call itself runs on: threads cannot be killed).
@@ -150,7 +151,9 @@ class BatchScheduler:
                 job = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 remaining = closes - loop.time()
-                if remaining <= 0:
+                # Greedy: a request that found nobody else queued runs at once rather than paying the delay;
+                # once others are queued with it, the batch waits up to the delay to fill.
+                if remaining <= 0 or len(batch) == 1:
                     break
                 try:
                     job = await asyncio.wait_for(self._queue.get(), remaining)
