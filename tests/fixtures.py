@@ -141,3 +141,16 @@ class CountingDouble(Model):
         with self._lock:
             self.calls.append(inputs["x"].shape[0])
         return {"y": inputs["x"] * 2}
+
+
+class NpyWeights(Model):
+    """y = x @ W with W loaded from the .npy file at model_path (local or a URL fetched into the cache)."""
+
+    inputs = [TensorSpec("x", "FP32", [-1, -1])]
+    outputs = [TensorSpec("y", "FP32", [-1, -1])]
+
+    def load(self):
+        self.weights = np.load(self.model_path, allow_pickle=False)
+
+    def predict(self, inputs):
+        return {"y": inputs["x"] @ self.weights}

@@ -7,6 +7,7 @@ these fields; nothing else reads the environment.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,41 @@ class HTTPSettings(BaseModel):
     """Log one line per request (off by default: it costs throughput)."""
 
 
+class DataSettings(BaseModel):
+    """What requests may read through ``data_url``, and where model artifacts are cached.
+
+    Nothing here can be set by a request. By default no ``data_url`` is readable at all.
+    """
+
+    protocols: list[str] = Field(default_factory=lambda: ["file"])
+    """fsspec protocols a data_url may use, e.g. ["file", "s3", "https"]."""
+
+    data_root: str | None = None
+    """Local data_url paths must lie under this directory (after resolving symlinks); none: no local paths."""
+
+    allowed_prefixes: list[str] = Field(default_factory=list)
+    """When set, a data_url must start with one of these, e.g. ["s3://features/", "https://data.example/"]."""
+
+    allow_private_addresses: bool = False
+    """Let http(s) data_urls reach loopback, private and link-local addresses (cloud metadata included)."""
+
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    """Larger objects are refused with 413, from their size before they are read when the store tells it."""
+
+    timeout_s: float = Field(30.0, gt=0)
+    """A data_url read that takes longer fails with 504."""
+
+    storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """fsspec options per protocol (credentials, endpoint_url, ...), e.g. {"s3": {"endpoint_url": ...}}."""
+
+    model_cache_dir: str = "~/.cache/v2serve/models"
+    """Where model artifacts named by URL (s3://, https://, ...) are downloaded, keyed by URL."""
+
+    revalidate_artifacts: bool = False
+    """On load, ask the store for a cached artifact's version tag and download it again if it changed;
+    off: a cached artifact is used without contacting the store."""
+
+
 class Settings(BaseSettings):
     """Server settings. Every field can be set as ``V2SERVE_<FIELD>`` (nested: ``V2SERVE_HTTP__PORT``)."""
 
@@ -53,3 +89,4 @@ class Settings(BaseSettings):
     """Include tracebacks in the error messages of failed predictions."""
 
     http: HTTPSettings = Field(default_factory=HTTPSettings)
+    data: DataSettings = Field(default_factory=DataSettings)

@@ -11,13 +11,15 @@ import logging
 import traceback
 import uuid
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from operator import itemgetter
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from v2serve.data.decode import inputs_from_data
+from v2serve.data.fetch import DataFetcher
 from v2serve.errors import (
+    Forbidden,
     InferenceError,
     InvalidRequest,
     NotImplementedOperation,
@@ -28,6 +30,7 @@ from v2serve.event import Event, Reply
 from v2serve.models.base import Model, RequestContext, Tensors
 from v2serve.models.outputs import as_output_dict
 from v2serve.models.registry import ModelEntry
+from v2serve.models.tabular import ordered_rows, tabular_schema
 from v2serve.protocol import binary
 from v2serve.protocol.codec import decode_binary_tensor, decode_json_tensor, element_count
 from v2serve.protocol.datatypes import WIRE_ITEMSIZE, datatype_of
@@ -48,11 +51,16 @@ class DecodedRequest:
 class ModelOperations:
     """Runs v2 operations against registered models."""
 
-    def __init__(self, *, debug: bool = False) -> None:
+    def __init__(self, *, debug: bool = False, data: DataFetcher | None = None) -> None:
         self._debug = debug
+        self._data = data
 
     async def run(self, entry: ModelEntry, operation: str, event: Event) -> Reply:
         entry.require_ready()
+        if operation in ("infer", "infer_dict", "explain"):
+            resolved = await self._resolve_data_url(entry.model, event)
+            if resolved is not None:  # the file's rows are already ordered: infer_dict is plain infer now
+                event, operation = resolved, "explain" if operation == "explain" else "infer"
         if operation == "infer":
             return await self._infer(entry, event, self._decode(entry.model, event), scheduled=True)
         if operation == "infer_dict":
@@ -91,6 +99,21 @@ class ModelOperations:
             model_name=model.name, model_version=model.version, request_id=context.id, outputs=outputs
         )
         return Reply(200, encoded.body, encoded.content_type, encoded.headers)
+
+    async def _resolve_data_url(self, model: Model, event: Event) -> Event | None:
+        """The event with the inputs its ``data_url`` names, or None when it names none."""
+        body = event.body
+        if isinstance(body, bytes | bytearray | memoryview):
+            if binary.HEADER_LENGTH in event.headers or b'"data_url"' not in body:
+                return None
+            body = loads(body)
+        if not isinstance(body, dict) or "data_url" not in body:
+            return None
+        if self._data is None:
+            raise Forbidden("data_url is not enabled on this server")
+        url = body["data_url"]
+        inputs = inputs_from_data(url, await self._data.read(url), model)
+        return replace(event, body={**{k: v for k, v in body.items() if k != "data_url"}, "inputs": inputs})
 
     async def _custom(self, entry: ModelEntry, operation: str, event: Event) -> Reply:
         method = entry.invoker.operation(operation)
@@ -144,13 +167,13 @@ class ModelOperations:
         obj = loads(body) if isinstance(body, bytes | bytearray | memoryview) else body
         if not isinstance(obj, dict) or "inputs" not in obj:
             raise InvalidRequest("infer_dict needs a JSON object with 'inputs': a row object or a list of them")
-        spec, features = _tabular_schema(model)
+        spec, features = tabular_schema(model)
         rows = obj["inputs"] if isinstance(obj["inputs"], list) else [obj["inputs"]]
         tensor = {
             "name": spec.name,
             "datatype": spec.datatype,
             "shape": [len(rows), len(features)],
-            "data": _ordered_rows(rows, features),
+            "data": ordered_rows(rows, features),
         }
         request = parse_inference_request({**obj, "inputs": [tensor]})
         return DecodedRequest(request, _decode_inputs(model, request, {}))
@@ -234,33 +257,6 @@ def _solve_shape(spec: TensorSpec, nbytes: int) -> list[int]:
         )
     free = nbytes // itemsize // max(known, 1)
     return [free if d == -1 else d for d in spec.shape]
-
-
-def _tabular_schema(model: Model) -> tuple[TensorSpec, list[str]]:
-    if not model.feature_names or len(model.inputs) != 1:
-        raise InvalidRequest(
-            f"model {model.name!r} does not declare feature_names and a single input, so infer_dict "
-            "cannot order dict rows; use infer"
-        )
-    return model.inputs[0], list(model.feature_names)
-
-
-def _ordered_rows(rows: list[Any], features: list[str]) -> list[Any]:
-    getter = itemgetter(*features)
-    ordered = []
-    for index, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise InvalidRequest(f"infer_dict row {index} must be an object of feature values")
-        if len(row) != len(features) or not all(name in row for name in features):
-            missing = [name for name in features if name not in row]
-            extra = [name for name in row if name not in features]
-            raise InvalidRequest(
-                f"infer_dict row {index} lacks features {missing} / has unknown features {extra}; "
-                f"the model's features are {features}"
-            )
-        values = getter(row)
-        ordered.append(list(values) if len(features) > 1 else [values])
-    return ordered
 
 
 # ---------------------------------------------------------------- outputs

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from v2serve import __version__
+from v2serve.data.fetch import DataFetcher
 from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.graph.inference import ModelOperations
@@ -32,12 +33,19 @@ class V2Router:
     ``{"error": ...}`` body, and anything unexpected a logged 500.
     """
 
-    def __init__(self, registry: ModelRegistry, *, server_name: str = "v2serve", debug: bool = False) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        server_name: str = "v2serve",
+        debug: bool = False,
+        data: DataFetcher | None = None,
+    ) -> None:
         self.registry = registry
         self.server_name = server_name
         self.serves_graph = False
         """A server whose graph holds only tasks is ready without models; a bare router is not."""
-        self.operations = ModelOperations(debug=debug)
+        self.operations = ModelOperations(debug=debug, data=data)
 
     async def handle(self, event: Event) -> Reply:
         try:

@@ -8,6 +8,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from v2serve.data.artifacts import ArtifactCache
+from v2serve.data.fetch import DataFetcher
+from v2serve.data.policy import DataPolicy
 from v2serve.event import Event, Reply
 from v2serve.graph.compile import GraphCompiler, Handler
 from v2serve.graph.router import V2Router
@@ -39,10 +42,15 @@ class ModelServer:
     ) -> None:
         self.settings = settings or Settings()
         self.executor = ThreadPoolExecutor(self.settings.predict_threads, thread_name_prefix="v2serve-model")
-        self.registry = ModelRegistry(self.executor)
+        self.registry = ModelRegistry(self.executor, ArtifactCache(self.settings.data))
         for model in models:
             self.registry.add(model)
-        self.router = V2Router(self.registry, server_name=self.settings.server_name, debug=self.settings.debug)
+        self.router = V2Router(
+            self.registry,
+            server_name=self.settings.server_name,
+            debug=self.settings.debug,
+            data=DataFetcher(DataPolicy(self.settings.data), self.executor),
+        )
         self.handler: Handler = self.router
         if graph is not None:
             compiler = GraphCompiler(self.registry, self.router, Runner(self.executor), graph_dir)

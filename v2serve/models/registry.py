@@ -12,6 +12,7 @@ from enum import Enum
 
 import numpy as np
 
+from v2serve.data.artifacts import ArtifactCache
 from v2serve.errors import ModelNotFound, ModelNotReady
 from v2serve.models.base import Model, RequestContext
 from v2serve.models.invoker import ModelInvoker
@@ -91,8 +92,9 @@ class ModelRegistry:
     compare numerically ("10" > "9") and outrank non-integer ones, which compare as text.
     """
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, artifacts: ArtifactCache | None = None) -> None:
         self._executor = executor
+        self._artifacts = artifacts
         self._models: dict[str, dict[str | None, ModelEntry]] = {}
 
     def add(self, model: Model) -> ModelEntry:
@@ -109,6 +111,7 @@ class ModelRegistry:
         entry.state, entry.reason = ModelState.LOADING, None
         started = time.perf_counter()
         try:
+            await self._fetch_artifact(entry.model)
             await entry.invoker.load()
             await _warm_up(entry)
         except Exception as exc:
@@ -118,6 +121,14 @@ class ModelRegistry:
             entry.state = ModelState.READY
             entry.load_seconds = time.perf_counter() - started
             logger.info("model %s ready in %.3fs", _label(entry.name, entry.version), entry.load_seconds)
+
+    async def _fetch_artifact(self, model: Model) -> None:
+        """A model_path naming a remote URL is replaced by its local copy in the artifact cache."""
+        path = model.model_path
+        if self._artifacts is None or not path or "://" not in path or path.startswith("file://"):
+            return
+        loop = asyncio.get_running_loop()
+        model.model_path = await loop.run_in_executor(self._executor, self._artifacts.local_path, path)
 
     async def load_all(self) -> None:
         await asyncio.gather(*(self.load(entry) for entry in self))

@@ -37,6 +37,10 @@ def decode_json_tensor(tensor: RequestInput) -> np.ndarray:
     """Decode a tensor whose values came in JSON ``data``, flat or nested, row-major."""
     if tensor.data is None:
         raise InvalidRequest(f"input {tensor.name!r} has neither 'data' nor 'binary_data_size'")
+    if isinstance(tensor.data, np.ndarray):  # already decoded elsewhere (a data_url file)
+        _check_count(tensor, tensor.data.size)
+        values = tensor.data if tensor.datatype == "BYTES" else _cast_checked(tensor, tensor.data)
+        return values.reshape(tensor.shape)
     if tensor.datatype == "BYTES":
         return _decode_json_bytes(tensor)
     values = _as_number_array(tensor)

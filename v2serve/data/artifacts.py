@@ -1,0 +1,77 @@
+"""Model artifacts named by URL (s3://, https://, gs://, memory://...), downloaded once into a local cache.
+
+An entry is keyed by the URL and records the store's version tag (ETag, else modification time, else size).
+A restart uses a complete entry without contacting the store, unless ``revalidate_artifacts`` asks to
+compare tags. A download goes to a temporary file that is renamed into place only when complete, and the
+entry's record is written after it, so a failed or partial download never leaves a corrupt entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from v2serve.data.policy import split_url
+from v2serve.settings import DataSettings
+
+_RECORD = "artifact.json"
+
+
+class ArtifactCache:
+    def __init__(self, settings: DataSettings) -> None:
+        self.settings = settings
+        self.root = Path(settings.model_cache_dir).expanduser()
+
+    def local_path(self, url: str) -> str:
+        """A local path holding the artifact at ``url``; local paths are returned as they are."""
+        protocol, path = split_url(url)
+        if protocol == "file":
+            return path
+        folder = self.root / hashlib.sha256(url.encode()).hexdigest()[:32]
+        target = folder / (Path(path.rstrip("/")).name or "artifact")
+        record = _read_record(folder / _RECORD)
+        if record is not None and target.is_file() and not self.settings.revalidate_artifacts:
+            return str(target)
+        fs = self._filesystem(protocol)
+        tag = _version_tag(fs.info(path))
+        if record is not None and target.is_file() and record.get("tag") == tag:
+            return str(target)
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".{target.name}.{uuid.uuid4().hex}.part"
+        try:
+            fs.get_file(path, str(partial))
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        _write_record(folder / _RECORD, {"url": url, "tag": tag, "file": target.name})
+        return str(target)
+
+    def _filesystem(self, protocol: str) -> Any:
+        import fsspec
+
+        return fsspec.filesystem(protocol, **self.settings.storage_options.get(protocol, {}))
+
+
+def _version_tag(info: dict[str, Any]) -> str:
+    for key in ("ETag", "etag", "mtime", "LastModified", "last_modified", "created"):
+        if info.get(key) is not None:
+            return f"{key}:{info[key]}"
+    return f"size:{info.get('size')}"
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    partial = path.with_suffix(f".{uuid.uuid4().hex}.part")
+    partial.write_text(json.dumps(record))
+    os.replace(partial, path)
