@@ -213,3 +213,26 @@ async def test_background_loading_answers_503_until_ready():
 async def test_server_with_no_models_is_not_ready():
     async with serve_in_process() as client:
         assert (await client.get("/v2/health/ready")).status_code == 503
+
+
+class Pipeline(SumModel):
+    """preprocess scales by the request's parameter, postprocess adds one."""
+
+    def preprocess(self, inputs, context):
+        return {"INPUT0": inputs["INPUT0"] * context.parameters.get("scale", 1)}
+
+    def postprocess(self, outputs, context):
+        return {"OUTPUT0": outputs["OUTPUT0"] + 1}
+
+
+class AsyncPreprocess(Pipeline):
+    async def preprocess(self, inputs, context):
+        return {"INPUT0": inputs["INPUT0"] * 10}
+
+
+@pytest.mark.parametrize("model", [Pipeline(name="p"), AsyncPreprocess(name="p")], ids=["sync", "mixed"])
+async def test_preprocess_predict_postprocess_run_in_order(model):
+    async with serve_in_process(model) as client:
+        response = await client.post("/v2/models/p/infer", json={"inputs": [ROW], "parameters": {"scale": 10}})
+    # [[1, 2], [3, 4]] scaled by 10 -> row sums 30, 70 -> plus one
+    assert response.json()["outputs"][0]["data"] == [31.0, 71.0]
