@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable
@@ -40,6 +41,9 @@ from v2serve.protocol.types import InferenceRequest, RequestInput, TensorSpec, p
 
 logger = logging.getLogger("v2serve.inference")
 
+TENSOR_OPERATIONS = ("infer", "infer_dict", "explain")
+"""Operations on tensors, counted in the model's statistics; the others are custom operations."""
+
 
 @dataclass(slots=True)
 class DecodedRequest:
@@ -57,19 +61,28 @@ class ModelOperations:
 
     async def run(self, entry: ModelEntry, operation: str, event: Event) -> Reply:
         entry.require_ready()
-        if operation in ("infer", "infer_dict", "explain"):
-            resolved = await self._resolve_data_url(entry.model, event)
-            if resolved is not None:  # the file's rows are already ordered: infer_dict is plain infer now
-                event, operation = resolved, "explain" if operation == "explain" else "infer"
-        if operation == "infer":
-            return await self._infer(entry, event, self._decode(entry.model, event), scheduled=True)
-        if operation == "infer_dict":
-            return await self._infer(entry, event, self._decode_dict(entry.model, event), scheduled=True)
-        if operation == "explain":
-            if type(entry.model).explain is Model.explain:
-                raise NotImplementedOperation(f"model {entry.name!r} does not implement explain")
-            return await self._infer(entry, event, self._decode(entry.model, event), scheduled=False)
-        return await self._custom(entry, operation, event)
+        if operation not in TENSOR_OPERATIONS:
+            return await self._custom(entry, operation, event)
+        started = time.perf_counter_ns()
+        try:
+            reply = await self._tensor_operation(entry, operation, event)
+        except BaseException:
+            entry.stats.finished(started, ok=False)
+            raise
+        entry.stats.finished(started, ok=True)
+        return reply
+
+    async def _tensor_operation(self, entry: ModelEntry, operation: str, event: Event) -> Reply:
+        model = entry.model
+        resolved = await self._resolve_data_url(model, event)
+        if resolved is not None:  # the file's rows are already ordered: infer_dict is plain infer now
+            event, operation = resolved, "explain" if operation == "explain" else "infer"
+        if operation == "explain" and type(model).explain is Model.explain:
+            raise NotImplementedOperation(f"model {entry.name!r} does not implement explain")
+        started = time.perf_counter_ns()
+        decoded = self._decode_dict(model, event) if operation == "infer_dict" else self._decode(model, event)
+        entry.stats.compute_input.add(time.perf_counter_ns() - started)
+        return await self._infer(entry, event, decoded, scheduled=operation != "explain")
 
     # ------------------------------------------------------------ running
 
@@ -95,9 +108,11 @@ class ModelOperations:
         else:
             result = await self._guarded(entry, entry.invoker.explain(decoded.inputs, context))
         outputs = _select_outputs(model, as_output_dict(model, result), wanted)
+        started = time.perf_counter_ns()
         encoded = encode_inference_response(
             model_name=model.name, model_version=model.version, request_id=context.id, outputs=outputs
         )
+        entry.stats.compute_output.add(time.perf_counter_ns() - started)
         return Reply(200, encoded.body, encoded.content_type, encoded.headers)
 
     async def _resolve_data_url(self, model: Model, event: Event) -> Event | None:

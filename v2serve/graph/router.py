@@ -18,7 +18,7 @@ from v2serve.protocol.jsonio import loads
 
 logger = logging.getLogger("v2serve.router")
 
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "statistics"]
 """The protocol extensions this server implements, as advertised by ``GET /v2``."""
 
 
@@ -69,6 +69,9 @@ class V2Router:
         entry = self.registry.resolve(target.model, target.version)
         if target.endpoint == "model_metadata":
             return Reply.json(self._model_metadata(entry))
+        if target.endpoint == "model_stats":
+            versions = [entry] if target.version is not None else self.registry.entries_of(entry.name)
+            return Reply.json({"model_stats": [e.stats.to_dict(e.name, e.version) for e in versions]})
         if target.endpoint == "model_ready":
             ready = entry.state is ModelState.READY
             body: dict[str, Any] = {"name": entry.name, "ready": ready}
@@ -114,6 +117,8 @@ class V2Router:
             if self.registry.is_ready(allow_empty=self.serves_graph):
                 return Reply.json({"ready": True})
             return Reply.json({"ready": False, "models": self._not_ready()}, 503, {"retry-after": "1"})
+        if target.endpoint == "all_stats":
+            return Reply.json({"model_stats": [e.stats.to_dict(e.name, e.version) for e in self.registry]})
         if target.endpoint == "list_models":
             return Reply.json({"models": self.registry.names()})
         raise AssertionError(f"routing produced an unknown endpoint {target.endpoint!r}")

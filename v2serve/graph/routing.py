@@ -14,6 +14,7 @@ SERVER_ENDPOINTS: dict[str, tuple[str, str]] = {
     "/v2/health/live": ("live", "GET"),
     "/v2/health/ready": ("ready", "GET"),
     "/v2/models": ("list_models", "GET"),
+    "/v2/models/stats": ("all_stats", "GET"),
 }
 
 # Operations on a model that take a request body; anything else after the model is a custom operation.
@@ -63,6 +64,8 @@ def resolve_path(method: str, path: str) -> Target:
     if op == "ready":
         _check_method(method, ("GET",), path)
         return Target("model_ready", model, version)
+    if op == "stats" and method == "GET":
+        return Target("model_stats", model, version)
     if op in BODY_OPERATIONS:
         _check_method(method, ("POST",), path)
         return Target("model_operation", model, version, BODY_OPERATIONS[op])

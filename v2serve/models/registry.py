@@ -17,6 +17,7 @@ from v2serve.errors import ModelNotFound, ModelNotReady
 from v2serve.models.base import Model, RequestContext
 from v2serve.models.invoker import ModelInvoker
 from v2serve.models.scheduler import Scheduler, make_scheduler
+from v2serve.models.stats import ModelStats
 from v2serve.protocol.datatypes import DATATYPE_TO_NUMPY
 
 logger = logging.getLogger("v2serve.models")
@@ -36,6 +37,7 @@ class ModelEntry:
     model: Model
     invoker: ModelInvoker
     scheduler: Scheduler
+    stats: ModelStats
     state: ModelState = ModelState.LOADING
     reason: str | None = None
     load_seconds: float | None = None
@@ -102,7 +104,8 @@ class ModelRegistry:
         if model.version in versions:
             raise ValueError(f"model {_label(model.name, model.version)} is registered twice")
         invoker = ModelInvoker(model, self._executor)
-        entry = ModelEntry(model, invoker, make_scheduler(invoker))
+        stats = ModelStats()
+        entry = ModelEntry(model, invoker, make_scheduler(invoker, stats), stats)
         versions[model.version] = entry
         return entry
 
@@ -158,6 +161,11 @@ class ModelRegistry:
             known = ", ".join(repr(v) for v in sorted(versions, key=version_sort_key) if v is not None)
             raise ModelNotFound(f"model {name!r} has no version {version!r}; versions: {known or 'none'}")
         return entry
+
+    def entries_of(self, name: str) -> list[ModelEntry]:
+        """Every version of ``name``, lowest first."""
+        versions = self._models.get(name, {})
+        return [versions[v] for v in sorted(versions, key=version_sort_key)]
 
     def versions(self, name: str) -> list[str]:
         return [v for v in sorted(self._models.get(name, {}), key=version_sort_key) if v is not None]

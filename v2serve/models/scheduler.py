@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ from v2serve.errors import DeadlineExceeded, InferenceError, ServerOverloaded
 from v2serve.models.base import RequestContext, Tensors
 from v2serve.models.invoker import ModelInvoker
 from v2serve.models.outputs import as_output_dict
+from v2serve.models.stats import ModelStats
 
 
 class Scheduler(Protocol):
@@ -36,11 +38,20 @@ class Scheduler(Protocol):
     async def close(self) -> None: ...
 
 
-def make_scheduler(invoker: ModelInvoker) -> Scheduler:
+def make_scheduler(invoker: ModelInvoker, stats: ModelStats) -> Scheduler:
     model = invoker.model
     if model.max_batch_size > 1:
-        return BatchScheduler(invoker)
-    return ConcurrencyScheduler(invoker)
+        return BatchScheduler(invoker, stats)
+    return ConcurrencyScheduler(invoker, stats)
+
+
+async def _timed_predict(invoker: ModelInvoker, stats: ModelStats, inputs: Tensors, context: RequestContext) -> Any:
+    started = time.perf_counter_ns()
+    try:
+        return await invoker.predict(inputs, context)
+    finally:
+        stats.compute_infer.add(time.perf_counter_ns() - started)
+        stats.execution_count += 1
 
 
 def _overloaded(name: str, limit: int) -> ServerOverloaded:
@@ -64,8 +75,9 @@ async def _until(awaitable: Awaitable[Any], deadline: float | None, name: str, *
 
 
 class ConcurrencyScheduler:
-    def __init__(self, invoker: ModelInvoker) -> None:
+    def __init__(self, invoker: ModelInvoker, stats: ModelStats) -> None:
         self._invoker = invoker
+        self._stats = stats
         self._name = invoker.model.name
         self._max_queue = invoker.model.max_queue_size
         self._slots = asyncio.Semaphore(invoker.model.instances)
@@ -75,17 +87,19 @@ class ConcurrencyScheduler:
         if self._waiting >= self._max_queue:
             raise _overloaded(self._name, self._max_queue)
         self._waiting += 1
+        queued = time.perf_counter_ns()
         try:
             await _until(self._slots.acquire(), deadline, self._name, shield=False)
         finally:
             self._waiting -= 1
+        self._stats.queue.add(time.perf_counter_ns() - queued)
         if deadline is None:
             try:
-                return await self._invoker.predict(inputs, context)
+                return await _timed_predict(self._invoker, self._stats, inputs, context)
             finally:
                 self._slots.release()
         # The slot is held until the call really ends, even when the caller gave up at its deadline.
-        task = asyncio.ensure_future(self._invoker.predict(inputs, context))
+        task = asyncio.ensure_future(_timed_predict(self._invoker, self._stats, inputs, context))
         task.add_done_callback(self._release)
         return await _until(task, deadline, self._name, shield=True)
 
@@ -107,12 +121,14 @@ class _Job:
     rows: int
     key: tuple[Any, ...] | None
     """Requests batch together only when their keys are equal; None runs alone."""
+    queued_ns: int = 0
 
 
 class BatchScheduler:
-    def __init__(self, invoker: ModelInvoker) -> None:
+    def __init__(self, invoker: ModelInvoker, stats: ModelStats) -> None:
         model = invoker.model
         self._invoker = invoker
+        self._stats = stats
         self._model = model
         self._max_rows = model.max_batch_size
         self._delay_s = model.max_batch_delay_ms / 1000
@@ -124,7 +140,7 @@ class BatchScheduler:
         if not self._workers:
             self._workers = [loop.create_task(self._work()) for _ in range(self._model.instances)]
         rows, key = _batch_key(inputs, self._max_rows)
-        job = _Job(inputs, context, deadline, loop.create_future(), rows, key)
+        job = _Job(inputs, context, deadline, loop.create_future(), rows, key, time.perf_counter_ns())
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -177,13 +193,16 @@ class BatchScheduler:
             live.append(job)
         if not live:
             return
+        started = time.perf_counter_ns()
+        for job in live:
+            self._stats.queue.add(started - job.queued_ns)
         try:
             if len(live) == 1:
-                _settle(live[0], await self._invoker.predict(live[0].inputs, live[0].context))
+                _settle(live[0], await _timed_predict(self._invoker, self._stats, live[0].inputs, live[0].context))
                 return
             inputs = {name: np.concatenate([job.inputs[name] for job in live]) for name in live[0].inputs}
             context = dataclasses.replace(live[0].context, batch=[job.context for job in live])
-            result = as_output_dict(self._model, await self._invoker.predict(inputs, context))
+            result = as_output_dict(self._model, await _timed_predict(self._invoker, self._stats, inputs, context))
             for job, outputs in zip(live, self._split(result, [job.rows for job in live]), strict=True):
                 _settle(job, outputs)
         except Exception as exc:
