@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -70,10 +73,6 @@ class CLIServer:
     """``python -m v2serve serve ...`` in a subprocess; its output is drained and kept for assertions."""
 
     def __init__(self, *args: str, cwd: str | None = None, env: dict[str, str] | None = None):
-        import os
-        import subprocess
-        import sys
-
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.lines: list[str] = []

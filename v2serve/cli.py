@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from v2serve import __version__
 from v2serve.settings import Settings
 
@@ -81,8 +83,6 @@ def export_to_environment(settings: Settings) -> None:
 
 
 def _json(value: Any) -> str:
-    import orjson
-
     return orjson.dumps(value).decode()
 
 

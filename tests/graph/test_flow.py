@@ -112,3 +112,11 @@ def test_health_probes_work_on_a_flow():
     with graph.to_mock_server() as server:
         assert server.test("/v2/health/ready") == {"ready": True}
         assert server.test("/v2/health/live") == {"live": True}
+
+
+def test_a_flow_echoes_x_request_id_like_the_router():
+    graph = Graph("flow")
+    graph.to(steps.double, name="double")
+    with graph.to_mock_server() as server:
+        response = server.test("/", body={"values": [1]}, headers={"X-Request-Id": "trace-9"}, get_body=False)
+    assert response.headers["x-request-id"] == "trace-9"

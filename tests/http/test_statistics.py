@@ -32,6 +32,7 @@ async def test_counts_per_model_move_by_the_requests_sent():
         after = await stats_of(client, "/v2/models/stats")
         only_v1 = await stats_of(client, "/v2/models/sum/versions/1/stats")
         both = await stats_of(client, "/v2/models/sum/stats")
+        keyed = await stats_of(client, "/v2/models/sum:1/stats")
 
     v2, v1, broken = after[("sum", "2")], after[("sum", "1")], after[("broken", "")]
     assert before[("sum", "2")]["inference_count"] == 0
@@ -41,6 +42,7 @@ async def test_counts_per_model_move_by_the_requests_sent():
     assert v2["inference_stats"]["queue"]["count"] == 5
     assert v1["inference_count"] == 1 and broken["inference_stats"]["fail"]["count"] == 1
     assert list(only_v1) == [("sum", "1")] and set(both) == {("sum", "1"), ("sum", "2")}
+    assert list(keyed) == [("sum", "1")]
     assert v2["last_inference"] > 0
 
 

@@ -40,11 +40,12 @@ class V2Router:
         server_name: str = "v2serve",
         debug: bool = False,
         data: DataFetcher | None = None,
+        serves_graph: bool = False,
     ) -> None:
         self.registry = registry
         self.server_name = server_name
-        self.serves_graph = False
-        """A server whose graph holds only tasks is ready without models; a bare router is not."""
+        # A server whose graph holds only tasks is ready without models; a bare router is not.
+        self.serves_graph = serves_graph
         self.operations = ModelOperations(debug=debug, data=data)
 
     async def handle(self, event: Event) -> Reply:
@@ -55,9 +56,6 @@ class V2Router:
         except Exception:
             logger.exception("unexpected error serving %s %s", event.method, event.path)
             reply = Reply.json({"error": "internal server error"}, 500)
-        request_id = event.headers.get("x-request-id")
-        if request_id is not None:
-            reply.headers["x-request-id"] = request_id
         return reply
 
     async def _dispatch(self, event: Event) -> Reply:
@@ -70,7 +68,8 @@ class V2Router:
         if target.endpoint == "model_metadata":
             return Reply.json(self._model_metadata(entry))
         if target.endpoint == "model_stats":
-            versions = [entry] if target.version is not None else self.registry.entries_of(entry.name)
+            pinned = target.version is not None or ":" in target.model
+            versions = [entry] if pinned else self.registry.entries_of(entry.name)
             return Reply.json({"model_stats": [e.stats.to_dict(e.name, e.version) for e in versions]})
         if target.endpoint == "model_ready":
             ready = entry.state is ModelState.READY

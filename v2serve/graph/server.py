@@ -50,12 +50,12 @@ class ModelServer:
             server_name=self.settings.server_name,
             debug=self.settings.debug,
             data=DataFetcher(DataPolicy(self.settings.data), self.executor),
+            serves_graph=graph is not None,
         )
         self.handler: Handler = self.router
         if graph is not None:
             compiler = GraphCompiler(self.registry, self.router, Runner(self.executor), graph_dir)
             self.handler = compiler.compile(graph)
-            self.router.serves_graph = True
         self._loading: asyncio.Task[None] | None = None
 
     @classmethod
@@ -88,7 +88,11 @@ class ModelServer:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def handle(self, event: Event) -> Reply:
-        return await self.handler.handle(event)
+        reply = await self.handler.handle(event)
+        request_id = event.headers.get("x-request-id")
+        if request_id is not None:
+            reply.headers["x-request-id"] = request_id
+        return reply
 
 
 def is_graph_file(target: str) -> bool:
