@@ -42,6 +42,18 @@ async def serve_in_process(*models: Model, **settings) -> AsyncIterator[httpx.As
         await server.stop()
 
 
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's server (S3, Kinesis, ...) on a free loopback port; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -69,16 +81,14 @@ def serve_in_thread(*models: Model, server: ModelServer | None = None, **setting
         thread.join(10)
 
 
-class CLIServer:
-    """``python -m v2serve serve ...`` in a subprocess; its output is drained and kept for assertions."""
+class CLIProcess:
+    """``python -m v2serve <command> ...`` in a subprocess; its output is drained and kept for assertions."""
 
-    def __init__(self, *args: str, cwd: str | None = None, env: dict[str, str] | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, command: str, *args: str, cwd: str | None = None, env: dict[str, str] | None = None):
         self.lines: list[str] = []
         self._new_line = threading.Condition()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "v2serve", "serve", *args, "--port", str(self.port)],
+            [sys.executable, "-m", "v2serve", command, *args],
             cwd=cwd,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             stdout=subprocess.PIPE,
@@ -105,9 +115,10 @@ class CLIServer:
                 lambda: any(fragment in line or line == "<exited>" for line in self.lines), timeout
             ) and any(fragment in line for line in self.lines)
 
-    def wait_started(self, timeout: float = 60) -> None:
-        # uvicorn prints this once the socket listens, after the lifespan loaded the models.
-        assert self.wait_for_line("Uvicorn running on", timeout), "server did not start:\n" + self.output
+    def kill(self, timeout: float = 15) -> int:
+        """SIGKILL: no chance to finish or clean up anything."""
+        self.process.kill()
+        return self.stop(timeout)
 
     def stop(self, timeout: float = 15) -> int:
         if self.process.poll() is None:
@@ -119,3 +130,16 @@ class CLIServer:
     @property
     def output(self) -> str:
         return "".join(self.lines)
+
+
+class CLIServer(CLIProcess):
+    """``python -m v2serve serve ...`` on a free port."""
+
+    def __init__(self, *args: str, cwd: str | None = None, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__("serve", *args, "--port", str(self.port), cwd=cwd, env=env)
+
+    def wait_started(self, timeout: float = 60) -> None:
+        # uvicorn prints this once the socket listens, after the lifespan loaded the models.
+        assert self.wait_for_line("Uvicorn running on", timeout), "server did not start:\n" + self.output

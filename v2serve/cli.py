@@ -15,64 +15,104 @@ import orjson
 from v2serve import __version__
 from v2serve.settings import Settings
 
-_APP_FACTORY = "v2serve.http.app:create_app_from_settings"
+_APP_FACTORY = "v2serve.serving:create_app_from_settings"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="v2serve", description="Serve models over the v2 inference protocol.")
     parser.add_argument("--version", action="version", version=f"v2serve {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve models over HTTP")
-    serve.add_argument(
+    serve = commands.add_parser("serve", help="serve models over HTTP, and any streams configured beside it")
+    _add_model_arguments(serve)
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (default 8080)")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
+    serve.add_argument("--max-body-bytes", type=int, help="refuse larger request bodies with 413")
+    serve.add_argument("--access-log", action="store_true", default=None, help="log every request")
+    _add_stream_arguments(serve)
+    consume = commands.add_parser("consume", help="serve models to Kafka or Kinesis streams only, without HTTP")
+    _add_model_arguments(consume)
+    _add_stream_arguments(consume)
+    return parser
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "targets",
         nargs="*",
         help="model classes ('module:Class' or 'file.py:Class'), model directories (model-settings.json) "
         "or one graph spec file (.yaml, .yml, .json)",
     )
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="TCP port (default 8080)")
-    serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
-    serve.add_argument("--max-body-bytes", type=int, help="refuse larger request bodies with 413")
-    serve.add_argument("--graceful-timeout", type=float, help="seconds in-flight requests get on SIGTERM")
-    serve.add_argument("--predict-threads", type=int, help="size of the thread pool for model code")
-    serve.add_argument(
+    parser.add_argument("--predict-threads", type=int, help="size of the thread pool for model code")
+    parser.add_argument(
         "--load-in-background",
         action="store_true",
         default=None,
         help="serve at once and load models behind 503 + Retry-After",
     )
-    serve.add_argument("--access-log", action="store_true", default=None, help="log every request")
-    serve.add_argument("--debug", action="store_true", default=None, help="tracebacks in error messages")
-    serve.add_argument("--server-name", help="name reported by GET /v2")
-    return parser
+    parser.add_argument("--graceful-timeout", type=float, help="seconds in-flight work gets on SIGTERM")
+    parser.add_argument("--debug", action="store_true", default=None, help="tracebacks in error messages")
+    parser.add_argument("--server-name", help="name reported by GET /v2")
+
+
+def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
+    kafka = parser.add_argument_group("Kafka (on when --kafka-servers is given)")
+    kafka.add_argument("--kafka-servers", help="bootstrap servers, host:port[,host:port]")
+    kafka.add_argument("--kafka-input-topic", action="append", help="topic to consume (repeatable)")
+    kafka.add_argument("--kafka-output-topic", help="topic for results (default v2serve-output)")
+    kafka.add_argument("--kafka-error-topic", help="topic for error records (default v2serve-errors)")
+    kafka.add_argument("--kafka-group", help="consumer group id (default v2serve)")
+    kafka.add_argument("--kafka-max-in-flight", type=int, help="messages served at once (default 256)")
+    kinesis = parser.add_argument_group("Kinesis (on when --kinesis-input-stream is given)")
+    kinesis.add_argument("--kinesis-input-stream", help="stream to consume, every shard")
+    kinesis.add_argument("--kinesis-output-stream", help="stream for results (default v2serve-output)")
+    kinesis.add_argument("--kinesis-error-stream", help="stream for error records (default v2serve-errors)")
+    kinesis.add_argument("--kinesis-region", help="AWS region")
+    kinesis.add_argument("--kinesis-endpoint-url", help="for a Kinesis-compatible server")
+    kinesis.add_argument("--kinesis-checkpoint-dir", help="where per-shard checkpoints are kept")
+
+
+# (flag, settings section or None for the top level, field)
+_FLAG_FIELDS = (
+    ("predict_threads", None, "predict_threads"),
+    ("load_in_background", None, "load_in_background"),
+    ("debug", None, "debug"),
+    ("server_name", None, "server_name"),
+    ("host", "http", "host"),
+    ("port", "http", "port"),
+    ("workers", "http", "workers"),
+    ("max_body_bytes", "http", "max_body_bytes"),
+    ("graceful_timeout", "http", "graceful_timeout_s"),
+    ("access_log", "http", "access_log"),
+    ("kafka_servers", "kafka", "bootstrap_servers"),
+    ("kafka_input_topic", "kafka", "input_topics"),
+    ("kafka_output_topic", "kafka", "output_topic"),
+    ("kafka_error_topic", "kafka", "error_topic"),
+    ("kafka_group", "kafka", "group_id"),
+    ("kafka_max_in_flight", "kafka", "max_in_flight"),
+    ("kinesis_input_stream", "kinesis", "input_stream"),
+    ("kinesis_output_stream", "kinesis", "output_stream"),
+    ("kinesis_error_stream", "kinesis", "error_stream"),
+    ("kinesis_region", "kinesis", "region_name"),
+    ("kinesis_endpoint_url", "kinesis", "endpoint_url"),
+    ("kinesis_checkpoint_dir", "kinesis", "checkpoint_dir"),
+)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Environment first, flags on top: only the flags given override anything."""
     base = Settings()
-    top: dict[str, Any] = {}
-    http: dict[str, Any] = {}
+    updates: dict[str | None, dict[str, Any]] = {}
     if args.targets:
-        top["models"] = list(args.targets)
-    for flag, field in (
-        ("predict_threads", "predict_threads"),
-        ("load_in_background", "load_in_background"),
-        ("debug", "debug"),
-        ("server_name", "server_name"),
-    ):
-        if getattr(args, flag) is not None:
-            top[field] = getattr(args, flag)
-    for flag, field in (
-        ("host", "host"),
-        ("port", "port"),
-        ("workers", "workers"),
-        ("max_body_bytes", "max_body_bytes"),
-        ("graceful_timeout", "graceful_timeout_s"),
-        ("access_log", "access_log"),
-    ):
-        if getattr(args, flag) is not None:
-            http[field] = getattr(args, flag)
-    return base.model_copy(update={**top, "http": base.http.model_copy(update=http)})
+        updates.setdefault(None, {})["models"] = list(args.targets)
+    for flag, section, field in _FLAG_FIELDS:
+        value = getattr(args, flag, None)
+        if value is not None:
+            updates.setdefault(section, {})[field] = value
+    top = updates.pop(None, {})
+    for section, fields in updates.items():
+        top[section] = getattr(base, section).model_copy(update=fields)
+    return base.model_copy(update=top)
 
 
 def export_to_environment(settings: Settings) -> None:
@@ -93,7 +133,7 @@ def serve(settings: Settings) -> None:
         export_to_environment(settings)
         run_uvicorn(_APP_FACTORY, settings, factory=True, workers=settings.http.workers)
         return
-    from v2serve.http.app import create_app_from_settings
+    from v2serve.serving import create_app_from_settings
 
     run_uvicorn(create_app_from_settings(settings), settings)
 
@@ -126,8 +166,21 @@ def _exit_quietly_after_graceful_shutdown() -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from_args(args)
     if args.command == "serve":
-        serve(settings_from_args(args))
+        serve(settings)
+    elif args.command == "consume":
+        consume(settings)
+
+
+def consume(settings: Settings) -> None:
+    if not settings.models:
+        raise SystemExit("v2serve consume: name at least one model target or graph file (or set V2SERVE_MODELS)")
+    import asyncio
+
+    from v2serve.serving import consume as consume_streams
+
+    asyncio.run(consume_streams(settings))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,78 @@ class DataSettings(BaseModel):
     off: a cached artifact is used without contacting the store."""
 
 
+class KafkaSettings(BaseModel):
+    """The Kafka consumer: off until ``bootstrap_servers`` is set.
+
+    Requests are read from ``input_topics`` as consumer group ``group_id``; each gets exactly one record on
+    ``output_topic`` (its result) or ``error_topic`` (its error), and its offset is committed only after that
+    record is acknowledged by the broker.
+    """
+
+    bootstrap_servers: str | None = None
+    """Comma-separated ``host:port`` list of brokers; none: no Kafka consumer."""
+
+    input_topics: list[str] = Field(default_factory=lambda: ["v2serve-input"])
+    output_topic: str = "v2serve-output"
+    error_topic: str = "v2serve-errors"
+    group_id: str = "v2serve"
+
+    max_in_flight: int = Field(256, ge=1)
+    """Messages being served at once; at the bound the consumer pauses its partitions."""
+
+    commit_interval_ms: int = Field(200, ge=0)
+    """How often finished offsets are committed (also on rebalance and at shutdown)."""
+
+    auto_offset_reset: str = "earliest"
+    """Where a group without a committed offset starts: earliest (nothing missed) or latest."""
+
+    security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    client_options: dict[str, Any] = Field(default_factory=dict)
+    """Further aiokafka options for both the consumer and the producer (e.g. client_id)."""
+
+    consumer_options: dict[str, Any] = Field(default_factory=dict)
+    """Further AIOKafkaConsumer options (e.g. session_timeout_ms, max_partition_fetch_bytes)."""
+
+    producer_options: dict[str, Any] = Field(default_factory=dict)
+    """Further AIOKafkaProducer options (e.g. compression_type, max_request_size)."""
+
+
+class KinesisSettings(BaseModel):
+    """The Kinesis consumer: off until ``input_stream`` is set."""
+
+    input_stream: str | None = None
+    output_stream: str = "v2serve-output"
+    error_stream: str = "v2serve-errors"
+
+    region_name: str | None = None
+    endpoint_url: str | None = None
+    """For a Kinesis-compatible server (localstack, moto)."""
+
+    checkpoint_dir: str = "~/.cache/v2serve/kinesis"
+    """Where the last served sequence number of each shard is kept, so that a restart resumes there."""
+
+    initial_position: str = "TRIM_HORIZON"
+    """Where a shard without a checkpoint starts: TRIM_HORIZON (nothing missed) or LATEST."""
+
+    max_in_flight: int = Field(256, ge=1)
+    """Records being served at once, over all shards."""
+
+    batch_size: int = Field(500, ge=1, le=10_000)
+    """Records asked for per GetRecords call."""
+
+    poll_interval_s: float = Field(1.0, gt=0)
+    """Wait between reads of a shard that had nothing new (Kinesis allows 5 reads a second per shard)."""
+
+
 class Settings(BaseSettings):
     """Server settings. Every field can be set as ``V2SERVE_<FIELD>`` (nested: ``V2SERVE_HTTP__PORT``)."""
 
@@ -90,3 +162,5 @@ class Settings(BaseSettings):
 
     http: HTTPSettings = Field(default_factory=HTTPSettings)
     data: DataSettings = Field(default_factory=DataSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    kinesis: KinesisSettings = Field(default_factory=KinesisSettings)

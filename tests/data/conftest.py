@@ -5,9 +5,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
-
-from tests.conftest import free_port
 
 
 class FileServer:
@@ -59,18 +56,17 @@ def file_server():
 
 
 @pytest.fixture(scope="session")
-def s3():
-    """moto's server on a free loopback port, with a bucket; yields (endpoint, boto3 client)."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+def s3(moto_endpoint):
+    """moto's S3 with a bucket; yields (endpoint, boto3 client)."""
     client = boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+        "s3",
+        endpoint_url=moto_endpoint,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
     )
     client.create_bucket(Bucket="v2serve-data")
-    yield endpoint, client
-    server.stop()
+    return moto_endpoint, client
 
 
 def s3_options(endpoint: str) -> dict:

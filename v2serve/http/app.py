@@ -10,9 +10,9 @@ loading and unloading) and for any middleware an operator adds.
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -22,7 +22,6 @@ from v2serve.errors import InvalidRequest, PayloadTooLarge, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.graph.router import error_reply
 from v2serve.graph.server import ModelServer
-from v2serve.settings import Settings
 
 
 class V2Endpoint:
@@ -52,25 +51,37 @@ class V2Endpoint:
         await _send(send, await self.server.handle(event))
 
 
-def create_app(server: ModelServer) -> Starlette:
-    """An ASGI app serving ``server``; models load in its lifespan and unload at shutdown."""
+class Service(Protocol):
+    """Something that runs beside the HTTP server for its lifetime (a stream consumer, say)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def create_app(server: ModelServer, services: Sequence[Service] = ()) -> Starlette:
+    """An ASGI app serving ``server``; models load in its lifespan and unload at shutdown.
+
+    ``services`` start once the models are loaded and stop (draining their own work) before they unload.
+    """
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await server.start()
+        started: list[Service] = []
         try:
+            for service in services:
+                await service.start()
+                started.append(service)
             yield
         finally:
+            for service in reversed(started):
+                await service.stop()
             await server.stop()
 
     app = Starlette(routes=[Mount("", app=V2Endpoint(server))], lifespan=lifespan)
     app.state.server = server
     return app
-
-
-def create_app_from_settings(settings: Settings | None = None) -> Starlette:
-    """The app for ``ModelServer.from_settings``: what each worker process runs."""
-    return create_app(ModelServer.from_settings(settings))
 
 
 async def _send(send: Send, reply: Reply) -> None:

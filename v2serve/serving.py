@@ -1,0 +1,53 @@
+"""What the command line runs: the HTTP app and the stream consumers, built from one Settings object."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from starlette.applications import Starlette
+
+from v2serve.graph.server import ModelServer
+from v2serve.http.app import create_app
+from v2serve.settings import Settings
+from v2serve.streams.consumers import StreamConsumers, workers_from_settings
+
+logger = logging.getLogger("v2serve")
+
+
+def create_app_from_settings(settings: Settings | None = None) -> Starlette:
+    """The HTTP app for ``ModelServer.from_settings``, with the configured stream consumers running beside
+    it: what each worker process runs."""
+    server = ModelServer.from_settings(settings)
+    consumers = StreamConsumers(workers_from_settings(server.handle, server.settings))
+    return create_app(server, [consumers] if consumers else [])
+
+
+async def consume(settings: Settings) -> None:
+    """Serve the configured streams without HTTP until SIGTERM or SIGINT, then drain and return.
+
+    Raises the error of a stream worker that fails on its own.
+    """
+    server = ModelServer.from_settings(settings)
+    consumers = StreamConsumers(workers_from_settings(server.handle, settings))
+    if not consumers:
+        raise SystemExit("v2serve consume: configure a stream (--kafka-servers or --kinesis-input-stream)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    try:
+        await consumers.start()
+        stopped = asyncio.create_task(stop.wait())
+        ended = asyncio.create_task(consumers.wait())
+        done, pending = await asyncio.wait({stopped, ended}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if ended in done:
+            ended.result()
+        logger.info("stopping: finishing the messages in flight")
+    finally:
+        await consumers.stop()
+        await server.stop()
