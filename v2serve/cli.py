@@ -53,6 +53,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--graceful-timeout", type=float, help="seconds in-flight work gets on SIGTERM")
     parser.add_argument("--debug", action="store_true", default=None, help="tracebacks in error messages")
     parser.add_argument("--server-name", help="name reported by GET /v2")
+    parser.add_argument("--repository", help="model repository directory for /v2/repository/models/{m}/load")
 
 
 def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +79,7 @@ _FLAG_FIELDS = (
     ("load_in_background", None, "load_in_background"),
     ("debug", None, "debug"),
     ("server_name", None, "server_name"),
+    ("repository", "repository", "root"),
     ("host", "http", "host"),
     ("port", "http", "port"),
     ("workers", "http", "workers"),

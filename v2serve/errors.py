@@ -42,6 +42,15 @@ class InvalidRequest(V2ServeError):
     status_code = HTTPStatus.BAD_REQUEST
 
 
+class Unauthorized(V2ServeError):
+    """The route needs a bearer token the request did not give."""
+
+    status_code = HTTPStatus.UNAUTHORIZED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"www-authenticate": "Bearer"})
+
+
 class Forbidden(V2ServeError):
     status_code = HTTPStatus.FORBIDDEN
 
@@ -67,6 +76,12 @@ class PayloadTooLarge(V2ServeError):
 
 
 class InferenceError(V2ServeError):
+    status_code = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class ModelLoadFailed(V2ServeError):
+    """A model could not be loaded from the repository; whatever served before keeps serving."""
+
     status_code = HTTPStatus.INTERNAL_SERVER_ERROR
 
 

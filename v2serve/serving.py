@@ -12,6 +12,7 @@ from v2serve.graph.server import ModelServer
 from v2serve.http.app import create_app
 from v2serve.settings import Settings
 from v2serve.streams.consumers import StreamConsumers, workers_from_settings
+from v2serve.streams.metrics import StreamCollector
 
 logger = logging.getLogger("v2serve")
 
@@ -20,8 +21,14 @@ def create_app_from_settings(settings: Settings | None = None) -> Starlette:
     """The HTTP app for ``ModelServer.from_settings``, with the configured stream consumers running beside
     it: what each worker process runs."""
     server = ModelServer.from_settings(settings)
-    consumers = StreamConsumers(workers_from_settings(server.handle, server.settings))
+    consumers = _consumers(server)
     return create_app(server, [consumers] if consumers else [])
+
+
+def _consumers(server: ModelServer) -> StreamConsumers:
+    consumers = StreamConsumers(workers_from_settings(server.handle, server.settings))
+    server.metrics.registry.register(StreamCollector(consumers.workers))
+    return consumers
 
 
 async def consume(settings: Settings) -> None:
@@ -30,7 +37,7 @@ async def consume(settings: Settings) -> None:
     Raises the error of a stream worker that fails on its own.
     """
     server = ModelServer.from_settings(settings)
-    consumers = StreamConsumers(workers_from_settings(server.handle, settings))
+    consumers = _consumers(server)
     if not consumers:
         raise SystemExit("v2serve consume: configure a stream (--kafka-servers or --kinesis-input-stream)")
     stop = asyncio.Event()

@@ -68,6 +68,20 @@ class DataSettings(BaseModel):
     off: a cached artifact is used without contacting the store."""
 
 
+class RepositorySettings(BaseModel):
+    """The model repository extension: index, load and unload models while the server runs."""
+
+    root: str | None = None
+    """Directory of model directories (``<root>/<model>/model-settings.json``, or one subdirectory per
+    version); ``load`` reads from here. None: only the models the server started with (they can be unloaded)."""
+
+    enabled: bool = True
+    """False removes the repository routes altogether."""
+
+    token: str | None = None
+    """When set, the repository routes need ``Authorization: Bearer <token>``; the others never do."""
+
+
 class KafkaSettings(BaseModel):
     """The Kafka consumer: off until ``bootstrap_servers`` is set.
 
@@ -162,5 +176,6 @@ class Settings(BaseSettings):
 
     http: HTTPSettings = Field(default_factory=HTTPSettings)
     data: DataSettings = Field(default_factory=DataSettings)
+    repository: RepositorySettings = Field(default_factory=RepositorySettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     kinesis: KinesisSettings = Field(default_factory=KinesisSettings)

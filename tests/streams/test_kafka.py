@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import CLIProcess, CLIServer, free_port, make_settings
 from tests.fixtures import SumModel
@@ -77,7 +78,7 @@ async def test_10000_requests_with_1_percent_bad_get_exactly_one_record_each(kaf
             assert body["id"] == f"k{i}"
             assert body["outputs"][0]["data"] == [i + 1]
             assert dict(record.headers)["v2-status"] == b"200"
-    assert worker.stats.consumed == 10_000
+    assert worker.stats.consumed == {topics.input: 10_000}
     assert (worker.stats.results, worker.stats.errors) == (9_800, 200)
     assert await committed_offsets(kafka_broker, "g-10k", topics.input) == await input_ends(kafka_broker, topics)
 
@@ -234,8 +235,22 @@ async def test_serve_runs_http_and_kafka_from_one_process(kafka_broker):
 
         async with httpx.AsyncClient() as client:
             reply = await client.post(f"{server.url}/v2/models/add_one/infer", content=add_one_request(6))
+            metrics = (await client.get(f"{server.url}/metrics")).text
         assert reply.status_code == 200
         assert reply.json()["outputs"][0]["data"] == [7, 13]
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(metrics)
+            for sample in family.samples
+        }
+        kafka = (("topic", topics.input), ("transport", "kafka"))
+        assert samples[("v2serve_stream_records_in_total", kafka)] == 1
+        assert samples[("v2serve_stream_results_out_total", (("topic", topics.output), ("transport", "kafka")))] == 1
+        # One partition had a message, and the consumer has caught up with it.
+        assert [value for (name, _), value in samples.items() if name == "v2serve_stream_lag"] == [0]
+        # The Kafka message and the HTTP request both went through the same model.
+        served = (("model", "add_one"), ("operation", "infer"), ("status", "200"), ("version", ""))
+        assert samples[("v2serve_requests_total", served)] == 2
     finally:
         assert server.stop() == 0, server.output
     assert orjson.loads(reader.records[0].value)["outputs"][0]["data"] == [6, 11]

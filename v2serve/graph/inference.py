@@ -61,16 +61,23 @@ class ModelOperations:
 
     async def run(self, entry: ModelEntry, operation: str, event: Event) -> Reply:
         entry.require_ready()
-        if operation not in TENSOR_OPERATIONS:
-            return await self._custom(entry, operation, event)
+        inference = operation in TENSOR_OPERATIONS
         started = time.perf_counter_ns()
+        status = 500
+        entry.enter()
         try:
-            reply = await self._tensor_operation(entry, operation, event)
-        except BaseException:
-            entry.stats.finished(started, ok=False)
+            if inference:
+                reply = await self._tensor_operation(entry, operation, event)
+            else:
+                reply = await self._custom(entry, operation, event)
+            status = reply.status
+            return reply
+        except V2ServeError as exc:
+            status = exc.status_code
             raise
-        entry.stats.finished(started, ok=True)
-        return reply
+        finally:
+            entry.leave()
+            entry.stats.finished(started, operation, status, inference=inference)
 
     async def _tensor_operation(self, entry: ModelEntry, operation: str, event: Event) -> Reply:
         model = entry.model
@@ -81,7 +88,7 @@ class ModelOperations:
             raise NotImplementedOperation(f"model {entry.name!r} does not implement explain")
         started = time.perf_counter_ns()
         decoded = self._decode_dict(model, event) if operation == "infer_dict" else self._decode(model, event)
-        entry.stats.compute_input.add(time.perf_counter_ns() - started)
+        entry.stats.decoded(time.perf_counter_ns() - started)
         return await self._infer(entry, event, decoded, scheduled=operation != "explain")
 
     # ------------------------------------------------------------ running
@@ -112,7 +119,7 @@ class ModelOperations:
         encoded = encode_inference_response(
             model_name=model.name, model_version=model.version, request_id=context.id, outputs=outputs
         )
-        entry.stats.compute_output.add(time.perf_counter_ns() - started)
+        entry.stats.encoded(time.perf_counter_ns() - started)
         return Reply(200, encoded.body, encoded.content_type, encoded.headers)
 
     async def _resolve_data_url(self, model: Model, event: Event) -> Event | None:

@@ -4,26 +4,42 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any
+from functools import cache
 
 from v2serve import __version__
 from v2serve.data.fetch import DataFetcher
-from v2serve.errors import InvalidRequest, V2ServeError
+from v2serve.errors import InvalidRequest, OperationNotFound, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.graph.inference import ModelOperations
+from v2serve.graph.management import RepositoryEndpoints
+from v2serve.graph.openapi import openapi_document
 from v2serve.graph.routing import BODY_OPERATIONS, Target, resolve_path
+from v2serve.models.metrics import PROMETHEUS_CONTENT_TYPE, ServerMetrics
 from v2serve.models.registry import ModelEntry, ModelRegistry, ModelState
 from v2serve.protocol import binary
-from v2serve.protocol.jsonio import loads
+from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps, loads
+from v2serve.protocol.schemas import (
+    ErrorBody,
+    ModelMetadata,
+    ModelReadiness,
+    NotReadyModel,
+    ServerMetadata,
+    TensorMetadata,
+)
+from v2serve.protocol.types import TensorSpec
 
 logger = logging.getLogger("v2serve.router")
 
-EXTENSIONS = ["binary_tensor_data", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository"]
 """The protocol extensions this server implements, as advertised by ``GET /v2``."""
 
 
 def error_reply(exc: V2ServeError) -> Reply:
-    return Reply.json({"error": exc.message}, exc.status_code, dict(exc.headers))
+    return Reply.json(ErrorBody(error=exc.message), exc.status_code, dict(exc.headers))
+
+
+def _tensor_metadata(spec: TensorSpec) -> TensorMetadata:
+    return TensorMetadata(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
 
 
 class V2Router:
@@ -41,11 +57,15 @@ class V2Router:
         debug: bool = False,
         data: DataFetcher | None = None,
         serves_graph: bool = False,
+        metrics: ServerMetrics | None = None,
+        repository: RepositoryEndpoints | None = None,
     ) -> None:
         self.registry = registry
         self.server_name = server_name
         # A server whose graph holds only tasks is ready without models; a bare router is not.
         self.serves_graph = serves_graph
+        self.metrics = metrics
+        self.repository = repository
         self.operations = ModelOperations(debug=debug, data=data)
 
     async def handle(self, event: Event) -> Reply:
@@ -62,6 +82,10 @@ class V2Router:
         target = resolve_path(event.method, event.path)
         if target.endpoint == "body_routed":
             target, event = self._route_by_body(event)
+        if target.endpoint.startswith("repository_"):
+            if self.repository is None:
+                raise OperationNotFound(f"no route for {event.method} {event.path}")
+            return await self.repository.handle(target, event)
         if target.model is None:
             return self._server_endpoint(target)
         entry = self.registry.resolve(target.model, target.version)
@@ -73,11 +97,14 @@ class V2Router:
             return Reply.json({"model_stats": [e.stats.to_dict(e.name, e.version) for e in versions]})
         if target.endpoint == "model_ready":
             ready = entry.state is ModelState.READY
-            body: dict[str, Any] = {"name": entry.name, "ready": ready}
+            body = ModelReadiness(name=entry.name, ready=ready)
             if not ready:
                 body["state"] = entry.state.value
                 if entry.reason:
                     body["reason"] = entry.reason
+            failure = None if self.repository is None else self.repository.repository.failures.get(entry.name)
+            if failure:
+                body["last_load_error"] = failure
             return Reply.json(body, 200 if ready else 503, {} if ready else {"retry-after": "1"})
         assert target.operation is not None
         return await self.operations.run(entry, target.operation, event)
@@ -109,7 +136,7 @@ class V2Router:
 
     def _server_endpoint(self, target: Target) -> Reply:
         if target.endpoint == "server_metadata":
-            return Reply.json({"name": self.server_name, "version": __version__, "extensions": EXTENSIONS})
+            return Reply.json(ServerMetadata(name=self.server_name, version=__version__, extensions=EXTENSIONS))
         if target.endpoint == "live":
             return Reply.json({"live": True})
         if target.endpoint == "ready":
@@ -118,15 +145,21 @@ class V2Router:
             return Reply.json({"ready": False, "models": self._not_ready()}, 503, {"retry-after": "1"})
         if target.endpoint == "all_stats":
             return Reply.json({"model_stats": [e.stats.to_dict(e.name, e.version) for e in self.registry]})
+        if target.endpoint == "openapi":
+            return Reply(200, _openapi_body(), JSON_CONTENT_TYPE)
+        if target.endpoint == "metrics":
+            if self.metrics is None:
+                raise OperationNotFound("this server keeps no metrics")
+            return Reply(200, self.metrics.render(), PROMETHEUS_CONTENT_TYPE)
         if target.endpoint == "list_models":
             return Reply.json({"models": self.registry.names()})
         raise AssertionError(f"routing produced an unknown endpoint {target.endpoint!r}")
 
-    def _not_ready(self) -> list[dict[str, Any]]:
+    def _not_ready(self) -> list[NotReadyModel]:
         pending = []
         for entry in self.registry:
             if entry.state is not ModelState.READY:
-                item: dict[str, Any] = {"name": entry.name, "state": entry.state.value}
+                item = NotReadyModel(name=entry.name, state=entry.state.value)
                 if entry.version is not None:
                     item["version"] = entry.version
                 if entry.reason:
@@ -134,15 +167,22 @@ class V2Router:
                 pending.append(item)
         return pending
 
-    def _model_metadata(self, entry: ModelEntry) -> dict[str, Any]:
+    def _model_metadata(self, entry: ModelEntry) -> ModelMetadata:
         model = entry.model
-        metadata: dict[str, Any] = {"name": model.name}
+        metadata = ModelMetadata(
+            name=model.name,
+            platform=model.platform,
+            inputs=[_tensor_metadata(spec) for spec in model.inputs],
+            outputs=[_tensor_metadata(spec) for spec in model.outputs],
+        )
         versions = self.registry.versions(model.name)
         if versions:
             metadata["versions"] = versions
-        metadata["platform"] = model.platform
-        metadata["inputs"] = [spec.to_dict() for spec in model.inputs]
-        metadata["outputs"] = [spec.to_dict() for spec in model.outputs]
         if model.feature_names:
             metadata["parameters"] = {"feature_names": list(model.feature_names)}
         return metadata
+
+
+@cache
+def _openapi_body() -> bytes:
+    return dumps(openapi_document())

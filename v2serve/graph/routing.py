@@ -15,6 +15,9 @@ SERVER_ENDPOINTS: dict[str, tuple[str, str]] = {
     "/v2/health/ready": ("ready", "GET"),
     "/v2/models": ("list_models", "GET"),
     "/v2/models/stats": ("all_stats", "GET"),
+    "/metrics": ("metrics", "GET"),
+    "/v2/repository/index": ("repository_index", "POST"),
+    "/v2/docs/openapi.json": ("openapi", "GET"),
 }
 
 # Operations on a model that take a request body; anything else after the model is a custom operation.
@@ -26,6 +29,9 @@ BODY_OPERATIONS = {
     "explain": "explain",
 }
 
+_REPOSITORY_PATH = re.compile(
+    r"^/v2/repository/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/(?P<action>load|unload)$"
+)
 _MODEL_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/(?P<op>[^/]+))?$")
 
 
@@ -46,11 +52,18 @@ def resolve_path(method: str, path: str) -> Target:
     if path == "" and method == "POST":
         # No URL to route by (streams, serverless triggers): the body or headers name the model.
         return Target("body_routed")
+    if path == "" and method == "OPTIONS":
+        return Target("openapi")  # TorchServe's convention for the API description
     server = SERVER_ENDPOINTS.get(path)
     if server is not None:
         name, allowed = server
         _check_method(method, (allowed,), path)
         return Target(name)
+    repository = _REPOSITORY_PATH.match(path)
+    if repository is not None:
+        _check_method(method, ("POST",), path)
+        model, version, action = repository.group("model", "version", "action")
+        return Target(f"repository_{action}", model, version)
     match = _MODEL_PATH.match(path)
     if match is None:
         raise OperationNotFound(f"no route for {method} {path or '/'}")

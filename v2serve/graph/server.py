@@ -13,12 +13,15 @@ from v2serve.data.fetch import DataFetcher
 from v2serve.data.policy import DataPolicy
 from v2serve.event import Event, Reply
 from v2serve.graph.compile import GraphCompiler, Handler
+from v2serve.graph.management import RepositoryEndpoints
 from v2serve.graph.router import V2Router
 from v2serve.graph.spec import GraphSpec
 from v2serve.models.base import Model
 from v2serve.models.invoker import Runner
 from v2serve.models.loader import SETTINGS_FILE, models_from_target
+from v2serve.models.metrics import ServerMetrics
 from v2serve.models.registry import ModelRegistry
+from v2serve.models.repository import ModelRepository
 from v2serve.settings import Settings
 
 logger = logging.getLogger("v2serve.server")
@@ -42,7 +45,9 @@ class ModelServer:
     ) -> None:
         self.settings = settings or Settings()
         self.executor = ThreadPoolExecutor(self.settings.predict_threads, thread_name_prefix="v2serve-model")
-        self.registry = ModelRegistry(self.executor, ArtifactCache(self.settings.data))
+        self.metrics = ServerMetrics()
+        self.registry = ModelRegistry(self.executor, ArtifactCache(self.settings.data), self.metrics)
+        self.metrics.watch_models(lambda: iter(self.registry))
         for model in models:
             self.registry.add(model)
         self.router = V2Router(
@@ -51,6 +56,10 @@ class ModelServer:
             debug=self.settings.debug,
             data=DataFetcher(DataPolicy(self.settings.data), self.executor),
             serves_graph=graph is not None,
+            metrics=self.metrics,
+            repository=RepositoryEndpoints(
+                ModelRepository(self.registry, self.settings.repository.root), self.settings.repository
+            ),
         )
         self.handler: Handler = self.router
         if graph is not None:

@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
-from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
 from v2serve.errors import InvalidRequest, PayloadTooLarge, V2ServeError
@@ -79,7 +78,9 @@ def create_app(server: ModelServer, services: Sequence[Service] = ()) -> Starlet
                 await service.stop()
             await server.stop()
 
-    app = Starlette(routes=[Mount("", app=V2Endpoint(server))], lifespan=lifespan)
+    app = Starlette(lifespan=lifespan)
+    # Every path is the endpoint's to route (the core route table), not just those a Mount's regex matches.
+    app.router.default = V2Endpoint(server)
     app.state.server = server
     return app
 

@@ -73,16 +73,19 @@ def instantiate(cls: Any, label: str, **kwargs: Any) -> Model:
         raise ValueError(f"cannot create {cls.__name__} for {label!r}: {exc}") from None
 
 
-def model_from_directory(directory: Path) -> Model:
+def model_from_directory(directory: Path, name: str | None = None, version: str | None = None) -> Model:
+    """The model a model-settings.json describes; ``name`` and ``version`` apply where it names none."""
     settings_file = directory / SETTINGS_FILE
     settings = orjson.loads(settings_file.read_bytes())
     implementation = settings.get("implementation")
     if not isinstance(implementation, str):
         raise ValueError(f"{settings_file} needs an 'implementation' such as 'model.py:MyModel'")
     kwargs: dict[str, Any] = dict(settings.get("args") or {})
-    kwargs["name"] = settings.get("name") or directory.name
+    kwargs["name"] = settings.get("name") or name or directory.name
     if settings.get("version") is not None:
         kwargs["version"] = str(settings["version"])
+    elif version is not None:
+        kwargs["version"] = version
     if settings.get("model_path"):
         kwargs["model_path"] = _resolve_model_path(settings["model_path"], directory)
     if implementation in RUNTIMES:

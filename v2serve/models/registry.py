@@ -13,9 +13,10 @@ from enum import Enum
 import numpy as np
 
 from v2serve.data.artifacts import ArtifactCache
-from v2serve.errors import ModelNotFound, ModelNotReady
+from v2serve.errors import ModelLoadFailed, ModelNotFound, ModelNotReady
 from v2serve.models.base import Model, RequestContext
 from v2serve.models.invoker import ModelInvoker
+from v2serve.models.metrics import ServerMetrics
 from v2serve.models.scheduler import Scheduler, make_scheduler
 from v2serve.models.stats import ModelStats
 from v2serve.protocol.datatypes import DATATYPE_TO_NUMPY
@@ -41,6 +42,28 @@ class ModelEntry:
     state: ModelState = ModelState.LOADING
     reason: str | None = None
     load_seconds: float | None = None
+    active: int = 0
+    """Requests being served by this entry: an entry is unloaded only once none is left."""
+    _idle: asyncio.Event | None = None
+
+    def enter(self) -> None:
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1
+        if self.active == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait until no request is being served by this entry; False if some still were after the timeout."""
+        if self.active == 0:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     @property
     def name(self) -> str:
@@ -94,20 +117,61 @@ class ModelRegistry:
     compare numerically ("10" > "9") and outrank non-integer ones, which compare as text.
     """
 
-    def __init__(self, executor: Executor, artifacts: ArtifactCache | None = None) -> None:
+    def __init__(
+        self, executor: Executor, artifacts: ArtifactCache | None = None, metrics: ServerMetrics | None = None
+    ) -> None:
         self._executor = executor
         self._artifacts = artifacts
+        self._metrics = metrics
         self._models: dict[str, dict[str | None, ModelEntry]] = {}
 
     def add(self, model: Model) -> ModelEntry:
         versions = self._models.setdefault(model.name, {})
         if model.version in versions:
             raise ValueError(f"model {_label(model.name, model.version)} is registered twice")
-        invoker = ModelInvoker(model, self._executor)
-        stats = ModelStats()
-        entry = ModelEntry(model, invoker, make_scheduler(invoker, stats), stats)
+        entry = self._new_entry(model)
         versions[model.version] = entry
         return entry
+
+    def _new_entry(self, model: Model) -> ModelEntry:
+        invoker = ModelInvoker(model, self._executor)
+        metrics = None if self._metrics is None else self._metrics.for_model(model.name, model.version)
+        stats = ModelStats(metrics=metrics)
+        return ModelEntry(model, invoker, make_scheduler(invoker, stats), stats)
+
+    async def load_and_swap(self, model: Model) -> ModelEntry:
+        """Load ``model`` beside whatever serves its name and version now, and swap it in once it is ready.
+
+        Until the swap, requests go to the old entry; after it, the old entry finishes the requests it has
+        and is unloaded. A failed load registers nothing and raises ModelLoadFailed with the reason.
+        """
+        entry = self._new_entry(model)
+        await self.load(entry)
+        if entry.state is not ModelState.READY:
+            await entry.scheduler.close()
+            raise ModelLoadFailed(f"model {_label(model.name, model.version)} failed to load: {entry.reason}")
+        versions = self._models.setdefault(model.name, {})
+        old = versions.get(model.version)
+        versions[model.version] = entry
+        if old is not None:
+            await self._retire(old)
+        return entry
+
+    async def remove(self, entry: ModelEntry) -> None:
+        """Stop routing to ``entry``; unload it once the requests it is serving have finished."""
+        versions = self._models.get(entry.name, {})
+        if versions.get(entry.version) is entry:
+            del versions[entry.version]
+            if not versions:
+                del self._models[entry.name]
+        await self._retire(entry)
+
+    async def _retire(self, entry: ModelEntry, drain_timeout_s: float = 60.0) -> None:
+        if not await entry.drained(drain_timeout_s):
+            logger.warning(
+                "unloading %s with %d request(s) still running", _label(entry.name, entry.version), entry.active
+            )
+        await self._unload(entry)
 
     async def load(self, entry: ModelEntry) -> None:
         """Load one model, recording READY or FAILED with the reason; never raises for a model's failure."""
@@ -138,13 +202,16 @@ class ModelRegistry:
 
     async def unload_all(self) -> None:
         for entry in self:
-            await entry.scheduler.close()
-            if entry.state is ModelState.READY:
-                try:
-                    await entry.invoker.unload()
-                except Exception:
-                    logger.exception("model %s failed to unload", _label(entry.name, entry.version))
-            entry.state = ModelState.UNLOADED
+            await self._unload(entry)
+
+    async def _unload(self, entry: ModelEntry) -> None:
+        await entry.scheduler.close()
+        if entry.state is ModelState.READY:
+            try:
+                await entry.invoker.unload()
+            except Exception:
+                logger.exception("model %s failed to unload", _label(entry.name, entry.version))
+        entry.state = ModelState.UNLOADED
 
     def resolve(self, name: str, version: str | None = None) -> ModelEntry:
         """The entry for ``name`` (at ``version``, or its default version); ModelNotFound names the rest."""

@@ -33,6 +33,11 @@ from v2serve.models.stats import ModelStats
 
 
 class Scheduler(Protocol):
+    @property
+    def waiting(self) -> int:
+        """Requests queued for an instance or a batch."""
+        ...
+
     async def submit(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> Any: ...
 
     async def close(self) -> None: ...
@@ -45,13 +50,16 @@ def make_scheduler(invoker: ModelInvoker, stats: ModelStats) -> Scheduler:
     return ConcurrencyScheduler(invoker, stats)
 
 
-async def _timed_predict(invoker: ModelInvoker, stats: ModelStats, inputs: Tensors, context: RequestContext) -> Any:
+async def _timed_predict(
+    invoker: ModelInvoker, stats: ModelStats, inputs: Tensors, context: RequestContext, requests: int = 1
+) -> Any:
     started = time.perf_counter_ns()
+    stats.running += 1
     try:
         return await invoker.predict(inputs, context)
     finally:
-        stats.compute_infer.add(time.perf_counter_ns() - started)
-        stats.execution_count += 1
+        stats.running -= 1
+        stats.executed(time.perf_counter_ns() - started, requests)
 
 
 def _overloaded(name: str, limit: int) -> ServerOverloaded:
@@ -83,6 +91,10 @@ class ConcurrencyScheduler:
         self._slots = asyncio.Semaphore(invoker.model.instances)
         self._waiting = 0
 
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
     async def submit(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> Any:
         if self._waiting >= self._max_queue:
             raise _overloaded(self._name, self._max_queue)
@@ -92,7 +104,7 @@ class ConcurrencyScheduler:
             await _until(self._slots.acquire(), deadline, self._name, shield=False)
         finally:
             self._waiting -= 1
-        self._stats.queue.add(time.perf_counter_ns() - queued)
+        self._stats.queued(time.perf_counter_ns() - queued)
         if deadline is None:
             try:
                 return await _timed_predict(self._invoker, self._stats, inputs, context)
@@ -134,6 +146,10 @@ class BatchScheduler:
         self._delay_s = model.max_batch_delay_ms / 1000
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=model.max_queue_size)
         self._workers: list[asyncio.Task[None]] = []
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
 
     async def submit(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> Any:
         loop = asyncio.get_running_loop()
@@ -195,14 +211,15 @@ class BatchScheduler:
             return
         started = time.perf_counter_ns()
         for job in live:
-            self._stats.queue.add(started - job.queued_ns)
+            self._stats.queued(started - job.queued_ns)
         try:
             if len(live) == 1:
                 _settle(live[0], await _timed_predict(self._invoker, self._stats, live[0].inputs, live[0].context))
                 return
             inputs = {name: np.concatenate([job.inputs[name] for job in live]) for name in live[0].inputs}
             context = dataclasses.replace(live[0].context, batch=[job.context for job in live])
-            result = as_output_dict(self._model, await _timed_predict(self._invoker, self._stats, inputs, context))
+            predicted = await _timed_predict(self._invoker, self._stats, inputs, context, len(live))
+            result = as_output_dict(self._model, predicted)
             for job, outputs in zip(live, self._split(result, [job.rows for job in live]), strict=True):
                 _settle(job, outputs)
         except Exception as exc:

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from v2serve.event import Event, Reply
 from v2serve.settings import Settings
+from v2serve.streams.stats import StreamStats
 
 logger = logging.getLogger("v2serve.streams")
 
@@ -18,6 +19,12 @@ class StreamWorker(Protocol):
     in flight, records its progress (commit, checkpoint) and returns."""
 
     trigger: str
+    stats: StreamStats
+
+    @property
+    def outputs(self) -> tuple[str, str]:
+        """The names of the output and error topics or streams."""
+        ...
 
     async def run(self, stop: asyncio.Event) -> None: ...
 

@@ -40,6 +40,10 @@ class KafkaWorker:
 
     trigger = "kafka"
 
+    @property
+    def outputs(self) -> tuple[str, str]:
+        return self.settings.output_topic, self.settings.error_topic
+
     def __init__(self, handle: Handle, settings: KafkaSettings, drain_timeout_s: float = 30.0) -> None:
         if not settings.bootstrap_servers:
             raise ValueError("the Kafka worker needs bootstrap_servers")
@@ -150,6 +154,9 @@ class KafkaWorker:
                 for partition, records in batches.items():
                     for record in records:
                         self._start(partition, record)
+                    end = consumer.highwater(partition)
+                    if end is not None:
+                        self.stats.lag[(partition.topic, str(partition.partition))] = end - records[-1].offset - 1
             else:
                 await self._wait_for_room(consumer, stop, interval_s)
             if loop.time() >= next_commit:
@@ -157,7 +164,7 @@ class KafkaWorker:
                 next_commit = loop.time() + interval_s
 
     def _start(self, partition: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        self.stats.consumed += 1
+        self.stats.consumed[record.topic] += 1
         self._tracker.start(partition, record.offset)
         task = asyncio.create_task(self._serve(partition, record))
         self._tasks.add(task)

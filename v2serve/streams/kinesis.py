@@ -40,6 +40,10 @@ class KinesisWorker:
 
     trigger = "kinesis"
 
+    @property
+    def outputs(self) -> tuple[str, str]:
+        return self.settings.output_stream, self.settings.error_stream
+
     def __init__(self, handle: Handle, settings: KinesisSettings, drain_timeout_s: float = 30.0) -> None:
         if not settings.input_stream:
             raise ValueError("the Kinesis worker needs input_stream")
@@ -96,6 +100,7 @@ class KinesisWorker:
                 await wait_or_stop(stop, self.settings.poll_interval_s)
                 continue
             records = response["Records"]
+            self.stats.behind_ms[(str(self.settings.input_stream), shard_id)] = response.get("MillisBehindLatest", 0)
             if records:
                 await self._serve_batch(records, stop)
                 self.checkpoints.save(shard_id, records[-1]["SequenceNumber"])
@@ -116,7 +121,7 @@ class KinesisWorker:
         return None if response is None else response.get("ShardIterator")
 
     async def _serve_batch(self, records: list[dict[str, Any]], stop: asyncio.Event) -> None:
-        self.stats.consumed += len(records)
+        self.stats.consumed[str(self.settings.input_stream)] += len(records)
         outgoing = await asyncio.gather(*(self._serve(record) for record in records))
         await self._put(self.settings.output_stream, [r for r in outgoing if not r.is_error], stop)
         await self._put(self.settings.error_stream, [r for r in outgoing if r.is_error], stop)

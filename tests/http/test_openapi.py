@@ -1,0 +1,48 @@
+"""The OpenAPI description: it matches the route table, and schemathesis finds no 5xx or off-schema answer."""
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+
+from tests.conftest import serve_in_thread
+from tests.fixtures import SumModel
+from v2serve.graph.openapi import openapi_document
+from v2serve.graph.routing import SERVER_ENDPOINTS, resolve_path
+
+
+def test_every_route_is_described_and_every_description_is_routed():
+    document = openapi_document()
+    paths = document["paths"]
+    assert set(SERVER_ENDPOINTS) - {""} <= set(paths)
+    for path, operations in paths.items():
+        concrete = path.replace("{model}", "m").replace("{version}", "1")
+        for method in operations:
+            resolve_path(method.upper(), concrete)  # raises for a path or method the router does not serve
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    with serve_in_thread(SumModel()) as url:
+        yield url
+
+
+def test_the_description_is_served_at_its_path_and_at_options_root(server_url):
+    served = httpx.get(f"{server_url}/v2/docs/openapi.json").json()
+    assert served["paths"].keys() == openapi_document()["paths"].keys()
+    assert httpx.options(f"{server_url}/").json() == served
+
+
+def test_no_server_errors_and_every_answer_matches_the_description(server_url):
+    # schemathesis's pytest plugin does not run under pytest 9, so each operation gets its own hypothesis test.
+    api = schemathesis.openapi.from_url(f"{server_url}/v2/docs/openapi.json")
+    operations = [result.ok() for result in api.get_all_operations()]
+    assert len(operations) > 20
+    for operation in operations:
+
+        @given(operation.as_strategy())
+        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def check(case):
+            case.call_and_validate()
+
+        check()

@@ -1,0 +1,65 @@
+"""The model repository routes: index, load and unload, optionally behind a bearer token."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from v2serve.errors import InvalidRequest, OperationNotFound, Unauthorized
+from v2serve.event import Event, Reply
+from v2serve.graph.routing import Target
+from v2serve.models.repository import ModelRepository
+from v2serve.protocol.jsonio import loads
+from v2serve.settings import RepositorySettings
+
+
+class RepositoryEndpoints:
+    """Serves ``/v2/repository/...`` for a ModelRepository, as its settings allow."""
+
+    def __init__(self, repository: ModelRepository, settings: RepositorySettings) -> None:
+        self.repository = repository
+        self.enabled = settings.enabled
+        self._token = None if settings.token is None else settings.token.encode()
+
+    async def handle(self, target: Target, event: Event) -> Reply:
+        if not self.enabled:
+            raise OperationNotFound(f"no route for {event.method} {event.path} (the repository API is disabled)")
+        self._authorize(event)
+        body = _json_object(event)
+        if target.endpoint == "repository_index":
+            ready = body.get("ready", False)
+            if not isinstance(ready, bool):
+                raise InvalidRequest("'ready' must be true or false")
+            return Reply.json(self.repository.index(ready_only=ready))
+        assert target.model is not None
+        parameters = body.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InvalidRequest("'parameters' must be an object")
+        if target.endpoint == "repository_load":
+            await self.repository.load(target.model)
+            return Reply.json({})
+        version = target.version or _optional_str(parameters.get("version"))
+        await self.repository.unload(target.model, version)
+        return Reply.json({})
+
+    def _authorize(self, event: Event) -> None:
+        if self._token is None:
+            return
+        scheme, _, given = event.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+            raise Unauthorized("the repository API needs 'Authorization: Bearer <token>'")
+
+
+def _json_object(event: Event) -> dict[str, Any]:
+    body = event.body
+    if isinstance(body, bytes | bytearray | memoryview):
+        body = loads(body) if len(body) else {}
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
