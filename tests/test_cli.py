@@ -1,3 +1,4 @@
+import json
 import signal
 import threading
 from pathlib import Path
@@ -65,3 +66,19 @@ def test_flags_override_environment(monkeypatch):
     assert settings.models == ["from_env:Model"]
     flagged = settings_from_args(build_parser().parse_args(["serve", "a:B", "--port", "1234", "--debug"]))
     assert flagged.http.port == 1234 and flagged.debug and flagged.models == ["a:B"]
+
+
+def test_json_logs_carry_the_request_id():
+    server = CLIServer("tests.fixtures:ErrorModel", "--log-format", "json", cwd=str(ROOT))
+    try:
+        server.wait_started()
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}
+        reply = httpx.post(f"{server.url}/v2/models/error_model/infer", json=body, headers={"x-request-id": "trace-42"})
+        assert reply.status_code == 500 and reply.headers["x-request-id"] == "trace-42"
+        assert server.wait_for_line("trace-42"), server.output
+    finally:
+        assert server.stop() == 0
+    records = [json.loads(line) for line in server.lines if line.startswith("{")]
+    failure = next(r for r in records if r["request_id"] == "trace-42")
+    assert failure["level"] == "ERROR" and "boom: the model is broken" in failure["exception"]
+    assert all(r["request_id"] == "-" for r in records if "ready in" in r["message"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -13,6 +12,7 @@ from typing import Any
 import orjson
 
 from v2serve import __version__
+from v2serve.logs import configure_logging
 from v2serve.settings import Settings
 
 _APP_FACTORY = "v2serve.serving:create_app_from_settings"
@@ -53,6 +53,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--graceful-timeout", type=float, help="seconds in-flight work gets on SIGTERM")
     parser.add_argument("--debug", action="store_true", default=None, help="tracebacks in error messages")
     parser.add_argument("--server-name", help="name reported by GET /v2")
+    parser.add_argument("--log-format", choices=["text", "json"], help="log lines as text (default) or JSON")
     parser.add_argument("--repository", help="model repository directory for /v2/repository/models/{m}/load")
 
 
@@ -80,6 +81,7 @@ _FLAG_FIELDS = (
     ("debug", None, "debug"),
     ("server_name", None, "server_name"),
     ("repository", "repository", "root"),
+    ("log_format", None, "log_format"),
     ("host", "http", "host"),
     ("port", "http", "port"),
     ("workers", "http", "workers"),
@@ -167,8 +169,8 @@ def _exit_quietly_after_graceful_shutdown() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)
+    configure_logging(settings.log_format)
     if args.command == "serve":
         serve(settings)
     elif args.command == "consume":

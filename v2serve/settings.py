@@ -7,7 +7,7 @@ these fields; nothing else reads the environment.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -173,6 +173,9 @@ class Settings(BaseSettings):
 
     debug: bool = False
     """Include tracebacks in the error messages of failed predictions."""
+
+    log_format: Literal["text", "json"] = "text"
+    """Log lines as text or as one JSON object each; both carry the request id (x-request-id)."""
 
     http: HTTPSettings = Field(default_factory=HTTPSettings)
     data: DataSettings = Field(default_factory=DataSettings)

@@ -16,6 +16,7 @@ from v2serve.graph.compile import GraphCompiler, Handler
 from v2serve.graph.management import RepositoryEndpoints
 from v2serve.graph.router import V2Router
 from v2serve.graph.spec import GraphSpec
+from v2serve.logs import REQUEST_ID
 from v2serve.models.base import Model
 from v2serve.models.invoker import Runner
 from v2serve.models.loader import SETTINGS_FILE, models_from_target
@@ -97,8 +98,13 @@ class ModelServer:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def handle(self, event: Event) -> Reply:
-        reply = await self.handler.handle(event)
         request_id = event.headers.get("x-request-id")
+        # Everything logged while serving this event carries its id (tasks it starts inherit the context).
+        token = REQUEST_ID.set(request_id or event.id or "-")
+        try:
+            reply = await self.handler.handle(event)
+        finally:
+            REQUEST_ID.reset(token)
         if request_id is not None:
             reply.headers["x-request-id"] = request_id
         return reply

@@ -8,6 +8,7 @@ takes the next job without waiting to be woken, and the loop's wake-ups coalesce
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
 from collections.abc import Callable
@@ -31,7 +32,8 @@ class InstanceThreads:
             self._start()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._jobs.put((loop, future, function, args))
+        # The caller's context travels with the job, so that what model code logs carries the request id.
+        self._jobs.put((loop, future, contextvars.copy_context(), function, args))
         return future
 
     def _start(self) -> None:
@@ -48,11 +50,11 @@ class InstanceThreads:
             job = self._jobs.get()
             if job is _STOP:
                 return
-            loop, future, function, args = job
+            loop, future, context, function, args = job
             if future.cancelled():
                 continue
             try:
-                result = function(*args)
+                result = context.run(function, *args)
             except BaseException as exc:  # delivered to the awaiting request, never lost in this thread
                 loop.call_soon_threadsafe(_settle, future, None, exc)
             else:
