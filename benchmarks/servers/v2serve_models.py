@@ -1,4 +1,8 @@
-"""The benchmark models as v2serve Model classes (the ONNX MLP uses v2serve's own onnx runtime)."""
+"""The benchmark models as v2serve Model classes (the ONNX MLP uses v2serve's own onnx runtime).
+
+Like the MLServer and KServe runtimes (and the floor), these run their few microseconds of numpy on the
+event loop: an ``async def predict`` is v2serve's way to say a model does not block.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ class AddSub(Model):
     outputs = [TensorSpec("OUTPUT0", "INT32", [-1, 16]), TensorSpec("OUTPUT1", "INT32", [-1, 16])]
     instances = 1
 
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         total, difference = model_code.add_sub(inputs["INPUT0"], inputs["INPUT1"])
         return {"OUTPUT0": total, "OUTPUT1": difference}
 
@@ -23,5 +27,5 @@ class ChannelMean(Model):
     outputs = [TensorSpec("mean", "FP32", [-1, 3])]
     instances = 1
 
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"mean": model_code.channel_mean(inputs["x"])}
