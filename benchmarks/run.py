@@ -55,10 +55,13 @@ def python(venv: str) -> Path:
 
 def ensure_venvs(names: set[str]) -> None:
     for name in sorted(names):
-        if python(name).exists():
+        # The peers are pinned, so their venvs are built once; v2serve's own dependencies change with the
+        # checkout, so its venv is brought up to date every time (quick when nothing changed).
+        if python(name).exists() and name != "v2serve":
             continue
-        print(f"installing {name} into {VENVS / name} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENVS / name)], check=True)
+        if not python(name).exists():
+            print(f"installing {name} into {VENVS / name} ...", flush=True)
+            subprocess.run([sys.executable, "-m", "venv", str(VENVS / name)], check=True)
         subprocess.run([str(python(name)), "-m", "pip", "install", "-q", *PACKAGES[name]], check=True)
 
 
