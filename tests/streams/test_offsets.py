@@ -31,3 +31,11 @@ def test_forgotten_partitions_are_not_committed():
     tracker.forget(["a"])
     assert tracker.committable() == {}
     assert tracker.in_flight("a") == 0
+
+
+def test_finishing_in_a_forgotten_partition_is_harmless():
+    tracker = OffsetTracker()
+    tracker.start("a", 1)
+    tracker.forget(["a"])
+    tracker.finish("a", 1)
+    assert tracker.committable() == {}

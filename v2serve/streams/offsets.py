@@ -28,7 +28,8 @@ class OffsetTracker(Generic[Partition]):
         self._next[partition] = offset + 1
 
     def finish(self, partition: Partition, offset: int) -> None:
-        self._pending[partition].pop(offset)
+        # A partition forgotten meanwhile (taken away in a rebalance) has nothing left to track.
+        self._pending.get(partition, {}).pop(offset, None)
 
     def in_flight(self, partition: Partition) -> int:
         return len(self._pending.get(partition, ()))
