@@ -1,7 +1,10 @@
+import json
+
 import pytest
 
 from tests.graph import steps
 from v2serve.graph.sdk import Graph
+from v2serve.settings import Settings
 
 
 def request(values, datatype="FP32"):
@@ -40,3 +43,19 @@ def test_ensemble_is_not_ready_while_a_member_failed():
     with graph.to_mock_server() as server:
         response = server.test("/v2/models/vote/infer", body=request([1]), silent=True, get_body=False)
         assert response.status_code == 503 and "'bad' failed to load" in response.json()["error"]
+
+
+def test_a_member_reloaded_through_the_repository_answers_in_the_ensemble(tmp_path):
+    member = tmp_path / "b"
+    member.mkdir()
+    settings = {"implementation": "tests.graph.steps:Affine", "args": {"a": 10}}
+    (member / "model-settings.json").write_text(json.dumps(settings))
+    graph = Graph()
+    graph.add_ensemble("avg", vote_type="regression").add_model("a", steps.Affine, a=1).add_model(
+        "b", steps.Affine, a=2
+    )
+    with graph.to_mock_server(Settings(repository={"root": str(tmp_path)})) as server:
+        assert server.test("/v2/models/avg/infer", body=request([4.0]))["outputs"][0]["data"] == [6.0]
+        server.test("/v2/repository/models/b/load", body={})
+        # (4*1 + 4*10) / 2: the reloaded member answers, not the unloaded one it replaced.
+        assert server.test("/v2/models/avg/infer", body=request([4.0]))["outputs"][0]["data"] == [22.0]

@@ -49,7 +49,12 @@ class GraphCompiler:
                 raise GraphError(f"step {spec.name!r}: an ensemble needs routes")
             members = [self._register(route) for route in spec.routes]
             model: Model = VotingEnsemble(
-                spec.name, members, spec.vote_type or "classification", spec.weights, spec.version
+                spec.name,
+                members,
+                spec.vote_type or "classification",
+                spec.weights,
+                spec.version,
+                resolve=self._registry.resolve,
             )
         elif spec.kind == "model":
             model = self._model(spec)

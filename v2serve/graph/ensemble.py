@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -31,11 +31,16 @@ class VotingEnsemble(Model):
         vote_type: VoteType = "classification",
         weights: dict[str, float] | None = None,
         version: str | None = None,
+        resolve: Callable[[str, str | None], ModelEntry] | None = None,
     ) -> None:
         super().__init__(name=name, version=version)
         if not members:
             raise ValueError(f"ensemble {name!r} needs at least one member")
         self.members = list(members)
+        # Members are looked up again on each call when a registry is given, so that a member reloaded
+        # through the repository API is the one that answers (the replaced entry is unloaded).
+        self._member_keys = [(m.name, m.version) for m in self.members]
+        self._resolve = resolve
         self.vote_type = vote_type
         self.weights = np.array([(weights or {}).get(m.name, 1.0) for m in self.members], dtype=np.float64)
         self.inputs = members[0].model.inputs
@@ -44,10 +49,17 @@ class VotingEnsemble(Model):
         self.platform = "ensemble"
 
     async def predict(self, inputs: Tensors, context: RequestContext) -> Any:
-        for member in self.members:
+        members = self.members if self._resolve is None else [self._resolve(*key) for key in self._member_keys]
+        for member in members:
             member.require_ready()
-        results = await asyncio.gather(*(m.invoker.predict(inputs, context) for m in self.members))
-        outputs = [as_output_dict(m.model, result) for m, result in zip(self.members, results, strict=True)]
+            member.enter()
+        try:
+            # Through each member's scheduler: its queue bound, deadline and batching apply here too.
+            results = await asyncio.gather(*(m.scheduler.submit(inputs, context, None) for m in members))
+        finally:
+            for member in members:
+                member.leave()
+        outputs = [as_output_dict(m.model, result) for m, result in zip(members, results, strict=True)]
         names = outputs[0].keys()
         if any(out.keys() != names for out in outputs):
             raise InferenceError(f"ensemble {self.name!r}: members returned different outputs")
