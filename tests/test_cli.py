@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from tests.conftest import CLIServer
-from v2serve.cli import build_parser, settings_from_args
+from v2serve.cli import build_parser, serve, settings_from_args
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = {"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [5]}]}
@@ -82,3 +82,11 @@ def test_json_logs_carry_the_request_id():
     failure = next(r for r in records if r["request_id"] == "trace-42")
     assert failure["level"] == "ERROR" and "boom: the model is broken" in failure["exception"]
     assert all(r["request_id"] == "-" for r in records if "ready in" in r["message"])
+
+
+def test_kinesis_is_refused_with_several_workers():
+    args = build_parser().parse_args(
+        ["serve", "tests.fixtures:SumModel", "--workers", "2", "--kinesis-input-stream", "requests"]
+    )
+    with pytest.raises(SystemExit, match="Kinesis consumer runs in one process"):
+        serve(settings_from_args(args))

@@ -134,6 +134,9 @@ def serve(settings: Settings) -> None:
     if not settings.models:
         raise SystemExit("v2serve serve: name at least one model target or graph file (or set V2SERVE_MODELS)")
     if settings.http.workers > 1:
+        if settings.kinesis.input_stream:
+            # Every worker would read every shard and share one checkpoint file: run `consume` beside instead.
+            raise SystemExit("v2serve serve: a Kinesis consumer runs in one process; use --workers 1 or `consume`")
         export_to_environment(settings)
         run_uvicorn(_APP_FACTORY, settings, factory=True, workers=settings.http.workers)
         return
