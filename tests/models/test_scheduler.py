@@ -114,3 +114,25 @@ def test_batch_split_rejects_models_that_do_not_keep_rows():
     scheduler = BatchScheduler(ModelInvoker(model, None), ModelStats())
     with pytest.raises(InferenceError, match="one row per input row"):
         scheduler._split({"y": np.zeros((3, 2))}, [1, 1])
+
+
+class GatedExplainer(GatedModel):
+    def explain(self, inputs, context):
+        return self.predict(inputs)
+
+
+@pytest.mark.parametrize("batching", [0, 8], ids=["unbatched", "batched"])
+async def test_explain_goes_through_the_queue_bound_too(batching):
+    gated = GatedExplainer(name="gated")
+    gated.instances, gated.max_queue_size, gated.max_batch_size = 1, 2, batching
+    async with serve_in_process(gated) as client:
+        request = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [3]}]}
+        busy = asyncio.create_task(client.post("/v2/models/gated/explain", json=request))
+        await asyncio.to_thread(gated.started.wait, 5)
+        queued = [asyncio.create_task(client.post("/v2/models/gated/explain", json=request)) for _ in range(2)]
+        flood = await asyncio.gather(*(client.post("/v2/models/gated/explain", json=request) for _ in range(5)))
+        assert [r.status_code for r in flood] == [503] * 5
+        gated.release.set()
+        assert (await busy).status_code == 200
+        assert [(await t).status_code for t in queued] == [200] * 2
+        assert (await busy).json()["outputs"][0]["data"] == [3]

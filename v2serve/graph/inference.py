@@ -89,7 +89,7 @@ class ModelOperations:
         started = time.perf_counter_ns()
         decoded = self._decode_dict(model, event) if operation == "infer_dict" else self._decode(model, event)
         entry.stats.decoded(time.perf_counter_ns() - started)
-        return await self._infer(entry, event, decoded, scheduled=operation != "explain")
+        return await self._infer(entry, event, decoded, explain=operation == "explain")
 
     # ------------------------------------------------------------ running
 
@@ -98,7 +98,7 @@ class ModelOperations:
         entry: ModelEntry,
         event: Event,
         decoded: DecodedRequest,
-        scheduled: bool,
+        explain: bool,
     ) -> Reply:
         model, request = entry.model, decoded.request
         wanted = _requested_outputs(model, request, decoded.all_binary_outputs)
@@ -109,11 +109,9 @@ class ModelOperations:
             requested_outputs=None if wanted is None else list(wanted),
             headers=event.headers,
         )
-        if scheduled:
-            deadline = _deadline(entry.model, request)
-            result = await self._guarded(entry, entry.scheduler.submit(decoded.inputs, context, deadline))
-        else:
-            result = await self._guarded(entry, entry.invoker.explain(decoded.inputs, context))
+        deadline = _deadline(entry.model, request)
+        submitted = entry.scheduler.submit(decoded.inputs, context, deadline, explain=explain)
+        result = await self._guarded(entry, submitted)
         outputs = _select_outputs(model, as_output_dict(model, result), wanted)
         started = time.perf_counter_ns()
         encoded = encode_inference_response(

@@ -33,12 +33,17 @@ from v2serve.models.stats import ModelStats
 
 
 class Scheduler(Protocol):
+    """Runs a model's predict (or, with ``explain``, its explain) under the model's queue bound, instance
+    count and the request's deadline; a batching scheduler also batches predicts (never explains)."""
+
     @property
     def waiting(self) -> int:
         """Requests queued for an instance or a batch."""
         ...
 
-    async def submit(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> Any: ...
+    async def submit(
+        self, inputs: Tensors, context: RequestContext, deadline: float | None, explain: bool = False
+    ) -> Any: ...
 
     async def close(self) -> None: ...
 
@@ -51,11 +56,18 @@ def make_scheduler(invoker: ModelInvoker, stats: ModelStats) -> Scheduler:
 
 
 async def _timed_predict(
-    invoker: ModelInvoker, stats: ModelStats, inputs: Tensors, context: RequestContext, requests: int = 1
+    invoker: ModelInvoker,
+    stats: ModelStats,
+    inputs: Tensors,
+    context: RequestContext,
+    requests: int = 1,
+    explain: bool = False,
 ) -> Any:
     started = time.perf_counter_ns()
     stats.running += 1
     try:
+        if explain:
+            return await invoker.explain(inputs, context)
         return await invoker.predict(inputs, context)
     finally:
         stats.running -= 1
@@ -95,7 +107,9 @@ class ConcurrencyScheduler:
     def waiting(self) -> int:
         return self._waiting
 
-    async def submit(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> Any:
+    async def submit(
+        self, inputs: Tensors, context: RequestContext, deadline: float | None, explain: bool = False
+    ) -> Any:
         if self._waiting >= self._max_queue:
             raise _overloaded(self._name, self._max_queue)
         self._waiting += 1
@@ -107,11 +121,11 @@ class ConcurrencyScheduler:
         self._stats.queued(time.perf_counter_ns() - queued)
         if deadline is None:
             try:
-                return await _timed_predict(self._invoker, self._stats, inputs, context)
+                return await _timed_predict(self._invoker, self._stats, inputs, context, explain=explain)
             finally:
                 self._slots.release()
         # The slot is held until the call really ends, even when the caller gave up at its deadline.
-        task = asyncio.ensure_future(_timed_predict(self._invoker, self._stats, inputs, context))
+        task = asyncio.ensure_future(_timed_predict(self._invoker, self._stats, inputs, context, explain=explain))
         task.add_done_callback(self._release)
         return await _until(task, deadline, self._name, shield=True)
 
@@ -134,6 +148,7 @@ class _Job:
     key: tuple[Any, ...] | None
     """Requests batch together only when their keys are equal; None runs alone."""
     queued_ns: int = 0
+    explain: bool = False
 
 
 class BatchScheduler:
@@ -151,12 +166,14 @@ class BatchScheduler:
     def waiting(self) -> int:
         return self._queue.qsize()
 
-    async def submit(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> Any:
+    async def submit(
+        self, inputs: Tensors, context: RequestContext, deadline: float | None, explain: bool = False
+    ) -> Any:
         loop = asyncio.get_running_loop()
         if not self._workers:
             self._workers = [loop.create_task(self._work()) for _ in range(self._model.instances)]
-        rows, key = _batch_key(inputs, self._max_rows)
-        job = _Job(inputs, context, deadline, loop.create_future(), rows, key, time.perf_counter_ns())
+        rows, key = (0, None) if explain else _batch_key(inputs, self._max_rows)  # an explain runs alone
+        job = _Job(inputs, context, deadline, loop.create_future(), rows, key, time.perf_counter_ns(), explain)
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -214,7 +231,9 @@ class BatchScheduler:
             self._stats.queued(started - job.queued_ns)
         try:
             if len(live) == 1:
-                _settle(live[0], await _timed_predict(self._invoker, self._stats, live[0].inputs, live[0].context))
+                job = live[0]
+                result = await _timed_predict(self._invoker, self._stats, job.inputs, job.context, explain=job.explain)
+                _settle(job, result)
                 return
             inputs = {name: np.concatenate([job.inputs[name] for job in live]) for name in live[0].inputs}
             context = dataclasses.replace(live[0].context, batch=[job.context for job in live])
