@@ -64,16 +64,23 @@ async def test_requested_outputs_and_ids_survive_batching():
     assert second.json()["outputs"][0]["data"] == [4.0, 4.0, 4.0]
 
 
+class GatedExplainer(GatedModel):
+    def explain(self, inputs, context):
+        return self.predict(inputs)
+
+
+@pytest.mark.parametrize("operation", ["infer", "explain"])
 @pytest.mark.parametrize("batching", [0, 8], ids=["unbatched", "batched"])
-async def test_a_queue_flood_gets_fast_503s_then_serving_resumes(batching):
-    gated = GatedModel(name="gated")
+async def test_a_queue_flood_gets_fast_503s_then_serving_resumes(batching, operation):
+    gated = GatedExplainer(name="gated")
     gated.instances, gated.max_queue_size, gated.max_batch_size = 1, 4, batching
+    path = f"/v2/models/gated/{operation}"
     async with serve_in_process(gated) as client:
         request = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [3]}]}
-        busy = asyncio.create_task(client.post("/v2/models/gated/infer", json=request))
+        busy = asyncio.create_task(client.post(path, json=request))
         await asyncio.to_thread(gated.started.wait, 5)
-        queued = [asyncio.create_task(client.post("/v2/models/gated/infer", json=request)) for _ in range(4)]
-        flood = await asyncio.gather(*(client.post("/v2/models/gated/infer", json=request) for _ in range(20)))
+        queued = [asyncio.create_task(client.post(path, json=request)) for _ in range(4)]
+        flood = await asyncio.gather(*(client.post(path, json=request) for _ in range(20)))
         # All answered while predict is still blocked: refused at once, not timed out.
         assert not busy.done() and not any(t.done() for t in queued)
         assert [r.status_code for r in flood] == [503] * 20
@@ -81,7 +88,7 @@ async def test_a_queue_flood_gets_fast_503s_then_serving_resumes(batching):
         gated.release.set()
         assert (await busy).status_code == 200
         assert [(await t).status_code for t in queued] == [200] * 4
-        assert (await client.post("/v2/models/gated/infer", json=request)).status_code == 200
+        assert (await client.post(path, json=request)).status_code == 200
 
 
 @pytest.mark.parametrize("batching", [0, 8], ids=["unbatched", "batched"])
@@ -114,25 +121,3 @@ def test_batch_split_rejects_models_that_do_not_keep_rows():
     scheduler = BatchScheduler(ModelInvoker(model, None), ModelStats())
     with pytest.raises(InferenceError, match="one row per input row"):
         scheduler._split({"y": np.zeros((3, 2))}, [1, 1])
-
-
-class GatedExplainer(GatedModel):
-    def explain(self, inputs, context):
-        return self.predict(inputs)
-
-
-@pytest.mark.parametrize("batching", [0, 8], ids=["unbatched", "batched"])
-async def test_explain_goes_through_the_queue_bound_too(batching):
-    gated = GatedExplainer(name="gated")
-    gated.instances, gated.max_queue_size, gated.max_batch_size = 1, 2, batching
-    async with serve_in_process(gated) as client:
-        request = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [3]}]}
-        busy = asyncio.create_task(client.post("/v2/models/gated/explain", json=request))
-        await asyncio.to_thread(gated.started.wait, 5)
-        queued = [asyncio.create_task(client.post("/v2/models/gated/explain", json=request)) for _ in range(2)]
-        flood = await asyncio.gather(*(client.post("/v2/models/gated/explain", json=request) for _ in range(5)))
-        assert [r.status_code for r in flood] == [503] * 5
-        gated.release.set()
-        assert (await busy).status_code == 200
-        assert [(await t).status_code for t in queued] == [200] * 2
-        assert (await busy).json()["outputs"][0]["data"] == [3]
