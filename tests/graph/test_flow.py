@@ -120,3 +120,14 @@ def test_a_flow_echoes_x_request_id_like_the_router():
     with graph.to_mock_server() as server:
         response = server.test("/", body={"values": [1]}, headers={"X-Request-Id": "trace-9"}, get_body=False)
     assert response.headers["x-request-id"] == "trace-9"
+
+
+def test_a_step_error_names_its_step_without_changing_the_original_exception():
+    from v2serve.errors import ModelNotReady
+    from v2serve.graph.flow import _as_step_error
+
+    original = ModelNotReady("model 'm' is loading", retry_after_s=3)
+    named = _as_step_error("enrich", original)
+    assert named.message == "step 'enrich' failed: model 'm' is loading"
+    assert (named.status_code, named.headers) == (503, {"retry-after": "3"})
+    assert original.message == "model 'm' is loading" and str(original) == "model 'm' is loading"

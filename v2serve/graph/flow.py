@@ -111,9 +111,11 @@ class Flow:
 def _as_step_error(step: str, exc: Exception) -> V2ServeError:
     """The failure as a V2ServeError whose message names the step; unexpected exceptions become 500s."""
     if isinstance(exc, V2ServeError):
-        exc.message = f"step {step!r} failed: {exc.message}"
-        exc.args = (exc.message,)
-        return exc
+        # A copy: the same exception object may be shared (the jobs of one batch), so it is never renamed.
+        error = copy.copy(exc)
+        error.message = f"step {step!r} failed: {exc.message}"
+        error.args = (error.message,)
+        return error
     logger.exception("step %r raised", step)
     return InferenceError(f"step {step!r} failed: {type(exc).__name__}: {exc}")
 
