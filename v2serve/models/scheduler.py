@@ -159,6 +159,7 @@ class BatchScheduler:
         self._model = model
         self._max_rows = model.max_batch_size
         self._delay_s = model.max_batch_delay_ms / 1000
+        self._gap_s = self._delay_s / 4
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=model.max_queue_size)
         self._workers: list[asyncio.Task[None]] = []
 
@@ -201,11 +202,13 @@ class BatchScheduler:
             except asyncio.QueueEmpty:
                 remaining = closes - loop.time()
                 # Greedy: a request that found nobody else queued runs at once rather than paying the delay;
-                # once others are queued with it, the batch waits up to the delay to fill.
+                # once others are queued with it, the batch waits up to the delay to fill, but only while
+                # requests keep coming: a quiet gap of a quarter of the delay means every client is waiting
+                # on this batch (few clients), and waiting longer would only add latency.
                 if remaining <= 0 or len(batch) == 1:
                     break
                 try:
-                    job = await asyncio.wait_for(self._queue.get(), remaining)
+                    job = await asyncio.wait_for(self._queue.get(), min(remaining, self._gap_s))
                 except TimeoutError:
                     break
             if job.key != first.key or rows + job.rows > self._max_rows:
