@@ -131,3 +131,14 @@ def test_a_step_error_names_its_step_without_changing_the_original_exception():
     assert named.message == "step 'enrich' failed: model 'm' is loading"
     assert (named.status_code, named.headers) == (503, {"retry-after": "3"})
     assert original.message == "model 'm' is loading" and str(original) == "model 'm' is loading"
+
+
+def test_server_requests_reach_the_router_and_the_rest_the_flow():
+    graph = Graph("flow")
+    graph.to(steps.double, name="double")
+    with graph.to_mock_server() as server:
+        assert server.test("/", body={"values": [2]}) == [4]
+        assert server.test("/v2/health/live") == {"live": True}
+        assert server.test("/v2/repository/index", body={}) == []
+        assert "paths" in server.test("/", method="OPTIONS")
+        assert b"# TYPE v2serve_requests_total counter" in server.test("/metrics", get_body=False).body

@@ -11,7 +11,7 @@ from typing import Any
 from v2serve.errors import InferenceError, InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.graph.router import V2Router, error_reply
-from v2serve.graph.routing import SERVER_ENDPOINTS
+from v2serve.graph.routing import is_server_request
 from v2serve.graph.steps import Step
 from v2serve.protocol.jsonio import loads
 
@@ -59,7 +59,7 @@ class Flow:
         self._error_handler = error_handler
 
     async def handle(self, event: Event) -> Reply:
-        if event.method.upper() == "GET" and event.path.rstrip("/") in SERVER_ENDPOINTS:
+        if is_server_request(event.method, event.path):
             return await self._router.handle(event)
         try:
             body = loads(event.body) if isinstance(event.body, bytes | bytearray | memoryview) else event.body

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from v2serve.errors import MethodNotAllowed, OperationNotFound
+from v2serve.errors import MethodNotAllowed, OperationNotFound, V2ServeError
 
 # The server-level endpoints, by path: (name, allowed method).
 SERVER_ENDPOINTS: dict[str, tuple[str, str]] = {
@@ -84,6 +84,18 @@ def resolve_path(method: str, path: str) -> Target:
         return Target("model_operation", model, version, BODY_OPERATIONS[op])
     _check_method(method, ("GET", "POST"), path)
     return Target("model_operation", model, version, op)
+
+
+def is_server_request(method: str, path: str) -> bool:
+    """Whether a request is about the server itself (health, metadata, metrics, statistics, the repository,
+    the API description) rather than about what it serves: a flow graph leaves these to the router."""
+    try:
+        target = resolve_path(method, path)
+    except V2ServeError:
+        return False
+    if target.endpoint.startswith("repository_"):
+        return True
+    return target.model is None and target.endpoint != "body_routed"
 
 
 def _check_method(method: str, allowed: tuple[str, ...], path: str) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from v2serve.event import Event, Reply
 from v2serve.settings import Settings
+from v2serve.streams.retry import Handle
 from v2serve.streams.stats import StreamStats
 
 logger = logging.getLogger("v2serve.streams")
@@ -29,7 +28,7 @@ class StreamWorker(Protocol):
     async def run(self, stop: asyncio.Event) -> None: ...
 
 
-def workers_from_settings(handle: Callable[[Event], Awaitable[Reply]], settings: Settings) -> list[StreamWorker]:
+def workers_from_settings(handle: Handle, settings: Settings) -> list[StreamWorker]:
     """A worker per configured stream; aiokafka and boto3 are imported only when their stream is on."""
     workers: list[StreamWorker] = []
     drain_s = settings.http.graceful_timeout_s

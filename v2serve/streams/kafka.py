@@ -15,19 +15,17 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from v2serve.event import Event, Reply
+from v2serve.event import Event
 from v2serve.settings import KafkaSettings
 from v2serve.streams.messages import OutgoingRecord, error_record, event_from_message, record_for_reply
 from v2serve.streams.offsets import OffsetTracker
-from v2serve.streams.retry import Backoff, serve_event, wait_or_stop
+from v2serve.streams.retry import Backoff, Handle, serve_event, wait_or_stop
 from v2serve.streams.stats import StreamStats
 
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord
 
 logger = logging.getLogger("v2serve.streams.kafka")
-
-Handle = Callable[[Event], Awaitable[Reply]]
 
 
 class KafkaWorker:

@@ -11,23 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from v2serve.event import Event, Reply
 from v2serve.settings import KinesisSettings
 from v2serve.streams.checkpoints import ShardCheckpoints
 from v2serve.streams.messages import OutgoingRecord, error_record, event_from_message, record_for_reply
-from v2serve.streams.retry import Backoff, serve_event, wait_or_stop
+from v2serve.streams.retry import Backoff, Handle, serve_event, wait_or_stop
 from v2serve.streams.stats import StreamStats
 
 logger = logging.getLogger("v2serve.streams.kinesis")
-
-Handle = Callable[[Event], Awaitable[Reply]]
 
 # Kinesis limits: a record's data plus partition key, and records per PutRecords call.
 _MAX_RECORD_BYTES = 1024 * 1024
@@ -88,16 +85,12 @@ class KinesisWorker:
                 response = await asyncio.to_thread(
                     self._client.get_records, ShardIterator=iterator, Limit=self.settings.batch_size
                 )
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] == "ExpiredIteratorException":
+            except (ClientError, BotoCoreError) as exc:
+                if isinstance(exc, ClientError) and exc.response["Error"]["Code"] == "ExpiredIteratorException":
                     iterator = await self._iterator(shard_id, stop)
-                    continue
-                logger.warning("reading shard %s failed (%s); retrying", shard_id, exc)
-                await wait_or_stop(stop, self.settings.poll_interval_s)
-                continue
-            except BotoCoreError as exc:
-                logger.warning("reading shard %s failed (%s); retrying", shard_id, exc)
-                await wait_or_stop(stop, self.settings.poll_interval_s)
+                else:
+                    logger.warning("reading shard %s failed (%s); retrying", shard_id, exc)
+                    await wait_or_stop(stop, self.settings.poll_interval_s)
                 continue
             records = response["Records"]
             self.stats.behind_ms[(str(self.settings.input_stream), shard_id)] = response.get("MillisBehindLatest", 0)

@@ -11,6 +11,9 @@ from v2serve.event import Event, Reply
 
 logger = logging.getLogger("v2serve.streams")
 
+Handle = Callable[[Event], Awaitable[Reply]]
+"""What a stream worker serves each message's Event with: ``ModelServer.handle``."""
+
 
 class Backoff:
     """Delays that double from ``first`` up to ``limit``: for retrying a broker or stream that is down."""
@@ -31,7 +34,7 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def serve_event(handle: Callable[[Event], Awaitable[Reply]], event: Event, where: str) -> Reply:
+async def serve_event(handle: Handle, event: Event, where: str) -> Reply:
     """The handler's reply; should the handler raise (a bug: the graph renders its own errors), a 500 reply,
     so that the message still gets its error record."""
     try:
