@@ -31,6 +31,7 @@ from v2serve.event import Event, Reply
 from v2serve.models.base import Model, RequestContext, Tensors
 from v2serve.models.outputs import as_output_dict
 from v2serve.models.registry import ModelEntry
+from v2serve.models.schema import ModelSchema
 from v2serve.models.tabular import ordered_rows, tabular_schema
 from v2serve.protocol import binary
 from v2serve.protocol.codec import decode_binary_tensor, decode_json_tensor, element_count
@@ -87,7 +88,10 @@ class ModelOperations:
         if operation == "explain" and type(model).explain is Model.explain:
             raise NotImplementedOperation(f"model {entry.name!r} does not implement explain")
         started = time.perf_counter_ns()
-        decoded = self._decode_dict(model, event) if operation == "infer_dict" else self._decode(model, event)
+        if operation == "infer_dict":
+            decoded = self._decode_dict(model, entry.schema, event)
+        else:
+            decoded = self._decode(model, entry.schema, event)
         entry.stats.decoded(time.perf_counter_ns() - started)
         return await self._infer(entry, event, decoded, explain=operation == "explain")
 
@@ -110,9 +114,13 @@ class ModelOperations:
             headers=event.headers,
         )
         deadline = _deadline(entry.model, request)
-        submitted = entry.scheduler.submit(decoded.inputs, context, deadline, explain=explain)
-        result = await self._guarded(entry, submitted)
-        outputs = _select_outputs(model, as_output_dict(model, result), wanted)
+        try:
+            result = await entry.scheduler.submit(decoded.inputs, context, deadline, explain=explain)
+        except V2ServeError:
+            raise
+        except Exception as exc:
+            raise self._model_failed(entry, exc) from exc
+        outputs = _select_outputs(model, entry.schema, as_output_dict(model, result), wanted)
         started = time.perf_counter_ns()
         encoded = encode_inference_response(
             model_name=model.name, model_version=model.version, request_id=context.id, outputs=outputs
@@ -156,32 +164,35 @@ class ModelOperations:
         except V2ServeError:
             raise
         except Exception as exc:
-            logger.exception("model %r raised", entry.name)
-            message = f"model {entry.name!r} failed: {type(exc).__name__}: {exc}"
-            if self._debug:
-                message += "\n" + traceback.format_exc()
-            raise InferenceError(message) from exc
+            raise self._model_failed(entry, exc) from exc
+
+    def _model_failed(self, entry: ModelEntry, exc: Exception) -> InferenceError:
+        logger.exception("model %r raised", entry.name)
+        message = f"model {entry.name!r} failed: {type(exc).__name__}: {exc}"
+        if self._debug:
+            message += "\n" + traceback.format_exc()
+        return InferenceError(message)
 
     # ------------------------------------------------------------ decoding
 
-    def _decode(self, model: Model, event: Event) -> DecodedRequest:
+    def _decode(self, model: Model, schema: ModelSchema, event: Event) -> DecodedRequest:
         body = event.body
         if not isinstance(body, bytes | bytearray | memoryview):
             request = parse_inference_request(body)
-            return DecodedRequest(request, _decode_inputs(model, request, {}))
+            return DecodedRequest(request, _decode_inputs(model, schema, request, None))
         header_value = event.headers.get(binary.HEADER_LENGTH)
         if header_value is None:
             request = parse_inference_request(loads(body))
-            return DecodedRequest(request, _decode_inputs(model, request, {}))
+            return DecodedRequest(request, _decode_inputs(model, schema, request, None))
         header_length = binary.parse_header_length(header_value, len(body))
         view = memoryview(body)
         if header_length == 0:
             return _decode_raw_binary(model, view)
         request = parse_inference_request(loads(view[:header_length]))
         slices = binary.slice_binary_inputs(request, view[header_length:])
-        return DecodedRequest(request, _decode_inputs(model, request, slices))
+        return DecodedRequest(request, _decode_inputs(model, schema, request, slices))
 
-    def _decode_dict(self, model: Model, event: Event) -> DecodedRequest:
+    def _decode_dict(self, model: Model, schema: ModelSchema, event: Event) -> DecodedRequest:
         """Dict rows become the model's single 2-D input, columns in ``feature_names`` order."""
         body = event.body
         obj = loads(body) if isinstance(body, bytes | bytearray | memoryview) else body
@@ -196,7 +207,7 @@ class ModelOperations:
             "data": ordered_rows(rows, features),
         }
         request = parse_inference_request({**obj, "inputs": [tensor]})
-        return DecodedRequest(request, _decode_inputs(model, request, {}))
+        return DecodedRequest(request, _decode_inputs(model, schema, request, None))
 
 
 def _deadline(model: Model, request: InferenceRequest) -> float | None:
@@ -212,16 +223,19 @@ def _deadline(model: Model, request: InferenceRequest) -> float | None:
     return None if seconds is None else asyncio.get_running_loop().time() + seconds
 
 
-def _decode_inputs(model: Model, request: InferenceRequest, slices: dict[str, memoryview]) -> Tensors:
-    specs = {spec.name: spec for spec in model.inputs}
+def _decode_inputs(
+    model: Model, schema: ModelSchema, request: InferenceRequest, slices: dict[str, memoryview] | None
+) -> Tensors:
+    """``slices``: the binary data of the inputs that came in the binary extension, by name."""
+    specs = schema.inputs
     inputs: Tensors = {}
     for tensor in request.inputs:
         if specs:
             _check_against_spec(model, tensor, specs)
-        buffer = slices.get(tensor.name)
-        inputs[tensor.name] = decode_binary_tensor(tensor, buffer) if buffer is not None else decode_json_tensor(tensor)
-    missing = [name for name in specs if name not in inputs]
-    if missing:
+        buffer = None if slices is None else slices.get(tensor.name)
+        inputs[tensor.name] = decode_json_tensor(tensor) if buffer is None else decode_binary_tensor(tensor, buffer)
+    if len(inputs) != len(specs) and specs:
+        missing = [name for name in specs if name not in inputs]
         raise InvalidRequest(f"model {model.name!r} needs input(s) {missing}, which the request lacks")
     return inputs
 
@@ -305,9 +319,9 @@ def _requested_outputs(model: Model, request: InferenceRequest, all_binary: bool
 
 
 def _select_outputs(
-    model: Model, produced: dict[str, np.ndarray], wanted: dict[str, bool] | None
+    model: Model, schema: ModelSchema, produced: dict[str, np.ndarray], wanted: dict[str, bool] | None
 ) -> list[OutputTensor]:
-    datatypes = {spec.name: spec.datatype for spec in model.outputs}
+    datatypes = schema.output_datatypes
     if wanted is None or "*" in wanted:
         binary_all = wanted is not None
         selection = {name: binary_all for name in produced}

@@ -45,8 +45,25 @@ class Target:
     operation: str | None = None
 
 
+_RESOLVED_LIMIT = 4096
+_resolved: dict[tuple[str, str], Target] = {}
+
+
 def resolve_path(method: str, path: str) -> Target:
     """Map ``(method, path)`` to a Target, or raise OperationNotFound / MethodNotAllowed."""
+    # Clients repeat a handful of paths; remembering them skips the regexes on the request path. The memo
+    # is bounded (paths come from clients) and holds only successes: errors are re-raised fresh each time.
+    key = (method, path)
+    target = _resolved.get(key)
+    if target is None:
+        target = _resolve(method, path)
+        if len(_resolved) >= _RESOLVED_LIMIT:
+            _resolved.clear()
+        _resolved[key] = target
+    return target
+
+
+def _resolve(method: str, path: str) -> Target:
     path = path.rstrip("/")
     method = method.upper()
     if path == "" and method == "POST":

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
@@ -18,6 +18,7 @@ from v2serve.models.base import Model, RequestContext
 from v2serve.models.invoker import ModelInvoker
 from v2serve.models.metrics import ServerMetrics
 from v2serve.models.scheduler import Scheduler, make_scheduler
+from v2serve.models.schema import ModelSchema
 from v2serve.models.stats import ModelStats
 from v2serve.protocol.datatypes import DATATYPE_TO_NUMPY
 
@@ -45,6 +46,11 @@ class ModelEntry:
     active: int = 0
     """Requests being served by this entry: an entry is unloaded only once none is left."""
     _idle: asyncio.Event | None = None
+    schema: ModelSchema = field(init=False)
+    """The model's tensors, indexed again once it has loaded (a runtime may derive them from its file)."""
+
+    def __post_init__(self) -> None:
+        self.schema = ModelSchema.of(self.model)
 
     def enter(self) -> None:
         self.active += 1
@@ -185,6 +191,7 @@ class ModelRegistry:
             entry.state, entry.reason = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
             logger.exception("model %s failed to load", _label(entry.name, entry.version))
         else:
+            entry.schema = ModelSchema.of(entry.model)
             entry.state = ModelState.READY
             entry.load_seconds = time.perf_counter() - started
             logger.info("model %s ready in %.3fs", _label(entry.name, entry.version), entry.load_seconds)
@@ -222,6 +229,8 @@ class ModelRegistry:
             available = ", ".join(sorted(self._models)) or "none"
             raise ModelNotFound(f"model {name!r} does not exist; available models: {available}")
         if version is None:
+            if len(versions) == 1:
+                return next(iter(versions.values()))
             return versions[max(versions, key=version_sort_key)]
         entry = versions.get(version)
         if entry is None:

@@ -115,7 +115,10 @@ class ConcurrencyScheduler:
         self._waiting += 1
         queued = time.perf_counter_ns()
         try:
-            await _until(self._slots.acquire(), deadline, self._name, shield=False)
+            if deadline is None:
+                await self._slots.acquire()
+            else:
+                await _until(self._slots.acquire(), deadline, self._name, shield=False)
         finally:
             self._waiting -= 1
         self._stats.queued(time.perf_counter_ns() - queued)

@@ -35,16 +35,18 @@ def element_count(shape: list[int]) -> int:
 
 def decode_json_tensor(tensor: RequestInput) -> np.ndarray:
     """Decode a tensor whose values came in JSON ``data``, flat or nested, row-major."""
-    if tensor.data is None:
+    data = tensor.data
+    if data is None:
         raise InvalidRequest(f"input {tensor.name!r} has neither 'data' nor 'binary_data_size'")
-    if isinstance(tensor.data, np.ndarray):  # already decoded elsewhere (a data_url file)
-        _check_count(tensor, tensor.data.size)
-        values = tensor.data if tensor.datatype == "BYTES" else _cast_checked(tensor, tensor.data)
+    if isinstance(data, np.ndarray):  # already decoded elsewhere (a data_url file)
+        _check_count(tensor, data.size)
+        values = data if tensor.datatype == "BYTES" else _cast_checked(tensor, data)
         return values.reshape(tensor.shape)
     if tensor.datatype == "BYTES":
         return _decode_json_bytes(tensor)
     values = _as_number_array(tensor)
-    _check_count(tensor, values.size)
+    if values.size != math.prod(tensor.shape):
+        _check_count(tensor, values.size)
     return _cast_checked(tensor, values).reshape(tensor.shape)
 
 
@@ -192,13 +194,14 @@ def to_wire_array(array: np.ndarray, datatype: str) -> np.ndarray:
     """The array in the dtype and byte order its datatype travels in."""
     if datatype == "BYTES":
         return array
-    return np.asarray(array, dtype=DATATYPE_TO_NUMPY[datatype])
+    dtype = DATATYPE_TO_NUMPY[datatype]
+    return array if array.dtype == dtype else array.astype(dtype)
 
 
 def json_data(name: str, array: np.ndarray, datatype: str) -> Any:
     """The flat JSON ``data`` of an output: an array orjson serialises natively, or a list of str."""
     if datatype != "BYTES":
-        return np.ascontiguousarray(array).reshape(-1)
+        return array.ravel()  # C-contiguous (orjson serialises only those natively): a view, or a copy if need be
     if array.dtype.kind == "U":
         return array.reshape(-1).tolist()
     values = []

@@ -57,7 +57,7 @@ def encode_inference_response(
         entries.append(entry)
     header["outputs"] = entries
     json_header = dumps(header)
-    if not any(output.binary for output in outputs):
+    if not buffers:
         return EncodedBody(json_header, JSON_CONTENT_TYPE)
     return EncodedBody(
         b"".join([json_header, *buffers]),

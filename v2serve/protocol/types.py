@@ -69,12 +69,14 @@ def _parameters(obj: dict[str, Any], what: str) -> Parameters:
     return _expect(params, dict, f"{what}.parameters")
 
 
-def _shape(value: Any, what: str) -> list[int]:
+def _shape(value: Any, name: str) -> list[int]:
+    # The happy path formats no message: this runs for every input of every request.
     if type(value) is not list:
-        _expect(value, list, what)
-    # type() rather than isinstance(): bool is an int subclass but no dimension.
-    if not all(type(dim) is int and dim >= 0 for dim in value):
-        raise InvalidRequest(f"{what} must hold non-negative integers, got {value!r}")
+        _expect(value, list, f"input {name!r} shape")
+    for dim in value:
+        # type() rather than isinstance(): bool is an int subclass but no dimension.
+        if type(dim) is not int or dim < 0:
+            raise InvalidRequest(f"input {name!r} shape must hold non-negative integers, got {value!r}")
     return value
 
 
@@ -93,24 +95,26 @@ def parse_request_input(obj: Any, index: int) -> RequestInput:
         parameters = {}
     elif type(parameters) is not dict:
         _expect(parameters, dict, f"input {name!r}.parameters")
-    return RequestInput(
-        name, _shape(shape, f"input {name!r} shape"), normalize_datatype(datatype), obj.get("data"), parameters
-    )
+    return RequestInput(name, _shape(shape, name), normalize_datatype(datatype), obj.get("data"), parameters)
 
 
 def parse_inference_request(obj: Any) -> InferenceRequest:
     """Check the structure of a decoded v2 inference request and wrap it; raises InvalidRequest."""
-    _expect(obj, dict, "the request body")
-    if "inputs" not in obj:
-        raise InvalidRequest("the request body is missing 'inputs'")
-    raw_inputs = _expect(obj["inputs"], list, "'inputs'")
+    if type(obj) is not dict:
+        _expect(obj, dict, "the request body")
+    raw_inputs = obj.get("inputs")
+    if type(raw_inputs) is not list:
+        if "inputs" not in obj:
+            raise InvalidRequest("the request body is missing 'inputs'")
+        _expect(raw_inputs, list, "'inputs'")
     inputs = [parse_request_input(item, i) for i, item in enumerate(raw_inputs)]
-    names = [item.name for item in inputs]
-    if len(set(names)) != len(names):
-        raise InvalidRequest(f"input names must be unique, got {names}")
+    if len(inputs) > 1:
+        names = [item.name for item in inputs]
+        if len(set(names)) != len(names):
+            raise InvalidRequest(f"input names must be unique, got {names}")
     request_id = obj.get("id")
-    if request_id is not None:
-        request_id = _expect(request_id, str, "'id'")
+    if request_id is not None and type(request_id) is not str:
+        _expect(request_id, str, "'id'")
     outputs = None
     if obj.get("outputs") is not None:
         outputs = []
