@@ -1,11 +1,14 @@
 import gzip
 
 import anyio
+import httpx
 import numpy as np
 import orjson
 import pytest
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
 
-from tests.conftest import serve_in_process
+from tests.conftest import make_settings, serve_in_process
 from tests.fixtures import (
     AsyncDouble,
     ContextModel,
@@ -15,6 +18,8 @@ from tests.fixtures import (
     GatedLoadModel,
     SumModel,
 )
+from v2serve.graph.server import ModelServer
+from v2serve.http.app import create_app
 from v2serve.protocol.binary import HEADER_LENGTH
 
 pytestmark = pytest.mark.anyio
@@ -236,3 +241,28 @@ async def test_preprocess_predict_postprocess_run_in_order(model):
         response = await client.post("/v2/models/p/infer", json={"inputs": [ROW], "parameters": {"scale": 10}})
     # [[1, 2], [3, 4]] scaled by 10 -> row sums 30, 70 -> plus one
     assert response.json()["outputs"][0]["data"] == [31.0, 71.0]
+
+
+async def test_middleware_an_operator_adds_wraps_every_request():
+    server = ModelServer([SumModel(name="sum")], make_settings())
+    app = create_app(server)
+    seen: list[str] = []
+
+    async def stamp(request: Request, call_next):
+        seen.append(request.url.path)
+        response = await call_next(request)
+        response.headers["x-stamped"] = "yes"
+        return response
+
+    app.add_middleware(BaseHTTPMiddleware, dispatch=stamp)
+    await server.start()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://v2serve.test") as client:
+            inferred = await client.post("/v2/models/sum/infer", json={"inputs": [ROW]})
+            missing = await client.get("/v2/models/nope")
+    finally:
+        await server.stop()
+    assert inferred.status_code == 200 and inferred.headers["x-stamped"] == "yes"
+    assert missing.status_code == 404 and missing.headers["x-stamped"] == "yes"
+    assert seen == ["/v2/models/sum/infer", "/v2/models/nope"]

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from v2serve.errors import InvalidRequest, PayloadTooLarge, V2ServeError
 from v2serve.event import Event, Reply
@@ -78,11 +78,41 @@ def create_app(server: ModelServer, services: Sequence[Service] = ()) -> Starlet
                 await service.stop()
             await server.stop()
 
-    app = Starlette(lifespan=lifespan)
-    # Every path is the endpoint's to route (the core route table), not just those a Mount's regex matches.
-    app.router.default = V2Endpoint(server)
+    app = V2App(V2Endpoint(server), lifespan)
     app.state.server = server
     return app
+
+
+class V2App(Starlette):
+    """Starlette hosting the v2 endpoint for every path (the core route table routes, not a Mount's regex).
+
+    Until an operator adds middleware or exception handlers, HTTP requests go straight to the endpoint:
+    starlette's error and exception layers would wrap every ``send`` in two more closures (about a tenth of
+    a small request's cost) to catch errors the endpoint already renders itself. Everything else (the
+    lifespan) goes through starlette's router as usual.
+    """
+
+    def __init__(self, endpoint: V2Endpoint, lifespan: Any) -> None:
+        super().__init__(lifespan=lifespan)
+        self.endpoint = endpoint
+        self.router.default = endpoint
+
+    def build_middleware_stack(self) -> ASGIApp:
+        if self.user_middleware or self.exception_handlers or self.max_body_size is not None:
+            return super().build_middleware_stack()
+        return _HttpToEndpoint(self.endpoint, self.router)
+
+
+class _HttpToEndpoint:
+    def __init__(self, endpoint: ASGIApp, router: ASGIApp) -> None:
+        self.endpoint = endpoint
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.endpoint(scope, receive, send)
+        else:
+            await self.router(scope, receive, send)
 
 
 async def _send(send: Send, reply: Reply) -> None:
