@@ -68,7 +68,12 @@ class ModelOperations:
         entry.enter()
         try:
             if inference:
-                reply = await self._tensor_operation(entry, operation, event)
+                runs = operation
+                if _names_data_url(event):
+                    # The file's rows are already ordered: infer_dict is plain infer now.
+                    event, runs = await self._with_data(entry.model, event, operation)
+                decoded = self._decode_operation(entry, runs, event)
+                reply = await self._infer(entry, event, decoded, explain=runs == "explain")
             else:
                 reply = await self._custom(entry, operation, event)
             status = reply.status
@@ -80,11 +85,8 @@ class ModelOperations:
             entry.leave()
             entry.stats.finished(started, operation, status, inference=inference)
 
-    async def _tensor_operation(self, entry: ModelEntry, operation: str, event: Event) -> Reply:
+    def _decode_operation(self, entry: ModelEntry, operation: str, event: Event) -> DecodedRequest:
         model = entry.model
-        resolved = await self._resolve_data_url(model, event)
-        if resolved is not None:  # the file's rows are already ordered: infer_dict is plain infer now
-            event, operation = resolved, "explain" if operation == "explain" else "infer"
         if operation == "explain" and type(model).explain is Model.explain:
             raise NotImplementedOperation(f"model {entry.name!r} does not implement explain")
         started = time.perf_counter_ns()
@@ -93,7 +95,7 @@ class ModelOperations:
         else:
             decoded = self._decode(model, entry.schema, event)
         entry.stats.decoded(time.perf_counter_ns() - started)
-        return await self._infer(entry, event, decoded, explain=operation == "explain")
+        return decoded
 
     # ------------------------------------------------------------ running
 
@@ -128,20 +130,19 @@ class ModelOperations:
         entry.stats.encoded(time.perf_counter_ns() - started)
         return Reply(200, encoded.body, encoded.content_type, encoded.headers)
 
-    async def _resolve_data_url(self, model: Model, event: Event) -> Event | None:
-        """The event with the inputs its ``data_url`` names, or None when it names none."""
+    async def _with_data(self, model: Model, event: Event, operation: str) -> tuple[Event, str]:
+        """The event with the inputs its ``data_url`` names in place of the URL, and the operation to run."""
         body = event.body
         if isinstance(body, bytes | bytearray | memoryview):
-            if binary.HEADER_LENGTH in event.headers or b'"data_url"' not in body:
-                return None
             body = loads(body)
         if not isinstance(body, dict) or "data_url" not in body:
-            return None
+            return event, operation  # the bytes only mentioned it
         if self._data is None:
             raise Forbidden("data_url is not enabled on this server")
         url = body["data_url"]
         inputs = inputs_from_data(url, await self._data.read(url), model)
-        return replace(event, body={**{k: v for k, v in body.items() if k != "data_url"}, "inputs": inputs})
+        body = {**{k: v for k, v in body.items() if k != "data_url"}, "inputs": inputs}
+        return replace(event, body=body), "explain" if operation == "explain" else "infer"
 
     async def _custom(self, entry: ModelEntry, operation: str, event: Event) -> Reply:
         method = entry.invoker.operation(operation)
@@ -208,6 +209,14 @@ class ModelOperations:
         }
         request = parse_inference_request({**obj, "inputs": [tensor]})
         return DecodedRequest(request, _decode_inputs(model, schema, request, None))
+
+
+def _names_data_url(event: Event) -> bool:
+    """Whether the request may name a ``data_url`` (a cheap scan: the bytes may only mention it)."""
+    body = event.body
+    if isinstance(body, bytes | bytearray | memoryview):
+        return b'"data_url"' in body and binary.HEADER_LENGTH not in event.headers
+    return isinstance(body, dict) and "data_url" in body
 
 
 def _deadline(model: Model, request: InferenceRequest) -> float | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -93,12 +93,19 @@ class ModelInvoker(Runner):
         finally:
             self._instances.close()
 
-    async def predict(self, inputs: Any, context: Any) -> Any:
-        """preprocess -> predict -> postprocess; one hop to an instance thread when all three are sync."""
+    def predict(self, inputs: Any, context: Any) -> Awaitable[Any]:
+        """preprocess -> predict -> postprocess; one hop to an instance thread when all three are sync.
+
+        A plain function returning what to await (the instance thread's future, or the model's own coroutine
+        when predict is its only async step), so that the request path awaits no wrapper coroutine.
+        """
         if self._pipeline_is_sync:
-            return await self._instances.submit(self._run_sync_pipeline, inputs, context)
+            return self._instances.submit(self._run_sync_pipeline, inputs, context)
         if self._async_predict is not None:
-            return await self._async_predict(inputs, context)
+            return self._async_predict(inputs, context)
+        return self._run_mixed_pipeline(inputs, context)
+
+    async def _run_mixed_pipeline(self, inputs: Any, context: Any) -> Any:
         value = inputs
         for step in self._pipeline:
             value = await self.run(step, value, context)

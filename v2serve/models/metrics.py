@@ -42,17 +42,23 @@ _MODEL_HISTOGRAMS = (
 
 
 class LoopHistogram:
-    """A histogram written from one thread only (the event loop), so without a lock."""
+    """A histogram written from one thread only (the event loop), so without a lock.
 
-    __slots__ = ("bounds", "counts", "total")
+    Observations come in integer units ``scale`` times smaller than the rendered ones (nanoseconds for
+    histograms of seconds), so the request path neither divides nor compares floats.
+    """
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
+    __slots__ = ("bounds", "counts", "limits", "scale", "total")
+
+    def __init__(self, bounds: tuple[float, ...], scale: int = 1) -> None:
         self.bounds = bounds
+        self.scale = scale
+        self.limits = tuple(round(bound * scale) for bound in bounds)
         self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
+        self.total = 0
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+    def observe(self, value: int) -> None:
+        self.counts[bisect.bisect_left(self.limits, value)] += 1
         self.total += value
 
     def buckets(self) -> list[tuple[str, float]]:
@@ -63,6 +69,14 @@ class LoopHistogram:
             cumulative.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
         return cumulative
 
+    def sum(self) -> float:
+        """The sum of the observations, in the rendered unit."""
+        return self.total / self.scale
+
+
+def _seconds() -> LoopHistogram:
+    return LoopHistogram(LATENCY_BUCKETS, scale=1_000_000_000)
+
 
 class ModelMetrics:
     """The observations of one model version: what the request path writes into."""
@@ -71,20 +85,21 @@ class ModelMetrics:
 
     def __init__(self, name: str, version: str) -> None:
         self.labels = [name, version]
-        self.queue_wait = LoopHistogram(LATENCY_BUCKETS)
-        self.decode = LoopHistogram(LATENCY_BUCKETS)
-        self.predict = LoopHistogram(LATENCY_BUCKETS)
-        self.encode = LoopHistogram(LATENCY_BUCKETS)
+        # Observed in nanoseconds, rendered in seconds.
+        self.queue_wait = _seconds()
+        self.decode = _seconds()
+        self.predict = _seconds()
+        self.encode = _seconds()
         self.batch_size = LoopHistogram(BATCH_BUCKETS)
         # (operation, status) -> [count, request-duration histogram]
         self.requests: dict[tuple[str, int], tuple[list[int], LoopHistogram]] = {}
 
-    def request(self, operation: str, status: int, seconds: float) -> None:
+    def request(self, operation: str, status: int, ns: int) -> None:
         counted = self.requests.get((operation, status))
         if counted is None:
-            counted = self.requests[(operation, status)] = ([0], LoopHistogram(LATENCY_BUCKETS))
+            counted = self.requests[(operation, status)] = ([0], _seconds())
         counted[0][0] += 1
-        counted[1].observe(seconds)
+        counted[1].observe(ns)
 
 
 class ServerMetrics:
@@ -139,15 +154,15 @@ class _ModelMetricsCollector(Collector):
                 by_operation.setdefault(operation, []).append(histogram)
             for operation, histograms in by_operation.items():
                 merged = _merged(histograms)
-                durations.add_metric([*metrics.labels, operation], merged.buckets(), merged.total)
+                durations.add_metric([*metrics.labels, operation], merged.buckets(), merged.sum())
             for attribute, family in families.items():
                 histogram = getattr(metrics, attribute)
-                family.add_metric(metrics.labels, histogram.buckets(), histogram.total)
+                family.add_metric(metrics.labels, histogram.buckets(), histogram.sum())
         yield from (requests, failures, durations, *families.values())
 
 
 def _merged(histograms: list[LoopHistogram]) -> LoopHistogram:
-    merged = LoopHistogram(histograms[0].bounds)
+    merged = LoopHistogram(histograms[0].bounds, histograms[0].scale)
     for histogram in histograms:
         merged.counts = [a + b for a, b in zip(merged.counts, histogram.counts, strict=True)]
         merged.total += histogram.total

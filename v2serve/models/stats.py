@@ -51,24 +51,24 @@ class ModelStats:
     def queued(self, ns: int) -> None:
         self.queue.add(ns)
         if self.metrics is not None:
-            self.metrics.queue_wait.observe(ns / 1e9)
+            self.metrics.queue_wait.observe(ns)
 
     def decoded(self, ns: int) -> None:
         self.compute_input.add(ns)
         if self.metrics is not None:
-            self.metrics.decode.observe(ns / 1e9)
+            self.metrics.decode.observe(ns)
 
     def executed(self, ns: int, requests: int) -> None:
         self.compute_infer.add(ns)
         self.execution_count += 1
         if self.metrics is not None:
-            self.metrics.predict.observe(ns / 1e9)
+            self.metrics.predict.observe(ns)
             self.metrics.batch_size.observe(requests)
 
     def encoded(self, ns: int) -> None:
         self.compute_output.add(ns)
         if self.metrics is not None:
-            self.metrics.encode.observe(ns / 1e9)
+            self.metrics.encode.observe(ns)
 
     def finished(self, started_ns: int, operation: str, status: int, *, inference: bool) -> None:
         """A request ended; ``inference`` requests (not custom operations) count in Triton's statistics."""
@@ -80,7 +80,7 @@ class ModelStats:
                 self.inference_count += 1
             self.last_inference_ms = time.time_ns() // 1_000_000
         if self.metrics is not None:
-            self.metrics.request(operation, status, elapsed / 1e9)
+            self.metrics.request(operation, status, elapsed)
 
     def to_dict(self, name: str, version: str | None) -> ModelStatistics:
         return {
