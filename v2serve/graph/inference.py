@@ -264,9 +264,10 @@ def _check_against_spec(model: Model, tensor: RequestInput, specs: dict[str, Ten
 def _shape_fits(shape: list[int], spec_shape: list[int]) -> bool:
     if len(shape) != len(spec_shape):
         return False
-    # A plain loop: this runs for every input of every request, and a generator costs more than the check.
-    for dim, expected in zip(shape, spec_shape, strict=True):  # noqa: SIM110
-        if expected != -1 and expected != dim:
+    # A plain loop, non-strict zip, equality first: this runs for every input of every request, and a
+    # generator (or zip's strict check) costs more than the comparison itself.
+    for dim, expected in zip(shape, spec_shape):  # noqa: B905, SIM110
+        if expected != dim and expected != -1:
             return False
     return True
 
