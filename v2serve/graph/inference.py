@@ -12,7 +12,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -68,11 +68,13 @@ class ModelOperations:
         entry.enter()
         try:
             if inference:
-                runs = operation
-                if _names_data_url(event):
+                parsing = time.perf_counter_ns()
+                body, runs = _json_body(event), operation
+                parsed_ns = time.perf_counter_ns() - parsing
+                if type(body) is dict and "data_url" in body:
                     # The file's rows are already ordered: infer_dict is plain infer now.
-                    event, runs = await self._with_data(entry.model, event, operation)
-                decoded = self._decode_operation(entry, runs, event)
+                    body, runs = await self._with_data(entry.model, body, operation)
+                decoded = self._decode_operation(entry, runs, event, body, parsed_ns)
                 reply = await self._infer(entry, event, decoded, explain=runs == "explain")
             else:
                 reply = await self._custom(entry, operation, event)
@@ -85,16 +87,20 @@ class ModelOperations:
             entry.leave()
             entry.stats.finished(started, operation, status, inference=inference)
 
-    def _decode_operation(self, entry: ModelEntry, operation: str, event: Event) -> DecodedRequest:
+    def _decode_operation(
+        self, entry: ModelEntry, operation: str, event: Event, body: Any, parsed_ns: int
+    ) -> DecodedRequest:
+        """``body``: the request's JSON, already parsed, or None for a binary-extension body; decoding is
+        timed with the ``parsed_ns`` its parsing took."""
         model = entry.model
         if operation == "explain" and type(model).explain is Model.explain:
             raise NotImplementedOperation(f"model {entry.name!r} does not implement explain")
         started = time.perf_counter_ns()
         if operation == "infer_dict":
-            decoded = self._decode_dict(model, entry.schema, event)
+            decoded = self._decode_dict(model, entry.schema, body)
         else:
-            decoded = self._decode(model, entry.schema, event)
-        entry.stats.decoded(time.perf_counter_ns() - started)
+            decoded = self._decode(model, entry.schema, event, body)
+        entry.stats.decoded(time.perf_counter_ns() - started + parsed_ns)
         return decoded
 
     # ------------------------------------------------------------ running
@@ -130,19 +136,14 @@ class ModelOperations:
         entry.stats.encoded(time.perf_counter_ns() - started)
         return Reply(200, encoded.body, encoded.content_type, encoded.headers)
 
-    async def _with_data(self, model: Model, event: Event, operation: str) -> tuple[Event, str]:
-        """The event with the inputs its ``data_url`` names in place of the URL, and the operation to run."""
-        body = event.body
-        if isinstance(body, bytes | bytearray | memoryview):
-            body = loads(body)
-        if not isinstance(body, dict) or "data_url" not in body:
-            return event, operation  # the bytes only mentioned it
+    async def _with_data(self, model: Model, body: dict[str, Any], operation: str) -> tuple[dict[str, Any], str]:
+        """The request with the inputs its ``data_url`` names in place of the URL, and the operation to run."""
         if self._data is None:
             raise Forbidden("data_url is not enabled on this server")
         url = body["data_url"]
         inputs = inputs_from_data(url, await self._data.read(url), model)
         body = {**{k: v for k, v in body.items() if k != "data_url"}, "inputs": inputs}
-        return replace(event, body=body), "explain" if operation == "explain" else "infer"
+        return body, "explain" if operation == "explain" else "infer"
 
     async def _custom(self, entry: ModelEntry, operation: str, event: Event) -> Reply:
         method = entry.invoker.operation(operation)
@@ -176,14 +177,11 @@ class ModelOperations:
 
     # ------------------------------------------------------------ decoding
 
-    def _decode(self, model: Model, schema: ModelSchema, event: Event) -> DecodedRequest:
+    def _decode(self, model: Model, schema: ModelSchema, event: Event, parsed: Any) -> DecodedRequest:
         body = event.body
-        if not isinstance(body, bytes | bytearray | memoryview):
-            request = parse_inference_request(body)
-            return DecodedRequest(request, _decode_inputs(model, schema, request, None))
         header_value = event.headers.get(binary.HEADER_LENGTH)
-        if header_value is None:
-            request = parse_inference_request(loads(body))
+        if parsed is not None or header_value is None or not isinstance(body, bytes | bytearray | memoryview):
+            request = parse_inference_request(parsed)
             return DecodedRequest(request, _decode_inputs(model, schema, request, None))
         header_length = binary.parse_header_length(header_value, len(body))
         view = memoryview(body)
@@ -193,10 +191,8 @@ class ModelOperations:
         slices = binary.slice_binary_inputs(request, view[header_length:])
         return DecodedRequest(request, _decode_inputs(model, schema, request, slices))
 
-    def _decode_dict(self, model: Model, schema: ModelSchema, event: Event) -> DecodedRequest:
+    def _decode_dict(self, model: Model, schema: ModelSchema, obj: Any) -> DecodedRequest:
         """Dict rows become the model's single 2-D input, columns in ``feature_names`` order."""
-        body = event.body
-        obj = loads(body) if isinstance(body, bytes | bytearray | memoryview) else body
         if not isinstance(obj, dict) or "inputs" not in obj:
             raise InvalidRequest("infer_dict needs a JSON object with 'inputs': a row object or a list of them")
         spec, features = tabular_schema(model)
@@ -211,12 +207,15 @@ class ModelOperations:
         return DecodedRequest(request, _decode_inputs(model, schema, request, None))
 
 
-def _names_data_url(event: Event) -> bool:
-    """Whether the request may name a ``data_url`` (a cheap scan: the bytes may only mention it)."""
+def _json_body(event: Event) -> Any:
+    """The request's JSON document, parsed once; None when the body uses the binary extension (its JSON
+    header is parsed with the binary data it describes)."""
     body = event.body
-    if isinstance(body, bytes | bytearray | memoryview):
-        return b'"data_url"' in body and binary.HEADER_LENGTH not in event.headers
-    return isinstance(body, dict) and "data_url" in body
+    if not isinstance(body, bytes | bytearray | memoryview):
+        return body  # the transport decoded it already
+    if binary.HEADER_LENGTH in event.headers:
+        return None
+    return loads(body)
 
 
 def _deadline(model: Model, request: InferenceRequest) -> float | None:
