@@ -37,6 +37,29 @@ async def test_concurrent_single_rows_are_batched_and_each_caller_gets_its_own_r
     assert len(model.calls) <= 8, f"64 requests took {len(model.calls)} predict calls"
 
 
+async def test_a_batch_smaller_than_the_last_waits_for_the_rest_and_a_lone_request_lowers_the_bar():
+    # Spacing requests in time is what this behaviour is about; the assertions count predict calls only.
+    model = CountingDouble(max_batch_size=64, max_batch_delay_ms=400, instances=1)
+    async with serve_in_process(model) as client:
+
+        async def post(i: int, after_s: float = 0.0) -> None:
+            await asyncio.sleep(after_s)
+            response = await client.post("/v2/models/counting/infer", json=row_request(i))
+            assert response.json()["outputs"][0]["data"] == [2.0 * i] * 3
+
+        await asyncio.gather(*(post(i) for i in range(4)))
+        last = model.calls[-1]
+        del model.calls[:]
+        # Half of the last batch's clients come back 150 ms late (longer than a quarter of the delay, the quiet
+        # gap that used to close a batch): the batch still waits for them, and runs once.
+        await asyncio.gather(*(post(10 + i, after_s=0.0 if i < last // 2 else 0.15) for i in range(last)))
+        assert model.calls == [last]
+        del model.calls[:]
+        await post(20)  # alone: it waits out the delay, and the next batch expects one row
+        await asyncio.gather(post(21), post(22, after_s=0.15))
+        assert model.calls == [1, 1, 1]
+
+
 async def test_a_malformed_request_fails_alone_and_incompatible_shapes_do_not_mix():
     model = CountingDouble(max_batch_size=64, max_batch_delay_ms=50, instances=1)
     bad = {"id": "bad", "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2]}]}

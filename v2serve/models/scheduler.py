@@ -4,11 +4,12 @@ Every request reaches ``predict`` through its model's scheduler:
 
 - ``ConcurrencyScheduler`` (batching off): at most ``instances`` calls run at once; at most
   ``max_queue_size`` wait, and the next one gets 503 with Retry-After at once.
-- ``BatchScheduler`` (``max_batch_size`` > 1): ``instances`` workers each take the first waiting request
-  and every compatible one queued behind it (same input names, dtypes and trailing shapes), up to
-  ``max_batch_size`` rows; when others were queued, the batch waits up to ``max_batch_delay_ms`` to fill,
-  while a request that arrives alone runs at once. One predict runs on the concatenation and the outputs
-  are split back by rows. Requests are validated before they queue, so a malformed one fails alone.
+- ``BatchScheduler`` (``max_batch_size`` > 1): ``instances`` workers take turns to gather a batch: the
+  first waiting request and every compatible one queued behind it (same input names, dtypes and trailing
+  shapes), up to ``max_batch_size`` rows. A batch smaller than the last one waits up to
+  ``max_batch_delay_ms`` for the rest; a request that arrives alone after lone ones runs at once. One
+  predict runs on the concatenation and the outputs are split back by rows. Requests are validated
+  before they queue, so a malformed one fails alone.
 
 A deadline (absolute ``loop.time()``) fails a request with 504 if it is still queued when the deadline
 passes, or if its predict has not returned by then (the call itself runs on: threads cannot be killed).
@@ -162,8 +163,14 @@ class BatchScheduler:
         self._model = model
         self._max_rows = model.max_batch_size
         self._delay_s = model.max_batch_delay_ms / 1000
-        self._gap_s = self._delay_s / 4
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=model.max_queue_size)
+        self._queued_rows = 0
+        self._target_rows = 1
+        """Rows worth waiting for: as many as the last batch held (see ``_gather``)."""
+        self._filled: asyncio.Future[bool] | None = None
+        """Set while a worker waits for batch-mates: resolved once ``_wanted_rows`` are queued, or at the delay."""
+        self._wanted_rows = 0
+        self._gathering = asyncio.Lock()
         self._workers: list[asyncio.Task[None]] = []
 
     @property
@@ -182,46 +189,75 @@ class BatchScheduler:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
             raise _overloaded(self._model.name, self._queue.maxsize) from None
+        self._queued_rows += rows
+        filled = self._filled
+        if filled is not None and self._queued_rows >= self._wanted_rows and not filled.done():
+            filled.set_result(True)
         # Unshielded: giving up cancels the job, which a worker then skips (or settles no more).
         return await _until(job.future, deadline, self._model.name, shield=False)
 
     async def _work(self) -> None:
         carried: _Job | None = None
         while True:
-            first = carried or await self._queue.get()
-            batch, carried = await self._gather(first)
+            # One worker gathers at a time; the others run their batches meanwhile.
+            async with self._gathering:
+                if carried is None:
+                    carried = await self._queue.get()
+                    self._queued_rows -= carried.rows
+                batch, carried = await self._gather(carried)
             await self._run(batch)
+
+    def _take_queued(self) -> _Job | None:
+        try:
+            job = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        self._queued_rows -= job.rows
+        return job
 
     async def _gather(self, first: _Job) -> tuple[list[_Job], _Job | None]:
         """The batch that starts with ``first``, and an incompatible request met on the way, if any.
 
-        Greedy: a request that found nobody else queued runs at once rather than paying the delay. Once others
-        are queued with it, the batch waits up to the delay to fill, but only while requests keep coming: a
-        quiet gap of a quarter of the delay means every client is waiting on this batch (few clients), and
-        waiting longer would only add latency. The waits are plain sleeps, not a wake-up per arrival: under
-        load, requests arrive microseconds apart and a wake-up each would cost more than the batching saves.
+        The batch takes every compatible request queued behind ``first``, up to ``max_batch_size`` rows.
+        If it then holds fewer rows than the last batch did, it waits, up to ``max_batch_delay_ms``, for
+        the rest: under steady load the same clients come back for every batch, so the last batch's size
+        says how many are on their way. A request that arrives alone after lone requests runs at once, and
+        when load drops, one batch waits out the delay and the next one expects fewer. (A fixed quiet gap
+        cannot tell a lull from a loop busy answering the last batch, and loop timers are too coarse for
+        sub-millisecond gaps.) The waiting worker is woken once, when enough rows are queued, not per
+        arrival.
         """
         batch, rows = [first], first.rows
         if first.key is None:
             return batch, None
         loop = asyncio.get_running_loop()
         closes = loop.time() + self._delay_s
+        carried = None
         while rows < self._max_rows:
-            try:
-                job = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = closes - loop.time()
-                if remaining <= 0 or len(batch) == 1:
+            job = self._take_queued()
+            if job is None:
+                if rows >= self._target_rows or loop.time() >= closes:
                     break
-                await asyncio.sleep(min(remaining, self._gap_s))
-                if self._queue.empty():
-                    break
+                await self._wait_for_rows(self._target_rows - rows, closes)
                 continue
             if job.key != first.key or rows + job.rows > self._max_rows:
-                return batch, job
+                carried = job
+                break
             batch.append(job)
             rows += job.rows
-        return batch, None
+        self._target_rows = rows
+        return batch, carried
+
+    async def _wait_for_rows(self, wanted: int, closes: float) -> None:
+        loop = asyncio.get_running_loop()
+        filled = self._filled = loop.create_future()
+        self._wanted_rows = wanted
+        timer = loop.call_at(closes, _resolve, filled, False)
+        try:
+            await filled
+        finally:
+            timer.cancel()
+            self._filled = None
 
     async def _run(self, batch: list[_Job]) -> None:
         now = asyncio.get_running_loop().time()
@@ -272,6 +308,11 @@ class BatchScheduler:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
+
+
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _settle(job: _Job, result: Any) -> None:
