@@ -180,7 +180,8 @@ class ModelOperations:
     def _decode(self, model: Model, schema: ModelSchema, event: Event, parsed: Any) -> DecodedRequest:
         body = event.body
         header_value = event.headers.get(binary.HEADER_LENGTH)
-        if parsed is not None or header_value is None or not isinstance(body, bytes | bytearray | memoryview):
+        # Only a byte body with the binary header arrives unparsed (``parsed`` None); anything else is JSON.
+        if header_value is None or not isinstance(body, bytes | bytearray | memoryview):
             request = parse_inference_request(parsed)
             return DecodedRequest(request, _decode_inputs(model, schema, request, None))
         header_length = binary.parse_header_length(header_value, len(body))
