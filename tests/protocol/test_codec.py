@@ -70,11 +70,12 @@ def test_bf16_rounds_to_nearest():
     assert bf16_to_float32(float32_to_bf16(np.array([1.01171875], dtype=np.float32)))[0] == 1.015625
 
 
-def test_nested_and_flat_data_decode_the_same():
-    flat = decode_json_tensor(RequestInput("t", [2, 2], "INT32", [1, 2, 3, 4]))
-    nested = decode_json_tensor(RequestInput("t", [2, 2], "INT32", [[1, 2], [3, 4]]))
+@pytest.mark.parametrize("datatype", ["INT32", "FP32", "FP16"])
+def test_nested_and_flat_data_decode_the_same(datatype):
+    flat = decode_json_tensor(RequestInput("t", [2, 2], datatype, [1, 2, 3, 4]))
+    nested = decode_json_tensor(RequestInput("t", [2, 2], datatype, [[1, 2], [3, 4]]))
     np.testing.assert_array_equal(flat, nested)
-    assert flat.shape == (2, 2)
+    assert flat.shape == (2, 2) and flat.dtype == nested.dtype == DATATYPE_TO_NUMPY[datatype]
 
 
 def test_null_decodes_as_nan_and_nan_encodes_as_null():
@@ -97,6 +98,8 @@ def test_null_decodes_as_nan_and_nan_encodes_as_null():
         ("FP32", [2], [{"a": 1}, 2], "holds values that are not FP32"),
         ("BOOL", [2], [1, 0], "non-boolean"),
         ("INT32", [2, 2], [[1, 2], [3]], "ragged"),
+        ("FP32", [2, 2], [[1.0, 2.0], [3.0]], "ragged"),
+        ("FP32", [3], [1.0, [2.0], 3.0], "ragged"),
         ("BYTES", [2], ["a", 1], "holds a int"),
         ("FP32", [1], None, "neither 'data' nor 'binary_data_size'"),
     ],
