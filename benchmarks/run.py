@@ -103,6 +103,18 @@ class Server:
         for pid in _process_tree(self.process.pid):
             _signal(pid, signal.SIGCONT)
 
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Wait until the server has finished what wrk left in flight: its CPU time stops growing."""
+        tick = 1 / os.sysconf("SC_CLK_TCK")
+        deadline = time.monotonic() + timeout
+        before = self.cpu_seconds()
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.cpu_seconds()
+            if now - before <= tick:
+                return
+            before = now
+
     def cpu_seconds(self) -> float:
         """User+system CPU of the server and its child processes so far."""
         total = 0
@@ -423,6 +435,8 @@ def main() -> None:
                                 other.pause()
                         server.resume()
                         result = measure(server, workload, model, concurrency, args.duration, round_)
+                        # wrk leaves up to c requests in flight; a paused server would run them in the next cell.
+                        server.wait_idle()
                         result.workload = key
                         results.append(result)
                         print(
