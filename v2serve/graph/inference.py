@@ -37,6 +37,7 @@ from v2serve.protocol import binary
 from v2serve.protocol.codec import decode_binary_tensor, decode_json_tensor, element_count
 from v2serve.protocol.datatypes import WIRE_ITEMSIZE, datatype_of
 from v2serve.protocol.jsonio import loads
+from v2serve.protocol.request_json import loads_inference_request
 from v2serve.protocol.response import OutputTensor, encode_inference_response
 from v2serve.protocol.types import InferenceRequest, RequestInput, TensorSpec, parse_inference_request
 
@@ -188,7 +189,7 @@ class ModelOperations:
         view = memoryview(body)
         if header_length == 0:
             return _decode_raw_binary(model, view)
-        request = parse_inference_request(loads(view[:header_length]))
+        request = parse_inference_request(loads_inference_request(view[:header_length]))
         slices = binary.slice_binary_inputs(request, view[header_length:])
         return DecodedRequest(request, _decode_inputs(model, schema, request, slices))
 
@@ -216,7 +217,7 @@ def _json_body(event: Event) -> Any:
         return body  # the transport decoded it already
     if binary.HEADER_LENGTH in event.headers:
         return None
-    return loads(body)
+    return loads_inference_request(body)
 
 
 def _deadline(model: Model, request: InferenceRequest) -> float | None:
