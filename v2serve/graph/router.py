@@ -10,7 +10,7 @@ from v2serve import __version__
 from v2serve.data.fetch import DataFetcher
 from v2serve.errors import InvalidRequest, OperationNotFound, V2ServeError
 from v2serve.event import Event, Reply
-from v2serve.graph.inference import ModelOperations
+from v2serve.graph.inference import TENSOR_OPERATIONS, ModelOperations
 from v2serve.graph.management import RepositoryEndpoints
 from v2serve.graph.openapi import openapi_document
 from v2serve.graph.routing import BODY_OPERATIONS, Target, resolve_path
@@ -18,6 +18,7 @@ from v2serve.models.metrics import PROMETHEUS_CONTENT_TYPE, ServerMetrics
 from v2serve.models.registry import ModelEntry, ModelRegistry, ModelState
 from v2serve.protocol import binary
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps, loads
+from v2serve.protocol.request_json import loads_inference_request
 from v2serve.protocol.schemas import (
     ErrorBody,
     ModelMetadata,
@@ -111,10 +112,10 @@ class V2Router:
 
     def _route_by_body(self, event: Event) -> tuple[Target, Event]:
         """Model, version and operation from the body's fields, else the ``v2-*`` headers."""
-        body = event.body
-        if isinstance(body, bytes | bytearray | memoryview) and binary.HEADER_LENGTH not in event.headers:
-            body = loads(body)
-            event = replace(event, body=body)
+        raw = body = event.body
+        parsed = isinstance(body, bytes | bytearray | memoryview) and binary.HEADER_LENGTH not in event.headers
+        if parsed:
+            body = loads_inference_request(body)
         fields = body if isinstance(body, dict) else {}
 
         def pick(key: str) -> str | None:
@@ -132,6 +133,9 @@ class V2Router:
             model = names[0]
         operation = pick("operation") or "infer"
         operation = BODY_OPERATIONS.get(operation, operation)
+        if parsed:
+            # Custom operations get the document as plain JSON, data lists included, not as numpy arrays.
+            event = replace(event, body=body if operation in TENSOR_OPERATIONS else loads(raw))
         return Target("model_operation", model, pick("version"), operation), event
 
     def _server_endpoint(self, target: Target) -> Reply:
