@@ -96,3 +96,29 @@ def test_iris_infer_dict_orders_features_by_schema(examples_url):
     body = response.json()
     assert response.status_code == 200 and body["id"] == "t"
     assert body["outputs"][0]["data"] == ["setosa", "virginica"]
+
+
+def test_a_large_json_batch_is_decoded_like_a_small_one(client, examples_url):
+    # 512 rows of JSON (about 60 KB) take the simdjson route; the answers and errors must not change.
+    rng = np.random.default_rng(5)
+    a = rng.integers(-(2**31), 2**31 - 1, size=(512, 16), dtype=np.int64).astype(np.int32) // 2
+    b = rng.integers(-1000, 1000, size=(512, 16), dtype=np.int32)
+    inputs = [triton.InferInput("INPUT0", [512, 16], "INT32"), triton.InferInput("INPUT1", [512, 16], "INT32")]
+    inputs[0].set_data_from_numpy(a, binary_data=False)
+    inputs[1].set_data_from_numpy(b, binary_data=False)
+    outputs = [triton.InferRequestedOutput(name, binary_data=False) for name in ("OUTPUT0", "OUTPUT1")]
+    result = client.infer("add_sub", inputs, outputs=outputs)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+
+    too_big = a.astype(np.int64)
+    too_big[300, 7] = 2**40
+    body = {
+        "inputs": [
+            {"name": "INPUT0", "datatype": "INT32", "shape": [512, 16], "data": too_big.ravel().tolist()},
+            {"name": "INPUT1", "datatype": "INT32", "shape": [512, 16], "data": b.ravel().tolist()},
+        ]
+    }
+    response = httpx.post(f"http://{examples_url}/v2/models/add_sub/infer", json=body)
+    assert response.status_code == 400
+    assert "outside the range of INT32" in response.json()["error"]
