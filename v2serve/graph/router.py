@@ -113,8 +113,8 @@ class V2Router:
     def _route_by_body(self, event: Event) -> tuple[Target, Event]:
         """Model, version and operation from the body's fields, else the ``v2-*`` headers."""
         raw = body = event.body
-        parsed = isinstance(body, bytes | bytearray | memoryview) and binary.HEADER_LENGTH not in event.headers
-        if parsed:
+        from_bytes = isinstance(body, bytes | bytearray | memoryview) and binary.HEADER_LENGTH not in event.headers
+        if from_bytes:
             body = loads_inference_request(body)
         fields = body if isinstance(body, dict) else {}
 
@@ -133,7 +133,7 @@ class V2Router:
             model = names[0]
         operation = pick("operation") or "infer"
         operation = BODY_OPERATIONS.get(operation, operation)
-        if parsed:
+        if from_bytes:
             # Custom operations get the document as plain JSON, data lists included, not as numpy arrays.
             event = replace(event, body=body if operation in TENSOR_OPERATIONS else loads(raw))
         return Target("model_operation", model, pick("version"), operation), event

@@ -52,23 +52,25 @@ def loads_inference_request(body: bytes | bytearray | memoryview | str) -> Any:
         return loads(body)  # orjson decides: the same document, or its error with a position
     if type(document) is not simdjson.Object:
         return _plain(document)
-    keys = _unique_keys(document)
-    if keys is None:
+    request = _fields(document, "inputs")
+    if request is None:
         return loads(body)
-    request = {}
-    for key in keys:
-        value = document[key]  # a proxy; items() would convert every value, data included
-        if key == "inputs" and type(value) is simdjson.Array:
-            request[key] = [_tensor(item) for item in value]
-        else:
-            request[key] = _plain(value)
+    if type(request.get("inputs")) is simdjson.Array:
+        request["inputs"] = [_tensor(item) for item in request["inputs"]]
     return request
 
 
-def _unique_keys(obj: Any) -> list[str] | None:
-    """The object's keys, or None when one repeats (orjson keeps the last value; a lookup finds the first)."""
+def _fields(obj: Any, kept: str) -> dict[str, Any] | None:
+    """The object as a dict of Python values, except that an array under ``kept`` stays a proxy; None when a
+    key repeats (orjson keeps the last value, a proxy lookup finds the first)."""
     keys = list(obj.keys())
-    return keys if len(set(keys)) == len(keys) else None
+    if len(set(keys)) != len(keys):
+        return None
+    fields = {}
+    for key in keys:
+        value = obj[key]  # a proxy; items() would convert every value, data included
+        fields[key] = value if key == kept and type(value) is simdjson.Array else _plain(value)
+    return fields
 
 
 def _plain(value: Any) -> Any:
@@ -80,21 +82,11 @@ def _plain(value: Any) -> Any:
 
 
 def _tensor(item: Any) -> Any:
-    if type(item) is not simdjson.Object:
+    tensor = _fields(item, "data") if type(item) is simdjson.Object else None
+    if tensor is None:
         return _plain(item)
-    keys = _unique_keys(item)
-    if keys is None:
-        return _plain(item)
-    tensor = {}
-    data = None
-    for key in keys:
-        value = item[key]
-        if key == "data" and type(value) is simdjson.Array:
-            data = value
-            tensor[key] = None  # keeps the key's place; filled below
-        else:
-            tensor[key] = _plain(value)
-    if data is not None:
+    data = tensor.get("data")
+    if type(data) is simdjson.Array:
         datatype = tensor.get("datatype")
         buffer_type = _BUFFER_TYPES.get(datatype) if type(datatype) is str else None
         tensor["data"] = data.as_list() if buffer_type is None else _numeric(data, buffer_type)
