@@ -25,8 +25,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-BENCH_PYTHON = HERE / ".venvs" / "v2serve" / "bin" / "python"
+from run import SERVERS_DIR, WORK, python
+
 SHORT, LONG = 1_000, 4_000
 
 STAGES = {
@@ -42,14 +42,14 @@ STAGES = {
 
 def count(stage: str, loops: int) -> int:
     """Instructions collected by callgrind inside ``loops`` runs of ``stage``."""
-    python = BENCH_PYTHON if BENCH_PYTHON.exists() else Path(sys.executable)
+    interpreter = python("v2serve") if python("v2serve").exists() else Path(sys.executable)
     command = [
         "valgrind",
         "--tool=callgrind",
         "--collect-atstart=no",
         "--toggle-collect=deque_init",  # the C function that drives the loop (see ``_drive_loop``)
         "--callgrind-out-file=/dev/null",
-        str(python),
+        str(interpreter),
         __file__,
         "--child",
         stage,
@@ -86,8 +86,8 @@ def _drive_loop(call: Callable[[], Any], loops: int) -> None:
 
 
 async def _child(stage: str, loops: int) -> None:
-    sys.path[:0] = [str(HERE), str(HERE / "servers")]
-    os.environ.setdefault("MLP_PATH", str(HERE / ".work" / "mlp.onnx"))
+    sys.path.insert(0, str(SERVERS_DIR))
+    os.environ.setdefault("MLP_PATH", str(WORK / "mlp.onnx"))
     import orjson
     import workloads
     from v2serve_models import AddSub
