@@ -188,3 +188,29 @@ def test_same_data_url_request_over_http_and_the_mock_server(tmp_path):
         reply = mock.request("/v2/models/sum/infer", request)
     assert (over_http.status_code, over_http.content) == (reply.status, reply.body)
     assert over_http.json()["outputs"][0]["data"] == [2.0, 2.0]
+
+
+@pytest.mark.parametrize("shape", [(10**12,), (10**6, 10**6), (3,)])
+async def test_npy_header_claiming_more_values_than_the_file_holds_is_400_before_allocating(tmp_path, shape):
+    import tracemalloc
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    fsspec.filesystem("memory").pipe("/inputs/liar.npy", header.getvalue() + b"\0" * 8)
+    async with serve_in_process(SumModel(name="sum"), **open_settings(tmp_path)) as client:
+        tracemalloc.start()
+        try:
+            response = await client.post("/v2/models/sum/infer", json={"data_url": "memory://inputs/liar.npy"})
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert response.status_code == 400 and "but holds 8" in response.json()["error"]
+    assert peak < 2_000_000
+
+
+async def test_fortran_ordered_npy_keeps_its_values(tmp_path):
+    array = np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+    fsspec.filesystem("memory").pipe("/inputs/fortran.npy", npy_bytes(array))
+    async with serve_in_process(SumModel(name="sum"), **open_settings(tmp_path)) as client:
+        response = await client.post("/v2/models/sum/infer", json={"data_url": "memory://inputs/fortran.npy"})
+    assert response.json()["outputs"][0]["data"] == [3.0, 12.0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,10 +43,32 @@ def inputs_from_data(url: str, raw: bytes, model: Model) -> list[Input]:
 
 
 def _load_npy(url: str, raw: bytes) -> np.ndarray:
+    """The array of a .npy file, viewed in place; its header's shape is checked against the bytes present
+    before anything is allocated (np.load would allocate what the header claims first)."""
+    stream = io.BytesIO(raw)
     try:
-        return np.load(io.BytesIO(raw), allow_pickle=False)
-    except ValueError as exc:  # pickled object arrays included: never unpickled
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except ValueError as exc:
         raise InvalidRequest(f"data_url {url!r} is not a plain .npy array: {exc}") from None
+    if dtype.hasobject:
+        raise InvalidRequest(
+            f"data_url {url!r} is not a plain .npy array: it holds Python objects, which are never unpickled"
+        )
+    count = math.prod(shape)
+    present = len(raw) - stream.tell()
+    if count * dtype.itemsize != present:
+        raise InvalidRequest(
+            f"data_url {url!r} declares shape {list(shape)} of {dtype}, {count * dtype.itemsize} bytes, "
+            f"but holds {present}"
+        )
+    array = np.frombuffer(raw, dtype=dtype, count=count, offset=stream.tell())
+    return array.reshape(shape, order="F" if fortran_order else "C")
 
 
 def _from_json(url: str, document: Any, model: Model) -> list[Input]:

@@ -45,6 +45,8 @@ logger = logging.getLogger("v2serve.inference")
 
 TENSOR_OPERATIONS = ("infer", "infer_dict", "explain")
 """Operations on tensors, counted in the model's statistics; the others are custom operations."""
+UNKNOWN_OPERATION = "unknown"
+"""The metric label of every operation a model does not have (and of requests that named no served model)."""
 
 
 @dataclass(slots=True)
@@ -62,12 +64,12 @@ class ModelOperations:
         self._data = data
 
     async def run(self, entry: ModelEntry, operation: str, event: Event) -> Reply:
-        entry.require_ready()
         inference = operation in TENSOR_OPERATIONS
         started = time.perf_counter_ns()
         status = 500
         entry.enter()
         try:
+            entry.require_ready()
             if inference:
                 parsing = time.perf_counter_ns()
                 body, runs = _json_body(event), operation
@@ -86,6 +88,9 @@ class ModelOperations:
             raise
         finally:
             entry.leave()
+            # Operation names come from clients: only the model's own ones become metric labels.
+            if not inference and entry.invoker.operation(operation) is None:
+                operation = UNKNOWN_OPERATION
             entry.stats.finished(started, operation, status, inference=inference)
 
     def _decode_operation(
@@ -97,10 +102,15 @@ class ModelOperations:
         if operation == "explain" and type(model).explain is Model.explain:
             raise NotImplementedOperation(f"model {entry.name!r} does not implement explain")
         started = time.perf_counter_ns()
-        if operation == "infer_dict":
-            decoded = self._decode_dict(model, entry.schema, body)
-        else:
-            decoded = self._decode(model, entry.schema, event, body)
+        try:
+            if operation == "infer_dict":
+                decoded = self._decode_dict(model, entry.schema, body)
+            else:
+                decoded = self._decode(model, entry.schema, event, body)
+        except (ValueError, MemoryError, RecursionError) as exc:
+            # What the checks before numpy let through (a shape numpy cannot hold, data too deep or too big
+            # to convert) is still the request's fault, not the server's.
+            raise InvalidRequest(f"the request's tensors cannot be decoded: {type(exc).__name__}: {exc}") from None
         entry.stats.decoded(time.perf_counter_ns() - started + parsed_ns)
         return decoded
 

@@ -80,16 +80,24 @@ class V2Router:
         return reply
 
     async def _dispatch(self, event: Event) -> Reply:
-        target = resolve_path(event.method, event.path)
-        if target.endpoint == "body_routed":
-            target, event = self._route_by_body(event)
+        try:
+            target = resolve_path(event.method, event.path)
+            if target.endpoint == "body_routed":
+                target, event = self._route_by_body(event)
+        except V2ServeError as exc:
+            self._count_unrouted(exc)
+            raise
         if target.endpoint.startswith("repository_"):
             if self.repository is None:
                 raise OperationNotFound(f"no route for {event.method} {event.path}")
             return await self.repository.handle(target, event)
         if target.model is None:
             return self._server_endpoint(target)
-        entry = self.registry.resolve(target.model, target.version)
+        try:
+            entry = self.registry.resolve(target.model, target.version)
+        except V2ServeError as exc:
+            self._count_unrouted(exc)
+            raise
         if target.endpoint == "model_metadata":
             return Reply.json(self._model_metadata(entry))
         if target.endpoint == "model_stats":
@@ -109,6 +117,10 @@ class V2Router:
             return Reply.json(body, 200 if ready else 503, {} if ready else {"retry-after": "1"})
         assert target.operation is not None
         return await self.operations.run(entry, target.operation, event)
+
+    def _count_unrouted(self, exc: V2ServeError) -> None:
+        if self.metrics is not None:
+            self.metrics.unrouted(exc.status_code)
 
     def _route_by_body(self, event: Event) -> tuple[Target, Event]:
         """Model, version and operation from the body's fields, else the ``v2-*`` headers."""

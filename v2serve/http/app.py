@@ -21,6 +21,7 @@ from v2serve.errors import InvalidRequest, PayloadTooLarge, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.graph.router import error_reply
 from v2serve.graph.server import ModelServer
+from v2serve.protocol.binary import parse_decimal
 
 
 class V2Endpoint:
@@ -36,7 +37,10 @@ class V2Endpoint:
         try:
             body = await read_body(receive, headers, self.max_body)
         except V2ServeError as exc:
+            self.server.metrics.unrouted(exc.status_code)
             await _send(send, error_reply(exc))
+            return
+        except ClientDisconnected:
             return
         path, root = scope["path"], scope.get("root_path", "")
         event = Event(
@@ -125,20 +129,32 @@ async def _send(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": reply.body})
 
 
+class ClientDisconnected(Exception):
+    """The client went away (or was cut off for stalling) before its body was read: nothing to answer."""
+
+
 async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` (before reading it all)."""
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` (before reading it all).
+
+    Raises ClientDisconnected when the connection ends before the body does: a partial body is never served.
+    """
     declared = headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        length = parse_decimal(declared)
+        if length is None:
             raise InvalidRequest(f"invalid Content-Length {declared!r}")
-        if int(declared) > limit:
+        if length > limit:
             raise PayloadTooLarge(f"the body of {declared} bytes exceeds the limit of {limit} bytes")
     message: Any = await receive()
+    if message["type"] != "http.request":
+        raise ClientDisconnected
     body = message.get("body", b"")
     if message.get("more_body", False):
         chunks, size = [body], len(body)
         while message.get("more_body", False):
             message = await receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnected
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -149,19 +165,37 @@ async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> by
         raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
     encoding = headers.get("content-encoding", "identity").lower()
     if encoding in ("gzip", "deflate"):
-        return _decompress(body, encoding, limit)
+        return decompress(body, encoding, limit)
     if encoding != "identity":
         raise InvalidRequest(f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
     return body
 
 
-def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    # Bounded decompression: a small compressed body must not expand past the body limit.
-    decompressor = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-    try:
-        data = decompressor.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidRequest(f"the body is not valid {encoding} data: {exc}") from None
-    if len(data) > limit or decompressor.unconsumed_tail:
-        raise PayloadTooLarge(f"the decompressed body exceeds the limit of {limit} bytes")
-    return data
+_GZIP_MAGIC = b"\x1f\x8b"
+_MAX_GZIP_MEMBERS = 16
+"""Concatenated gzip members are valid gzip, but thousands of empty ones would be a loop per 20 bytes."""
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate body, decompressed to at most ``limit`` bytes; a truncated stream, or bytes after its
+    end (other than further gzip members), is a 400."""
+    parts: list[bytes] = []
+    size, rest = 0, body
+    for _ in range(_MAX_GZIP_MEMBERS):
+        decompressor = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+        try:
+            data = decompressor.decompress(rest, limit + 1 - size)
+        except zlib.error as exc:
+            raise InvalidRequest(f"the body is not valid {encoding} data: {exc}") from None
+        size += len(data)
+        if size > limit or decompressor.unconsumed_tail:
+            raise PayloadTooLarge(f"the decompressed body exceeds the limit of {limit} bytes")
+        parts.append(data)
+        if not decompressor.eof:
+            raise InvalidRequest(f"the body is not valid {encoding} data: the stream is truncated")
+        rest = decompressor.unused_data
+        if not rest:
+            return b"".join(parts)
+        if encoding != "gzip" or not rest.startswith(_GZIP_MAGIC):
+            raise InvalidRequest(f"the body has {len(rest)} bytes after the end of its {encoding} data")
+    raise InvalidRequest(f"the body has more than {_MAX_GZIP_MEMBERS} gzip members")

@@ -109,7 +109,14 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         # By (name, version): a reloaded version keeps counting where the replaced one stopped.
         self._models: dict[tuple[str, str], ModelMetrics] = {}
-        self.registry.register(_ModelMetricsCollector(self._models))
+        # Requests that failed before they reached a served model (unknown path or model, malformed or
+        # oversized body), by status: labelled model="", version="", operation="unknown".
+        self._unrouted: dict[int, int] = {}
+        self.registry.register(_ModelMetricsCollector(self._models, self._unrouted))
+
+    def unrouted(self, status: int) -> None:
+        """Count a request that failed before a served model was resolved."""
+        self._unrouted[status] = self._unrouted.get(status, 0) + 1
 
     def for_model(self, name: str, version: str | None) -> ModelMetrics:
         key = (name, version or "")
@@ -125,9 +132,14 @@ class ServerMetrics:
         return generate_latest(self.registry)
 
 
+UNROUTED_LABELS = ("", "", "unknown")
+"""model, version and operation of the requests that named nothing served."""
+
+
 class _ModelMetricsCollector(Collector):
-    def __init__(self, models: dict[tuple[str, str], ModelMetrics]) -> None:
+    def __init__(self, models: dict[tuple[str, str], ModelMetrics], unrouted: dict[int, int]) -> None:
         self._models = models
+        self._unrouted = unrouted
 
     def collect(self) -> Iterator[Metric]:
         labels = [*MODEL_LABELS, "operation", "status"]
@@ -158,6 +170,9 @@ class _ModelMetricsCollector(Collector):
             for attribute, family in families.items():
                 histogram = getattr(metrics, attribute)
                 family.add_metric(metrics.labels, histogram.buckets(), histogram.sum())
+        for status, count in sorted(self._unrouted.items()):
+            requests.add_metric([*UNROUTED_LABELS, str(status)], count)
+            failures.add_metric([*UNROUTED_LABELS, str(status)], count)
         yield from (requests, failures, durations, *families.values())
 
 

@@ -15,13 +15,20 @@ BINARY_CONTENT_TYPE = "application/octet-stream"
 
 def parse_header_length(value: str, body_length: int) -> int:
     """The JSON header's length from the ``Inference-Header-Content-Length`` header, checked."""
-    try:
-        length = int(value)
-    except ValueError:
-        raise InvalidRequest(f"{HEADER_LENGTH} must be an integer, got {value!r}") from None
+    length = parse_decimal(value)
+    if length is None:
+        raise InvalidRequest(f"{HEADER_LENGTH} must be an integer (decimal digits only), got {value!r}")
     if length < 0 or length > body_length:
         raise InvalidRequest(f"{HEADER_LENGTH} is {length} but the body has {body_length} bytes")
     return length
+
+
+def parse_decimal(value: str) -> int | None:
+    """A header's non-negative decimal integer: ASCII digits only (``int()`` would also take ``+1``,
+    ``1_0``, surrounding spaces and non-ASCII digits); None for anything else."""
+    if not value.isdigit() or not value.isascii():
+        return None
+    return int(value)
 
 
 def slice_binary_inputs(request: InferenceRequest, data: memoryview) -> dict[str, memoryview]:

@@ -124,22 +124,30 @@ def _as_uint64(tensor: RequestInput, values: np.ndarray) -> np.ndarray:
 
 
 def _decode_json_bytes(tensor: RequestInput) -> np.ndarray:
-    flat: list[bytes] = []
-    _flatten_strings(tensor, tensor.data if isinstance(tensor.data, list) else [tensor.data], flat)
+    flat = _flatten_strings(tensor, tensor.data if isinstance(tensor.data, list) else [tensor.data])
     _check_count(tensor, len(flat))
     out = np.empty(len(flat), dtype=object)
     out[:] = flat
     return out.reshape(tensor.shape)
 
 
-def _flatten_strings(tensor: RequestInput, data: list[Any], out: list[bytes]) -> None:
-    for item in data:
-        if isinstance(item, str):
-            out.append(item.encode())
-        elif isinstance(item, list):
-            _flatten_strings(tensor, item, out)
+def _flatten_strings(tensor: RequestInput, data: list[Any]) -> list[bytes]:
+    # An explicit stack rather than recursion: JSON nested close to the parser's depth limit must not reach
+    # Python's recursion limit.
+    out: list[bytes] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, str):
+                out.append(item.encode())
+            elif isinstance(item, list):
+                stack.append(iter(item))
+                break
+            else:
+                raise InvalidRequest(f"input {tensor.name!r} is BYTES but holds a {type(item).__name__}")
         else:
-            raise InvalidRequest(f"input {tensor.name!r} is BYTES but holds a {type(item).__name__}")
+            stack.pop()
+    return out
 
 
 def decode_binary_tensor(tensor: RequestInput, buffer: memoryview) -> np.ndarray:
@@ -159,6 +167,13 @@ def decode_binary_tensor(tensor: RequestInput, buffer: memoryview) -> np.ndarray
 
 
 def _decode_binary_bytes(tensor: RequestInput, buffer: memoryview, count: int) -> np.ndarray:
+    # Every element takes at least its 4-byte length: a shape claiming more elements than that is refused
+    # before an object array of that many elements is allocated.
+    if count * _LENGTH.size > len(buffer):
+        raise InvalidRequest(
+            f"input {tensor.name!r} has shape {tensor.shape}, {count} BYTES elements, but only "
+            f"{len(buffer)} bytes of data: each element needs at least {_LENGTH.size}"
+        )
     out = np.empty(count, dtype=object)
     offset, end = 0, len(buffer)
     for i in range(count):

@@ -48,7 +48,7 @@ def loads_inference_request(body: bytes | bytearray | memoryview | str) -> Any:
         return loads(body)
     try:
         document = simdjson.Parser().parse(body)
-    except ValueError:
+    except (ValueError, RuntimeError):  # RuntimeError: nested deeper than simdjson's limit
         return loads(body)  # orjson decides: the same document, or its error with a position
     if type(document) is not simdjson.Object:
         return _plain(document)
