@@ -14,6 +14,7 @@ the error once (HTTP: ``{"error": message}`` with the status; streams: an error 
     ├── PayloadTooLarge (413)
     ├── InferenceError (500)             the model itself raised
     ├── NotImplementedOperation (501)    e.g. explain on a model without an explainer
+    ├── UpstreamError (502)              a data_url's server answered with an error or a redirect
     ├── DeadlineExceeded (504)           the request's timeout passed before its answer was ready
     └── Unavailable (503, retriable)
         ├── ModelNotReady (503)          loading, failed or unloaded
@@ -87,6 +88,12 @@ class ModelLoadFailed(V2ServeError):
 
 class NotImplementedOperation(V2ServeError):
     status_code = HTTPStatus.NOT_IMPLEMENTED
+
+
+class UpstreamError(V2ServeError):
+    """A server that a request's data_url named answered with an error, or with a redirect (never followed)."""
+
+    status_code = HTTPStatus.BAD_GATEWAY
 
 
 class DeadlineExceeded(V2ServeError):

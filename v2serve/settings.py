@@ -57,6 +57,11 @@ class DataSettings(BaseModel):
     timeout_s: float = Field(30.0, gt=0)
     """A data_url read that takes longer fails with 504."""
 
+    read_threads: int = Field(8, ge=1)
+    """Reads at once per filesystem without async support (local files, memory), on threads of their own
+    (never the model threads); as many reads abandoned at their time-out may still be stuck before that
+    protocol answers 503. http(s) and async stores (s3, gcs) are read on the event loop instead."""
+
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """fsspec options per protocol (credentials, endpoint_url, ...), e.g. {"s3": {"endpoint_url": ...}}."""
 

@@ -12,12 +12,22 @@ class FileServer:
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self.redirects: dict[str, str] = {}
+        """Paths answered with a 302 to another location, with a body of their own."""
         self.requests: list[tuple[str, str]] = []
-        files, requests = self.files, self.requests
+        files, redirects, requests = self.files, self.redirects, self.requests
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self, with_body: bool) -> None:
                 requests.append((self.command, self.path))
+                if self.path in redirects:
+                    self.send_response(302)
+                    self.send_header("Location", redirects[self.path])
+                    self.send_header("Content-Length", "13")
+                    self.end_headers()
+                    if with_body:
+                        self.wfile.write(b"redirect body")
+                    return
                 body = files.get(self.path)
                 if body is None:
                     self.send_response(404)

@@ -163,8 +163,9 @@ async def test_an_object_over_the_cap_gets_413_without_being_read(tmp_path, file
         over_http = await client.post("/v2/models/echo/infer", json={"data_url": f"{file_server.url}/big.npy"})
         in_memory = await client.post("/v2/models/echo/infer", json={"data_url": "memory://big/x.bin"})
     assert over_http.status_code == 413 and in_memory.status_code == 413
-    assert "over the limit of 1000" in over_http.json()["error"]
-    assert [method for method, _ in file_server.requests] == ["HEAD"]
+    # Refused from the response's Content-Length, before its body is read: one GET, not a HEAD and a GET.
+    assert "holds 10000 bytes, over the limit of 1000" in over_http.json()["error"]
+    assert [method for method, _ in file_server.requests] == ["GET"]
 
 
 async def test_missing_object_is_404_and_bad_npy_is_400(tmp_path):

@@ -51,11 +51,12 @@ class ModelServer:
         self.metrics.watch_models(lambda: iter(self.registry))
         for model in models:
             self.registry.add(model)
+        self.data = DataFetcher(DataPolicy(self.settings.data))
         self.router = V2Router(
             self.registry,
             server_name=self.settings.server_name,
             debug=self.settings.debug,
-            data=DataFetcher(DataPolicy(self.settings.data), self.executor),
+            data=self.data,
             serves_graph=graph is not None,
             metrics=self.metrics,
             repository=RepositoryEndpoints(
@@ -95,6 +96,7 @@ class ModelServer:
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
         await self.registry.unload_all()
+        await self.data.close()
         self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def handle(self, event: Event) -> Reply:
