@@ -170,6 +170,11 @@ class Settings(BaseSettings):
     models: list[str] = Field(default_factory=list)
     """Targets to serve: import paths 'module:Class' / 'file.py:Class', or model directories."""
 
+    implementation_packages: list[str] = Field(default_factory=list)
+    """Installed packages whose modules a model-settings.json ``implementation`` may name
+    (``my_models.vision:Classifier``); otherwise only v2serve's own, the runtimes, and ``.py`` files inside
+    the model's directory. Loading a model runs its code: see the README's trust model."""
+
     predict_threads: int = Field(default_factory=lambda: min(32, (os.cpu_count() or 1) + 4), ge=1)
     """Size of the thread pool in which sync model code (load, predict, ...) runs."""
 

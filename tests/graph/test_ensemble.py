@@ -54,7 +54,8 @@ def test_a_member_reloaded_through_the_repository_answers_in_the_ensemble(tmp_pa
     graph.add_ensemble("avg", vote_type="regression").add_model("a", steps.Affine, a=1).add_model(
         "b", steps.Affine, a=2
     )
-    with graph.to_mock_server(Settings(repository={"root": str(tmp_path)})) as server:
+    settings = Settings(repository={"root": str(tmp_path)}, implementation_packages=["tests"])
+    with graph.to_mock_server(settings) as server:
         assert server.test("/v2/models/avg/infer", body=request([4.0]))["outputs"][0]["data"] == [6.0]
         server.test("/v2/repository/models/b/load", body={})
         # (4*1 + 4*10) / 2: the reloaded member answers, not the unloaded one it replaced.

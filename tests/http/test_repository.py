@@ -134,3 +134,65 @@ async def test_the_repository_routes_can_need_a_token_or_be_disabled(tmp_path):
         assert await answer(client) == 2  # inference needs no token
     async with serve_in_process(repository={"root": str(tmp_path), "enabled": False}) as client:
         assert (await client.post("/v2/repository/index")).status_code == 404
+
+
+# ---- what a repository directory may and may not do (hardening issue, 7)
+
+
+async def test_a_directory_cannot_load_under_another_models_name(tmp_path):
+    write_model(tmp_path / "scale", factor=2)
+    write_model(tmp_path / "hijack", factor=-1)
+    settings = json.loads((tmp_path / "hijack" / "model-settings.json").read_text())
+    (tmp_path / "hijack" / "model-settings.json").write_text(json.dumps(settings | {"name": "scale"}))
+    async with serve_in_process(repository={"root": str(tmp_path)}) as client:
+        await client.post("/v2/repository/models/scale/load")
+        hijack = await client.post("/v2/repository/models/hijack/load")
+        assert hijack.status_code == 500 and "loaded under its directory's name only" in hijack.json()["error"]
+        assert await answer(client) == 2
+        assert (await client.get("/v2/models")).json()["models"] == ["scale"]
+
+
+async def test_a_reload_serves_the_edited_code(tmp_path):
+    write_model(tmp_path / "scale", factor=2)
+    async with serve_in_process(repository={"root": str(tmp_path)}) as client:
+        await client.post("/v2/repository/models/scale/load")
+        assert await answer(client) == 2
+        code = (tmp_path / "scale" / "model.py").read_text()
+        (tmp_path / "scale" / "model.py").write_text(code.replace('inputs["x"] * self.factor', 'inputs["x"] + 100'))
+        assert "+ 100" in (tmp_path / "scale" / "model.py").read_text()
+        assert (await client.post("/v2/repository/models/scale/load")).status_code == 200
+        assert await answer(client) == 101
+
+
+@pytest.mark.parametrize(("name", "status"), [("m" * 256, 400), ("é" * 128, 400), ("m" * 255, 404)])
+async def test_model_names_longer_than_a_directory_name_are_a_400(tmp_path, name, status):
+    async with serve_in_process(repository={"root": str(tmp_path)}) as client:
+        response = await client.post(f"/v2/repository/models/{name}/load")
+    assert response.status_code == status, response.text
+
+
+@pytest.mark.parametrize(
+    "implementation",
+    ["../../outside/model.py:Scale", "{tmp}/outside/model.py:Scale", "tests.fixtures:SumModel", "os.path:join"],
+)
+async def test_implementation_is_confined_to_the_directory_and_named_packages(tmp_path, implementation):
+    write_model(tmp_path / "outside", factor=3)
+    write_model(tmp_path / "repo" / "scale", factor=2)
+    settings_file = tmp_path / "repo" / "scale" / "model-settings.json"
+    settings_file.write_text(json.dumps({"implementation": implementation.format(tmp=tmp_path)}))
+    async with serve_in_process(repository={"root": str(tmp_path / "repo")}) as client:
+        response = await client.post("/v2/repository/models/scale/load")
+    assert response.status_code == 500
+    assert (
+        "outside the model's directory" in response.json()["error"]
+        or "implementation_packages" in (response.json()["error"])
+    )
+
+
+async def test_a_package_named_by_the_operator_may_be_imported(tmp_path):
+    (tmp_path / "sum").mkdir()
+    (tmp_path / "sum" / "model-settings.json").write_text(json.dumps({"implementation": "tests.fixtures:SumModel"}))
+    settings = {"repository": {"root": str(tmp_path)}, "implementation_packages": ["tests"]}
+    async with serve_in_process(**settings) as client:
+        assert (await client.post("/v2/repository/models/sum/load")).status_code == 200
+        assert (await client.get("/v2/models/sum/ready")).status_code == 200

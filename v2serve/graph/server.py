@@ -60,7 +60,8 @@ class ModelServer:
             serves_graph=graph is not None,
             metrics=self.metrics,
             repository=RepositoryEndpoints(
-                ModelRepository(self.registry, self.settings.repository.root), self.settings.repository
+                ModelRepository(self.registry, self.settings.repository.root, self.settings.implementation_packages),
+                self.settings.repository,
             ),
         )
         self.handler: Handler = self.router
@@ -80,7 +81,8 @@ class ModelServer:
         graph_files = [Path(t) for t in settings.models if is_graph_file(t)]
         if len(graph_files) > 1:
             raise ValueError(f"serve one graph at a time, not {[str(f) for f in graph_files]}")
-        models = [model for t in settings.models if not is_graph_file(t) for model in models_from_target(t)]
+        packages = settings.implementation_packages
+        models = [m for t in settings.models if not is_graph_file(t) for m in models_from_target(t, packages)]
         if not graph_files:
             return cls(models, settings)
         graph_file = graph_files[0].resolve()

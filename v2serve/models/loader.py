@@ -7,16 +7,24 @@ subdirectories holding one is. ``model-settings.json``::
     {"name": "add_sub", "version": "1", "implementation": "model.py:AddSub",
      "model_path": "weights.onnx", "args": {"threshold": 0.5}}
 
-``implementation`` is a runtime name (``onnx``, ``torch``) or an import path, resolved relative to the
-directory when it names a ``.py`` file; ``model_path`` is
-relative to the directory unless absolute or a URL; ``args`` are passed to the class's constructor.
+``implementation`` is a runtime name (``onnx``, ``torch``) or an import path: a ``.py`` file inside the
+model's directory (``model.py:MyModel``), or a module of v2serve or of an installed package the operator
+named in ``implementation_packages``. Nothing else is imported: a model directory cannot reach files or
+modules outside itself. ``model_path`` is relative to the directory unless absolute or a URL; ``args`` are
+passed to the class's constructor.
+
+Trust model: loading a model runs its code. Whoever can write a model directory (or the repository a server
+loads from) can run code in the server; the confinement above only stops a settings file from borrowing
+code it does not ship.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +38,7 @@ SETTINGS_FILE = "model-settings.json"
 
 def import_object(path: str, base_dir: Path | None = None) -> Any:
     """The object named by ``module:attr`` or ``file.py:attr``."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not attr:
-        raise ValueError(f"{path!r} is not an import path of the form 'module:Name' or 'file.py:Name'")
+    module_name, attr = _split_import_path(path)
     if module_name.endswith(".py"):
         module = _import_file(Path(base_dir or ".") / module_name)
     else:
@@ -43,11 +49,22 @@ def import_object(path: str, base_dir: Path | None = None) -> Any:
         raise ValueError(f"{module_name!r} has no attribute {attr!r}") from None
 
 
+def _split_import_path(path: str) -> tuple[str, str]:
+    module_name, sep, attr = path.partition(":")
+    if not sep or not attr:
+        raise ValueError(f"{path!r} is not an import path of the form 'module:Name' or 'file.py:Name'")
+    return module_name, attr
+
+
 def _import_file(file: Path) -> Any:
+    """The module of a Python file, imported again whenever its content changed (a repository reload must
+    serve the new code), and reused while it did not."""
     file = file.resolve()
     if not file.is_file():
         raise ValueError(f"no such file: {file}")
-    module_name = f"v2serve_user_{abs(hash(str(file))):x}"
+    source = file.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:16]
+    module_name = f"v2serve_user_{hashlib.sha256(str(file).encode()).hexdigest()[:16]}_{digest}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, file)
@@ -73,10 +90,29 @@ def instantiate(cls: Any, label: str, **kwargs: Any) -> Model:
         raise ValueError(f"cannot create {cls.__name__} for {label!r}: {exc}") from None
 
 
-def model_from_directory(directory: Path, name: str | None = None, version: str | None = None) -> Model:
-    """The model a model-settings.json describes; ``name`` and ``version`` apply where it names none."""
+def model_from_directory(
+    directory: Path,
+    name: str | None = None,
+    version: str | None = None,
+    *,
+    packages: Sequence[str] = (),
+    require_name: bool = False,
+) -> Model:
+    """The model a model-settings.json describes; ``name`` and ``version`` apply where it names none.
+
+    ``packages``: installed packages (besides v2serve) whose modules ``implementation`` may name.
+    ``require_name``: refuse a settings file that names a model other than ``name`` (a repository's
+    directory ``hijack`` must not replace model ``add_sub``).
+    """
     settings_file = directory / SETTINGS_FILE
     settings = orjson.loads(settings_file.read_bytes())
+    if not isinstance(settings, dict):
+        raise ValueError(f"{settings_file} must hold a JSON object")
+    if require_name and settings.get("name") is not None and settings["name"] != name:
+        raise ValueError(
+            f"{settings_file} names model {settings['name']!r}, but it lies in the repository as {name!r}: "
+            "a model is loaded under its directory's name only"
+        )
     implementation = settings.get("implementation")
     if not isinstance(implementation, str):
         raise ValueError(f"{settings_file} needs an 'implementation' such as 'model.py:MyModel'")
@@ -91,8 +127,27 @@ def model_from_directory(directory: Path, name: str | None = None, version: str 
     if implementation in RUNTIMES:
         cls = runtime_class(implementation)
     else:
+        _confine(implementation, directory, packages, settings_file)
         cls = import_object(implementation, base_dir=directory)
     return instantiate(cls, str(settings_file), **kwargs)
+
+
+TRUSTED_PACKAGES = ("v2serve",)
+
+
+def _confine(implementation: str, directory: Path, packages: Sequence[str], settings_file: Path) -> None:
+    module_name, _ = _split_import_path(implementation)
+    if module_name.endswith(".py"):
+        if not (directory / module_name).resolve().is_relative_to(directory.resolve()):
+            raise ValueError(f"{settings_file}: implementation {implementation!r} lies outside the model's directory")
+        return
+    package = module_name.split(".", 1)[0]
+    if package not in (*TRUSTED_PACKAGES, *packages):
+        raise ValueError(
+            f"{settings_file}: implementation {implementation!r} is a module of package {package!r}, which is not "
+            "in implementation_packages (V2SERVE_IMPLEMENTATION_PACKAGES); ship the code as a .py file in the "
+            "model's directory, or name the package there"
+        )
 
 
 def _resolve_model_path(model_path: str, directory: Path) -> str:
@@ -101,14 +156,17 @@ def _resolve_model_path(model_path: str, directory: Path) -> str:
     return str((directory / model_path).resolve())
 
 
-def models_from_target(target: str) -> list[Model]:
-    """Every model a CLI target names: an import path or a model directory (or a directory of them)."""
+def models_from_target(target: str, packages: Sequence[str] = ()) -> list[Model]:
+    """Every model a CLI target names: an import path or a model directory (or a directory of them).
+
+    ``packages``: as for ``model_from_directory``; an import path given here is the operator's own choice.
+    """
     path = Path(target)
     if path.is_dir():
         if (path / SETTINGS_FILE).is_file():
-            return [model_from_directory(path)]
+            return [model_from_directory(path, packages=packages)]
         found = sorted(child for child in path.iterdir() if (child / SETTINGS_FILE).is_file())
         if not found:
             raise ValueError(f"{target!r} holds no {SETTINGS_FILE}, neither itself nor in a subdirectory")
-        return [model_from_directory(child) for child in found]
+        return [model_from_directory(child, packages=packages) for child in found]
     return [model_from_import_path(target)]

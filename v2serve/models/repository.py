@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from v2serve.errors import InvalidRequest, ModelLoadFailed, ModelNotFound
@@ -21,9 +23,10 @@ class ModelRepository:
     reason, by the index and by the model's readiness until a later load succeeds.
     """
 
-    def __init__(self, registry: ModelRegistry, root: str | None) -> None:
+    def __init__(self, registry: ModelRegistry, root: str | None, packages: Sequence[str] = ()) -> None:
         self.registry = registry
         self.root = None if root is None else Path(root).expanduser().resolve()
+        self.packages = tuple(packages)
         self.failures: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -46,6 +49,7 @@ class ModelRepository:
 
     async def load(self, name: str) -> None:
         """Load (or reload) every version of ``name`` found in the repository."""
+        self._directory(name)  # before a lock is kept for the name: names come from requests
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             try:
@@ -70,21 +74,38 @@ class ModelRepository:
             return []
         return sorted(child.name for child in self.root.iterdir() if child.is_dir() and not child.name.startswith("."))
 
-    def _models_in_repository(self, name: str) -> list[Model]:
+    def _directory(self, name: str) -> Path:
         if self.root is None:
             raise ModelNotFound("this server has no model repository to load from (set repository.root)")
-        if name.startswith(".") or "/" in name or "\\" in name:
-            raise InvalidRequest(f"{name!r} is not a model name")
+        check_model_name(name)
         directory = self.root / name
         if not directory.is_dir():
             present = ", ".join(self._names_in_repository()) or "nothing"
             raise ModelNotFound(f"model {name!r} is not in the repository; it has: {present}")
+        return directory
+
+    def _models_in_repository(self, name: str) -> list[Model]:
+        directory = self._directory(name)
         try:
+            load = partial(model_from_directory, name=name, packages=self.packages, require_name=True)
             if (directory / SETTINGS_FILE).is_file():
-                return [model_from_directory(directory, name=name)]
+                return [load(directory)]
             versions = sorted(d for d in directory.iterdir() if (d / SETTINGS_FILE).is_file())
             if not versions:
                 raise ValueError(f"{directory} holds no {SETTINGS_FILE}, neither itself nor per version")
-            return [model_from_directory(d, name=name, version=d.name) for d in versions]
+            return [load(d, version=d.name) for d in versions]
         except Exception as exc:
             raise ModelLoadFailed(f"model {name!r} failed to load: {type(exc).__name__}: {exc}") from exc
+
+
+MAX_NAME_LENGTH = 255
+"""The longest model name in UTF-8 bytes: a directory name, on every common filesystem."""
+
+
+def check_model_name(name: str) -> None:
+    """A model name from a request must name a directory directly inside the repository."""
+    size = len(name.encode())
+    if not 0 < size <= MAX_NAME_LENGTH:
+        raise InvalidRequest(f"a model name takes 1 to {MAX_NAME_LENGTH} bytes, not {size}")
+    if name.startswith(".") or any(c in name for c in "/\\\0"):
+        raise InvalidRequest(f"{name!r} is not a model name")
