@@ -14,6 +14,7 @@ import uvicorn
 
 from v2serve.graph.server import ModelServer
 from v2serve.http.app import create_app
+from v2serve.http.connections import uvicorn_options
 from v2serve.models.base import Model
 from v2serve.settings import HTTPSettings, Settings
 
@@ -64,8 +65,12 @@ def free_port() -> int:
 def serve_in_thread(*models: Model, server: ModelServer | None = None, **settings) -> Iterator[str]:
     """A real uvicorn server on a free loopback port, in a thread; yields its base URL."""
     port = free_port()
-    app = create_app(server or ModelServer(models, make_settings(**settings)))
-    uvicorn_server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = server or ModelServer(models, make_settings(**settings))
+    app = create_app(server)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_options(server.settings.http)
+    )
+    uvicorn_server = uvicorn.Server(config)
     thread = threading.Thread(target=uvicorn_server.run, daemon=True)
     thread.start()
     try:

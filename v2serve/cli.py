@@ -149,17 +149,11 @@ def run_uvicorn(app: Any, settings: Settings, **extra: Any) -> None:
     """Run uvicorn with the HTTP settings; a SIGTERM drains in-flight requests and returns normally."""
     import uvicorn
 
+    from v2serve.http.connections import uvicorn_options
+
     http = settings.http
     _exit_quietly_after_graceful_shutdown()
-    uvicorn.run(
-        app,
-        host=http.host,
-        port=http.port,
-        access_log=http.access_log,
-        timeout_graceful_shutdown=http.graceful_timeout_s,
-        lifespan="on",
-        **extra,
-    )
+    uvicorn.run(app, host=http.host, port=http.port, lifespan="on", **uvicorn_options(http), **extra)
 
 
 def _exit_quietly_after_graceful_shutdown() -> None:

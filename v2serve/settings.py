@@ -13,6 +13,18 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def default_max_connections() -> int:
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # no resource module (Windows)
+        return 1024
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    return max(16, min(4096, soft // 2))
+
+
 class HTTPSettings(BaseModel):
     host: str = "127.0.0.1"
     """Address to bind; 127.0.0.1 by default so that nothing is exposed unless asked."""
@@ -27,7 +39,23 @@ class HTTPSettings(BaseModel):
     """Larger request bodies are refused with 413 before they are read in full."""
 
     graceful_timeout_s: float = 30.0
-    """On SIGTERM, how long in-flight requests may take to finish before the server exits anyway."""
+    """On SIGTERM, how long in-flight requests may take to finish before the server exits anyway (those
+    still running then are answered 503)."""
+
+    header_timeout_s: float = Field(10.0, gt=0)
+    """A request's headers must arrive whole within this many seconds of the connection (or of the
+    request's first byte on a kept-alive one); slower clients are answered 408 and disconnected."""
+
+    body_timeout_s: float = Field(30.0, gt=0)
+    """A request body may stall this long between two chunks before the client is answered 408 and
+    disconnected (and what it sent so far freed)."""
+
+    keep_alive_timeout_s: float = Field(5.0, gt=0)
+    """An idle kept-alive connection is closed after this long."""
+
+    max_connections: int = Field(default_factory=lambda: default_max_connections(), ge=1)
+    """Open connections at most; a further one is answered 503 and closed at once. By default half the
+    process's file descriptor limit (at most 4096), so that models and files always have descriptors left."""
 
     access_log: bool = False
     """Log one line per request (off by default: it costs throughput)."""

@@ -196,3 +196,21 @@ async def test_a_package_named_by_the_operator_may_be_imported(tmp_path):
     async with serve_in_process(**settings) as client:
         assert (await client.post("/v2/repository/models/sum/load")).status_code == 200
         assert (await client.get("/v2/models/sum/ready")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "status"), [("0.0.0.0", None, 403), ("0.0.0.0", "s3cret", 200), ("::1", None, 200)]
+)
+async def test_without_a_token_load_and_unload_answer_only_on_loopback(tmp_path, host, token, status):
+    write_model(tmp_path / "scale", factor=2)
+    settings = {"repository": {"root": str(tmp_path), "token": token}, "http": {"host": host}}
+    async with serve_in_process(**settings) as client:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        load = await client.post("/v2/repository/models/scale/load", headers=headers)
+        unload = await client.post("/v2/repository/models/scale/unload", headers=headers)
+        index = await client.post("/v2/repository/index", headers=headers)
+    assert load.status_code == status, load.text
+    assert unload.status_code == status
+    assert index.status_code == 200
+    if status == 403:
+        assert "V2SERVE_REPOSITORY__TOKEN" in load.json()["error"]

@@ -38,7 +38,9 @@ class DataFetcher:
 
     async def close(self) -> None:
         await self._http.close()
-        self._async_filesystems.clear()
+        filesystems, self._async_filesystems = self._async_filesystems, {}
+        for fs in filesystems.values():
+            await _close_session(fs)
 
     async def _read(self, location: Location, url: str) -> bytes:
         if location.protocol in ("http", "https"):
@@ -98,3 +100,17 @@ class DataFetcher:
             fs = self._filesystem(protocol, asynchronous=True, skip_instance_cache=True)
             self._async_filesystems[key] = fs
         return fs
+
+
+async def _close_session(fs: Any) -> None:
+    """Close the client session of an fsspec filesystem used asynchronously (fsspec has no common close):
+    s3fs keeps its aiobotocore client's context, gcsfs and others an aiohttp ``session``."""
+    creator = getattr(fs, "_s3creator", None)
+    if creator is not None:
+        await creator.__aexit__(None, None, None)
+        return
+    session = getattr(fs, "session", None)
+    if session is not None and hasattr(session, "close"):
+        closing = session.close()
+        if asyncio.iscoroutine(closing):
+            await closing

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from v2serve.errors import InvalidRequest, OperationNotFound, Unauthorized
+from v2serve.errors import Forbidden, InvalidRequest, OperationNotFound, Unauthorized
 from v2serve.event import Event, Reply
 from v2serve.graph.routing import Target
 from v2serve.models.repository import ModelRepository
@@ -14,12 +14,19 @@ from v2serve.settings import RepositorySettings
 
 
 class RepositoryEndpoints:
-    """Serves ``/v2/repository/...`` for a ModelRepository, as its settings allow."""
+    """Serves ``/v2/repository/...`` for a ModelRepository, as its settings allow.
 
-    def __init__(self, repository: ModelRepository, settings: RepositorySettings) -> None:
+    Loading runs code from the repository, so without a token the load and unload routes answer only a
+    server bound to loopback (``reachable_beyond_loopback`` False); the index is always readable.
+    """
+
+    def __init__(
+        self, repository: ModelRepository, settings: RepositorySettings, *, reachable_beyond_loopback: bool = False
+    ) -> None:
         self.repository = repository
         self.enabled = settings.enabled
         self._token = None if settings.token is None else settings.token.encode()
+        self._changes_refused = self._token is None and reachable_beyond_loopback
 
     async def handle(self, target: Target, event: Event) -> Reply:
         if not self.enabled:
@@ -32,6 +39,11 @@ class RepositoryEndpoints:
                 raise InvalidRequest("'ready' must be true or false")
             return Reply.json(self.repository.index(ready_only=ready))
         assert target.model is not None
+        if self._changes_refused:
+            raise Forbidden(
+                "loading and unloading models needs a token when the server listens beyond loopback: "
+                "set V2SERVE_REPOSITORY__TOKEN"
+            )
         parameters = body.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise InvalidRequest("'parameters' must be an object")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,7 @@ class ModelServer:
             repository=RepositoryEndpoints(
                 ModelRepository(self.registry, self.settings.repository.root, self.settings.implementation_packages),
                 self.settings.repository,
+                reachable_beyond_loopback=not is_loopback(self.settings.http.host),
             ),
         )
         self.handler: Handler = self.router
@@ -117,3 +119,13 @@ class ModelServer:
 def is_graph_file(target: str) -> bool:
     path = Path(target)
     return path.suffix in (".yaml", ".yml", ".json") and path.name != SETTINGS_FILE and path.is_file()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything

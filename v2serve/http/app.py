@@ -9,6 +9,7 @@ loading and unloading) and for any middleware an operator adds.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from v2serve.errors import InvalidRequest, PayloadTooLarge, V2ServeError
+from v2serve.errors import InvalidRequest, PayloadTooLarge, Unavailable, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.graph.router import error_reply
 from v2serve.graph.server import ModelServer
@@ -51,7 +52,21 @@ class V2Endpoint:
             content_type=headers.get("content-type"),
             trigger="http",
         )
-        await _send(send, await self.server.handle(event))
+        try:
+            reply = await self.server.handle(event)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when the graceful shutdown's time is up: they are
+            # answered as a JSON 503 (retriable elsewhere) rather than with uvicorn's plain-text 500.
+            _uncancel()
+            reply = error_reply(Unavailable("the server is shutting down; retry the request", retry_after_s=1))
+            reply.headers["connection"] = "close"
+        await _send(send, reply)
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None and hasattr(task, "uncancel"):  # Python 3.11+
+        task.uncancel()
 
 
 class Service(Protocol):

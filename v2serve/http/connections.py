@@ -1,0 +1,162 @@
+"""What a connection may cost: uvicorn's HTTP protocols with read deadlines and a cap on connections.
+
+uvicorn closes a keep-alive connection that stays idle between requests, but nothing else: a client that
+sends half a header, or stops halfway through a body, holds its socket (and what it sent) forever, and
+every idle socket takes a file descriptor until none is left for real clients. Here:
+
+- a request's headers must be complete within ``header_timeout_s`` of the connection (or of the request's
+  first byte on a kept-alive one), however slowly they trickle in;
+- a body may not stall for longer than ``body_timeout_s`` between two chunks (time during which the server
+  itself stopped reading, for flow control, does not count);
+- beyond ``max_connections`` open connections, a new one is answered 503 and closed at once.
+
+Each of these is answered with a JSON error and the connection closed. The checks run on one timer per
+connection that is armed only while the server waits for the client's bytes; the request path adds an
+attribute read or two per received chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from v2serve.settings import HTTPSettings
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout_s: float
+    body_timeout_s: float
+    max_connections: int
+
+
+def _error_response(status: str, message: str, extra: str = "") -> bytes:
+    body = b'{"error":"' + message.encode() + b'"}'
+    head = (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\nconnection: close\r\n{extra}"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class _Guarded:
+    """Mixed into a uvicorn HTTP protocol class (it relies on their ``cycle``, ``flow``, ``loop``,
+    ``transport`` and ``connections`` attributes, which both implementations share)."""
+
+    cycle: Any
+    flow: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    connections: set[Any]
+
+    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = limits
+        self._timer: asyncio.TimerHandle | None = None
+        self._header_deadline: float | None = None
+        self._last_data = 0.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[misc]
+        if len(self.connections) > self._limits.max_connections:
+            message = f"the server holds its limit of {self._limits.max_connections} connections; try again"
+            self._close_with(_error_response("503 Service Unavailable", message, "retry-after: 1\r\n"))
+            return
+        self._header_deadline = self.loop.time() + self._limits.header_timeout_s
+        self._arm(self._header_deadline)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        now = self._last_data = self.loop.time()
+        if self._awaiting_headers():
+            if self._header_deadline is None:  # the first byte of a request on a kept-alive connection
+                self._header_deadline = now + self._limits.header_timeout_s
+                self._arm(self._header_deadline)
+        else:
+            if self._header_deadline is not None:  # the headers just completed: their deadline is off
+                self._header_deadline = None
+                self._disarm()
+            if self._timer is None and self._awaiting_body():
+                self._arm(now + self._limits.body_timeout_s)
+
+    def _awaiting_headers(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _awaiting_body(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and cycle.more_body and not cycle.response_complete
+
+    def _arm(self, when: float) -> None:
+        self._disarm()
+        self._timer = self.loop.call_at(when, self._check)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self._awaiting_headers():
+            if self._header_deadline is None:
+                return  # idle between requests: uvicorn's keep-alive timeout closes it
+            if now < self._header_deadline:
+                self._arm(self._header_deadline)
+                return
+            seconds = self._limits.header_timeout_s
+            self._close_with(_error_response("408 Request Timeout", f"the request's headers took over {seconds:g} s"))
+        elif self._awaiting_body():
+            if self.flow.read_paused:  # the server stopped reading: the client is not the one stalling
+                self._last_data = now
+            idle_until = self._last_data + self._limits.body_timeout_s
+            if now < idle_until:
+                self._arm(idle_until)
+                return
+            seconds = self._limits.body_timeout_s
+            self._close_with(_error_response("408 Request Timeout", f"the body stalled for over {seconds:g} s"))
+
+    def _close_with(self, response: bytes) -> None:
+        if self.cycle is None or not self.cycle.response_started:
+            self.transport.write(response)
+        self.transport.close()
+
+
+class GuardedH11Protocol(_Guarded, H11Protocol):
+    pass
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is not installed (the `fast` extra)
+    GuardedHttpToolsProtocol: type[asyncio.Protocol] | None = None
+else:
+    # At module level, not built on demand: worker processes unpickle it by name.
+    class GuardedHttpToolsProtocol(_Guarded, HttpToolsProtocol):  # type: ignore[no-redef]
+        pass
+
+
+def protocol_class() -> type[asyncio.Protocol]:
+    """httptools where it is installed (as uvicorn's "auto" chooses), h11 otherwise."""
+    return GuardedHttpToolsProtocol or GuardedH11Protocol
+
+
+def uvicorn_options(settings: HTTPSettings) -> dict[str, Any]:
+    """The keyword arguments of ``uvicorn.Config`` that enforce ``settings``' limits."""
+    limits = ConnectionLimits(settings.header_timeout_s, settings.body_timeout_s, settings.max_connections)
+    return {
+        "http": functools.partial(protocol_class(), limits=limits),
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        "timeout_graceful_shutdown": settings.graceful_timeout_s,
+        "access_log": settings.access_log,
+    }
