@@ -163,7 +163,7 @@ async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> by
     message: Any = await receive()
     if message["type"] != "http.request":
         raise ClientDisconnected
-    body = message.get("body", b"")
+    body: bytes = message.get("body", b"")
     if message.get("more_body", False):
         chunks, size = [body], len(body)
         while message.get("more_body", False):

@@ -60,7 +60,7 @@ class _Guarded:
         self._header_deadline: float | None = None
         self._last_data = 0.0
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         if len(self.connections) > self._limits.max_connections:
             message = f"the server holds its limit of {self._limits.max_connections} connections; try again"
@@ -139,14 +139,14 @@ class GuardedH11Protocol(_Guarded, H11Protocol):
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 except ImportError:  # httptools is not installed (the `fast` extra)
-    GuardedHttpToolsProtocol: type[asyncio.Protocol] | None = None
+    GuardedHttpToolsProtocol: type[_Guarded] | None = None
 else:
     # At module level, not built on demand: worker processes unpickle it by name.
     class GuardedHttpToolsProtocol(_Guarded, HttpToolsProtocol):  # type: ignore[no-redef]
         pass
 
 
-def protocol_class() -> type[asyncio.Protocol]:
+def protocol_class() -> type[_Guarded]:
     """httptools where it is installed (as uvicorn's "auto" chooses), h11 otherwise."""
     return GuardedHttpToolsProtocol or GuardedH11Protocol
 

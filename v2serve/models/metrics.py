@@ -170,9 +170,9 @@ class _ModelMetricsCollector(Collector):
             for attribute, family in families.items():
                 histogram = getattr(metrics, attribute)
                 family.add_metric(metrics.labels, histogram.buckets(), histogram.sum())
-        for status, count in sorted(self._unrouted.items()):
-            requests.add_metric([*UNROUTED_LABELS, str(status)], count)
-            failures.add_metric([*UNROUTED_LABELS, str(status)], count)
+        for status, total in sorted(self._unrouted.items()):
+            requests.add_metric([*UNROUTED_LABELS, str(status)], total)
+            failures.add_metric([*UNROUTED_LABELS, str(status)], total)
         yield from (requests, failures, durations, *families.values())
 
 
