@@ -66,6 +66,10 @@ def test_flags_override_environment(monkeypatch):
     assert settings.models == ["from_env:Model"]
     flagged = settings_from_args(build_parser().parse_args(["serve", "a:B", "--port", "1234", "--debug"]))
     assert flagged.http.port == 1234 and flagged.debug and flagged.models == ["a:B"]
+    limits = ["--max-connections", "50", "--header-timeout", "2", "--body-timeout", "3", "--keep-alive-timeout", "4"]
+    limited = settings_from_args(build_parser().parse_args(["serve", "a:B", *limits])).http
+    assert (limited.max_connections, limited.header_timeout_s, limited.body_timeout_s) == (50, 2.0, 3.0)
+    assert limited.keep_alive_timeout_s == 4.0
 
 
 def test_json_logs_carry_the_request_id():

@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
     serve.add_argument("--max-body-bytes", type=int, help="refuse larger request bodies with 413")
     serve.add_argument("--access-log", action="store_true", default=None, help="log every request")
+    serve.add_argument("--max-connections", type=int, help="answer 503 beyond this many open connections")
+    serve.add_argument("--header-timeout", type=float, help="seconds a request's headers may take (default 10)")
+    serve.add_argument("--body-timeout", type=float, help="seconds a body may stall between chunks (default 30)")
+    serve.add_argument("--keep-alive-timeout", type=float, help="seconds an idle connection is kept (default 5)")
     _add_stream_arguments(serve)
     consume = commands.add_parser("consume", help="serve models to Kafka or Kinesis streams only, without HTTP")
     _add_model_arguments(consume)
@@ -88,6 +92,10 @@ _FLAG_FIELDS = (
     ("max_body_bytes", "http", "max_body_bytes"),
     ("graceful_timeout", "http", "graceful_timeout_s"),
     ("access_log", "http", "access_log"),
+    ("max_connections", "http", "max_connections"),
+    ("header_timeout", "http", "header_timeout_s"),
+    ("body_timeout", "http", "body_timeout_s"),
+    ("keep_alive_timeout", "http", "keep_alive_timeout_s"),
     ("kafka_servers", "kafka", "bootstrap_servers"),
     ("kafka_input_topic", "kafka", "input_topics"),
     ("kafka_output_topic", "kafka", "output_topic"),
