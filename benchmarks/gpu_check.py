@@ -139,9 +139,9 @@ def served_throughput(path: Path, x: np.ndarray, concurrency: int, seconds: floa
     import orjson
     import uvicorn
 
-    from v2serve.graph.server import ModelServer
     from v2serve.http.app import create_app
     from v2serve.models.runtimes.torch import TorchModel
+    from v2serve.server import ModelServer
     from v2serve.settings import Settings
 
     model = TorchModel(

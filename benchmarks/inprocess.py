@@ -22,7 +22,7 @@ import workloads  # noqa: E402
 from v2serve_models import AddSub  # noqa: E402
 
 from v2serve.event import Event  # noqa: E402
-from v2serve.graph.server import ModelServer  # noqa: E402
+from v2serve.server import ModelServer  # noqa: E402
 from v2serve.settings import Settings  # noqa: E402
 
 

@@ -94,11 +94,11 @@ async def _child(stage: str, loops: int) -> None:
 
     from v2serve.event import Event
     from v2serve.graph import inference
-    from v2serve.graph.server import ModelServer
     from v2serve.http.app import create_app
     from v2serve.models.base import RequestContext
     from v2serve.protocol.response import encode_inference_response
     from v2serve.protocol.types import parse_inference_request
+    from v2serve.server import ModelServer
     from v2serve.settings import Settings
 
     body = workloads.add_sub().body

@@ -12,10 +12,10 @@ import httpx
 import pytest
 import uvicorn
 
-from v2serve.graph.server import ModelServer
 from v2serve.http.app import create_app
 from v2serve.http.connections import uvicorn_options
 from v2serve.models.base import Model
+from v2serve.server import ModelServer
 from v2serve.settings import HTTPSettings, Settings
 
 

@@ -3,8 +3,7 @@
 ``import v2serve`` is light: no web server, torch, onnxruntime, aiokafka or boto3 is imported here.
 """
 
-__version__ = "0.1.0"
-
+from v2serve._version import __version__
 from v2serve.errors import (
     InferenceError,
     InvalidRequest,
@@ -12,9 +11,9 @@ from v2serve.errors import (
     ModelNotReady,
     V2ServeError,
 )
-from v2serve.graph.sdk import Graph
 from v2serve.models.base import Model, RequestContext
 from v2serve.protocol.types import TensorSpec
+from v2serve.sdk import Graph
 
 __all__ = [
     "Graph",

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from v2serve import __version__
+from v2serve._version import __version__
 from v2serve.logs import configure_logging
 from v2serve.settings import Settings
 
@@ -141,6 +140,8 @@ def _json(value: Any) -> str:
 def serve(settings: Settings) -> None:
     if not settings.models:
         raise SystemExit("v2serve serve: name at least one model target or graph file (or set V2SERVE_MODELS)")
+    from v2serve.http.run import run_uvicorn
+
     if settings.http.workers > 1:
         if settings.kinesis.input_stream:
             # Every worker would read every shard and share one checkpoint file: run `consume` beside instead.
@@ -151,25 +152,6 @@ def serve(settings: Settings) -> None:
     from v2serve.serving import create_app_from_settings
 
     run_uvicorn(create_app_from_settings(settings), settings)
-
-
-def run_uvicorn(app: Any, settings: Settings, **extra: Any) -> None:
-    """Run uvicorn with the HTTP settings; a SIGTERM drains in-flight requests and returns normally."""
-    import uvicorn
-
-    from v2serve.http.connections import uvicorn_options
-
-    http = settings.http
-    _exit_quietly_after_graceful_shutdown()
-    uvicorn.run(app, host=http.host, port=http.port, lifespan="on", **uvicorn_options(http), **extra)
-
-
-def _exit_quietly_after_graceful_shutdown() -> None:
-    # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal under the handler that
-    # was installed before it started; with the default one the process would die by the signal after a
-    # clean shutdown. A no-op handler lets run() return, so a graceful stop exits 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: None)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from v2serve.event import Event
-from v2serve.graph.server import ModelServer
-from v2serve.graph.sync_server import SyncServer
+from v2serve.server import ModelServer
+from v2serve.sync_server import SyncServer
 
 _USER_DATA_KEY = "v2serve"
 

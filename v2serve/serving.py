@@ -8,8 +8,8 @@ import signal
 
 from starlette.applications import Starlette
 
-from v2serve.graph.server import ModelServer
 from v2serve.http.app import create_app
+from v2serve.server import ModelServer
 from v2serve.settings import Settings
 from v2serve.streams.consumers import StreamConsumers, workers_from_settings
 from v2serve.streams.metrics import StreamCollector

@@ -6,9 +6,9 @@ import pytest
 
 from tests.fixtures import CountingDouble
 from v2serve import Model
-from v2serve.graph.mock import MockServer
-from v2serve.graph.server import ModelServer
+from v2serve.mock import MockServer
 from v2serve.protocol import request_json
+from v2serve.server import ModelServer
 from v2serve.settings import Settings
 
 

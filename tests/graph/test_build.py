@@ -3,8 +3,8 @@
 import pytest
 
 from tests.graph import steps
-from v2serve.graph.sdk import Graph
 from v2serve.graph.spec import GraphError, GraphSpec
+from v2serve.sdk import Graph
 
 
 def flow(*specs, **extra) -> Graph:

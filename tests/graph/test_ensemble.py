@@ -3,7 +3,7 @@ import json
 import pytest
 
 from tests.graph import steps
-from v2serve.graph.sdk import Graph
+from v2serve.sdk import Graph
 from v2serve.settings import Settings
 
 

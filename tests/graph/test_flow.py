@@ -1,7 +1,7 @@
 import pytest
 
 from tests.graph import steps
-from v2serve.graph.sdk import Graph
+from v2serve.sdk import Graph
 
 
 def branching_flow(with_handler: bool) -> Graph:

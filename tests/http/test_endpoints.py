@@ -18,9 +18,9 @@ from tests.fixtures import (
     GatedLoadModel,
     SumModel,
 )
-from v2serve.graph.server import ModelServer
 from v2serve.http.app import create_app
 from v2serve.protocol.binary import HEADER_LENGTH
+from v2serve.server import ModelServer
 
 pytestmark = pytest.mark.anyio
 

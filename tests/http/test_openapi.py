@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.conftest import serve_in_thread
 from tests.fixtures import SumModel
-from v2serve.graph.openapi import openapi_document
-from v2serve.graph.routing import SERVER_ENDPOINTS, resolve_path
+from v2serve.core.openapi import openapi_document
+from v2serve.core.routing import SERVER_ENDPOINTS, resolve_path
 
 
 def test_every_route_is_described_and_every_description_is_routed():

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from tests.fixtures import SumModel
 from v2serve import Model
-from v2serve.graph.mock import MockServer
-from v2serve.graph.server import ModelServer
+from v2serve.mock import MockServer
 from v2serve.protocol.datatypes import DATATYPE_TO_NUMPY
+from v2serve.server import ModelServer
 
 EXAMPLES = 250
 ALLOWED_GROWTH = 64

@@ -26,7 +26,7 @@ from tests.streams.kafka_tools import (
     produce,
     sum_request,
 )
-from v2serve.graph.server import ModelServer
+from v2serve.server import ModelServer
 from v2serve.settings import KafkaSettings
 from v2serve.streams.kafka import KafkaWorker
 

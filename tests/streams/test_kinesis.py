@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import CLIProcess, make_settings
 from tests.fixtures import SumModel
 from tests.streams.kafka_tools import add_one_request, sum_request
-from v2serve.graph.server import ModelServer
+from v2serve.server import ModelServer
 from v2serve.settings import KinesisSettings
 from v2serve.streams.kinesis import KinesisWorker
 

@@ -17,9 +17,9 @@ import pytest
 
 import v2serve.nuclio
 from tests.conftest import serve_in_thread
-from v2serve.graph.mock import MockServer
-from v2serve.graph.server import ModelServer
+from v2serve.mock import MockServer
 from v2serve.protocol.binary import HEADER_LENGTH
+from v2serve.server import ModelServer
 from v2serve.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

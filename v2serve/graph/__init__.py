@@ -1,1 +1,2 @@
-"""The transport-free core: routing, the v2 operations and the model server lifecycle."""
+"""Serving graphs: the declarative spec, its compiler, and the runtime steps (router, flow, ensemble,
+parallel) that call the core's data plane for their model steps."""

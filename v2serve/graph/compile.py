@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from v2serve.core.router import V2Router
 from v2serve.graph.ensemble import VotingEnsemble
 from v2serve.graph.flow import Flow, FlowNode
-from v2serve.graph.router import V2Router
 from v2serve.graph.spec import GraphError, GraphSpec, StepSpec
 from v2serve.graph.steps import ModelStep, ParallelStep, RouterStep, Step, TaskStep
 from v2serve.models.base import Model

@@ -8,10 +8,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from v2serve.core.router import V2Router, error_reply
+from v2serve.core.routing import is_server_request
 from v2serve.errors import InferenceError, InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
-from v2serve.graph.router import V2Router, error_reply
-from v2serve.graph.routing import is_server_request
 from v2serve.graph.steps import Step
 from v2serve.protocol.jsonio import loads
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from v2serve.core.dataplane import ModelOperations
+from v2serve.core.routing import resolve_path
 from v2serve.errors import InvalidRequest, ModelNotFound, V2ServeError
 from v2serve.event import Event
-from v2serve.graph.inference import ModelOperations
-from v2serve.graph.routing import resolve_path
 from v2serve.models.invoker import BoundMethod, Runner
 from v2serve.models.registry import ModelRegistry
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, loads

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from v2serve.core.routing import Target
 from v2serve.errors import Forbidden, InvalidRequest, OperationNotFound, Unauthorized
 from v2serve.event import Event, Reply
-from v2serve.graph.routing import Target
 from v2serve.models.repository import ModelRepository
 from v2serve.protocol.jsonio import loads
 from v2serve.settings import RepositorySettings

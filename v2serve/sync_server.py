@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 from v2serve.event import Event, Reply
-from v2serve.graph.server import ModelServer
+from v2serve.server import ModelServer
 
 
 class SyncServer:

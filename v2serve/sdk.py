@@ -21,8 +21,8 @@ from v2serve.models.base import Model, _snake_case
 from v2serve.settings import Settings
 
 if TYPE_CHECKING:
-    from v2serve.graph.mock import MockServer
-    from v2serve.graph.server import ModelServer
+    from v2serve.mock import MockServer
+    from v2serve.server import ModelServer
 
 
 class Graph:
@@ -100,20 +100,20 @@ class Graph:
 
     def build_server(self, settings: Settings | None = None) -> ModelServer:
         """Validate and build the runtime; every graph error surfaces here, naming the step."""
-        from v2serve.graph.server import ModelServer
+        from v2serve.server import ModelServer
 
         return ModelServer(settings=settings, graph=self.spec, graph_dir=self.base_dir)
 
     def to_mock_server(self, settings: Settings | None = None) -> MockServer:
         """An in-process server whose ``test()`` answers exactly as HTTP would."""
-        from v2serve.graph.mock import MockServer
+        from v2serve.mock import MockServer
 
         return MockServer(self.build_server(settings))
 
     def serve(self, settings: Settings | None = None) -> None:
         """Serve over HTTP until SIGTERM/SIGINT (host and port from ``settings.http``)."""
-        from v2serve.cli import run_uvicorn
         from v2serve.http.app import create_app
+        from v2serve.http.run import run_uvicorn
 
         server = self.build_server(settings)
         run_uvicorn(create_app(server), server.settings)

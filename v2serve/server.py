@@ -9,13 +9,13 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from v2serve.core.repository_api import RepositoryEndpoints
+from v2serve.core.router import V2Router
 from v2serve.data.artifacts import ArtifactCache
 from v2serve.data.fetch import DataFetcher
 from v2serve.data.policy import DataPolicy
 from v2serve.event import Event, Reply
 from v2serve.graph.compile import GraphCompiler, Handler
-from v2serve.graph.management import RepositoryEndpoints
-from v2serve.graph.router import V2Router
 from v2serve.graph.spec import GraphSpec
 from v2serve.logs import REQUEST_ID
 from v2serve.models.base import Model

@@ -190,7 +190,7 @@ def openapi_document() -> dict[str, Any]:
         schema = TypeAdapter(kind).json_schema(ref_template="#/components/schemas/{model}")
         components.update(schema.pop("$defs", {}))
         components[kind.__name__] = schema
-    from v2serve import __version__
+    from v2serve._version import __version__
 
     return {
         "openapi": "3.1.0",

@@ -6,14 +6,14 @@ import logging
 from dataclasses import replace
 from functools import cache
 
-from v2serve import __version__
+from v2serve._version import __version__
+from v2serve.core.dataplane import TENSOR_OPERATIONS, ModelOperations
+from v2serve.core.openapi import openapi_document
+from v2serve.core.repository_api import RepositoryEndpoints
+from v2serve.core.routing import BODY_OPERATIONS, Target, resolve_path
 from v2serve.data.fetch import DataFetcher
 from v2serve.errors import InvalidRequest, OperationNotFound, V2ServeError
 from v2serve.event import Event, Reply
-from v2serve.graph.inference import TENSOR_OPERATIONS, ModelOperations
-from v2serve.graph.management import RepositoryEndpoints
-from v2serve.graph.openapi import openapi_document
-from v2serve.graph.routing import BODY_OPERATIONS, Target, resolve_path
 from v2serve.models.metrics import PROMETHEUS_CONTENT_TYPE, ServerMetrics
 from v2serve.models.registry import ModelEntry, ModelRegistry, ModelState
 from v2serve.protocol import binary

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from v2serve.event import Event, Reply
-from v2serve.graph.sync_server import SyncServer
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps, loads
+from v2serve.sync_server import SyncServer
 
 
 @dataclass
