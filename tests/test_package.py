@@ -14,6 +14,13 @@ def test_import_stays_light():
     assert result.stdout.strip() == "[]"
 
 
+def test_import_v2serve_imports_no_transport_and_no_prometheus():
+    heavy = ("prometheus_client", "starlette", "uvicorn", "aiohttp", "fsspec", "torch", "onnxruntime", "aiokafka")
+    code = f"import v2serve, sys; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 def test_public_surface_is_exactly_all():
     public = {name for name, value in vars(v2serve).items() if not name.startswith("_") and not ismodule(value)}
     assert public == set(v2serve.__all__) - {"__version__"}

@@ -18,10 +18,10 @@ from v2serve.event import Event, Reply
 from v2serve.graph.compile import GraphCompiler, Handler
 from v2serve.graph.spec import GraphSpec
 from v2serve.logs import REQUEST_ID
+from v2serve.metrics.server import ServerMetrics
 from v2serve.models.base import Model
 from v2serve.models.invoker import Runner
 from v2serve.models.loader import SETTINGS_FILE, models_from_target
-from v2serve.models.metrics import ServerMetrics
 from v2serve.models.registry import ModelRegistry
 from v2serve.models.repository import ModelRepository
 from v2serve.settings import Settings
@@ -49,7 +49,7 @@ class ModelServer:
         self.executor = ThreadPoolExecutor(self.settings.predict_threads, thread_name_prefix="v2serve-model")
         self.metrics = ServerMetrics()
         self.registry = ModelRegistry(self.executor, ArtifactCache(self.settings.data), self.metrics)
-        self.metrics.watch_models(lambda: iter(self.registry))
+        self.metrics.watch_models(self.registry.gauges)
         for model in models:
             self.registry.add(model)
         self.data = DataFetcher(DataPolicy(self.settings.data))

@@ -12,7 +12,6 @@ from v2serve.http.app import create_app
 from v2serve.server import ModelServer
 from v2serve.settings import Settings
 from v2serve.streams.consumers import StreamConsumers, workers_from_settings
-from v2serve.streams.metrics import StreamCollector
 
 logger = logging.getLogger("v2serve")
 
@@ -27,7 +26,9 @@ def create_app_from_settings(settings: Settings | None = None) -> Starlette:
 
 def _consumers(server: ModelServer) -> StreamConsumers:
     consumers = StreamConsumers(workers_from_settings(server.handle, server.settings))
-    server.metrics.registry.register(StreamCollector(consumers.workers))
+    from v2serve.metrics.prometheus import StreamCollector
+
+    server.metrics.register(StreamCollector(consumers.workers))
     return consumers
 
 

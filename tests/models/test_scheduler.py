@@ -8,9 +8,9 @@ import pytest
 from tests.conftest import serve_in_process
 from tests.fixtures import CountingDouble, ErrorModel, GatedModel
 from v2serve.errors import InferenceError
+from v2serve.metrics.model import ModelRecorder
 from v2serve.models.invoker import ModelInvoker
 from v2serve.models.scheduler import BatchScheduler
-from v2serve.models.stats import ModelStats
 
 pytestmark = pytest.mark.anyio
 
@@ -141,6 +141,6 @@ async def test_warm_up_runs_before_ready_and_a_failing_warm_up_fails_the_load():
 
 def test_batch_split_rejects_models_that_do_not_keep_rows():
     model = CountingDouble(max_batch_size=4)
-    scheduler = BatchScheduler(ModelInvoker(model, None), ModelStats())
+    scheduler = BatchScheduler(ModelInvoker(model, None), ModelRecorder("m", None))
     with pytest.raises(InferenceError, match="one row per input row"):
         scheduler._split({"y": np.zeros((3, 2))}, [1, 1])

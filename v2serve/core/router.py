@@ -14,7 +14,7 @@ from v2serve.core.routing import BODY_OPERATIONS, Target, resolve_path
 from v2serve.data.fetch import DataFetcher
 from v2serve.errors import InvalidRequest, OperationNotFound, V2ServeError
 from v2serve.event import Event, Reply
-from v2serve.models.metrics import PROMETHEUS_CONTENT_TYPE, ServerMetrics
+from v2serve.metrics.server import PROMETHEUS_CONTENT_TYPE, ServerMetrics
 from v2serve.models.registry import ModelEntry, ModelRegistry, ModelState
 from v2serve.protocol import binary
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps, loads
@@ -103,7 +103,7 @@ class V2Router:
         if target.endpoint == "model_stats":
             pinned = target.version is not None or ":" in target.model
             versions = [entry] if pinned else self.registry.entries_of(entry.name)
-            return Reply.json({"model_stats": [e.stats.to_dict(e.name, e.version) for e in versions]})
+            return Reply.json({"model_stats": [e.stats.triton_statistics() for e in versions]})
         if target.endpoint == "model_ready":
             ready = entry.state is ModelState.READY
             body = ModelReadiness(name=entry.name, ready=ready)
@@ -160,7 +160,7 @@ class V2Router:
                 return Reply.json({"ready": True})
             return Reply.json({"ready": False, "models": self._not_ready()}, 503, {"retry-after": "1"})
         if target.endpoint == "all_stats":
-            return Reply.json({"model_stats": [e.stats.to_dict(e.name, e.version) for e in self.registry]})
+            return Reply.json({"model_stats": [e.stats.triton_statistics() for e in self.registry]})
         if target.endpoint == "openapi":
             return Reply(200, _openapi_body(), JSON_CONTENT_TYPE)
         if target.endpoint == "metrics":

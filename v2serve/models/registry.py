@@ -14,12 +14,12 @@ import numpy as np
 
 from v2serve.data.artifacts import ArtifactCache
 from v2serve.errors import ModelLoadFailed, ModelNotFound, ModelNotReady
+from v2serve.metrics.model import ModelRecorder
+from v2serve.metrics.server import ModelGauge, ServerMetrics
 from v2serve.models.base import Model, RequestContext
 from v2serve.models.invoker import ModelInvoker
-from v2serve.models.metrics import ServerMetrics
 from v2serve.models.scheduler import Scheduler, make_scheduler
 from v2serve.models.schema import ModelSchema
-from v2serve.models.stats import ModelStats
 from v2serve.protocol.datatypes import DATATYPE_TO_NUMPY
 
 logger = logging.getLogger("v2serve.models")
@@ -39,7 +39,7 @@ class ModelEntry:
     model: Model
     invoker: ModelInvoker
     scheduler: Scheduler
-    stats: ModelStats
+    stats: ModelRecorder
     state: ModelState = ModelState.LOADING
     reason: str | None = None
     load_seconds: float | None = None
@@ -141,9 +141,8 @@ class ModelRegistry:
 
     def _new_entry(self, model: Model) -> ModelEntry:
         invoker = ModelInvoker(model, self._executor)
-        metrics = None if self._metrics is None else self._metrics.for_model(model.name, model.version)
-        stats = ModelStats(metrics=metrics)
-        return ModelEntry(model, invoker, make_scheduler(invoker, stats), stats)
+        recorder = (self._metrics or ServerMetrics()).for_model(model.name, model.version)
+        return ModelEntry(model, invoker, make_scheduler(invoker, recorder), recorder)
 
     async def load_and_swap(self, model: Model) -> ModelEntry:
         """Load ``model`` beside whatever serves its name and version now, and swap it in once it is ready.
@@ -248,6 +247,18 @@ class ModelRegistry:
 
     def names(self) -> list[str]:
         return list(self._models)
+
+    def gauges(self) -> Iterator[ModelGauge]:
+        """What each registered version is now, for the metrics at a scrape."""
+        for entry in self:
+            yield ModelGauge(
+                entry.name,
+                entry.version,
+                entry.state.value,
+                entry.load_seconds,
+                entry.scheduler.waiting,
+                entry.stats.running,
+            )
 
     def __iter__(self) -> Iterator[ModelEntry]:
         for versions in self._models.values():

@@ -27,10 +27,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from v2serve.errors import DeadlineExceeded, InferenceError, ServerOverloaded
+from v2serve.metrics.model import ModelRecorder
 from v2serve.models.base import RequestContext, Tensors
 from v2serve.models.invoker import ModelInvoker
 from v2serve.models.outputs import as_output_dict
-from v2serve.models.stats import ModelStats
 
 
 class Scheduler(Protocol):
@@ -49,7 +49,7 @@ class Scheduler(Protocol):
     async def close(self) -> None: ...
 
 
-def make_scheduler(invoker: ModelInvoker, stats: ModelStats) -> Scheduler:
+def make_scheduler(invoker: ModelInvoker, stats: ModelRecorder) -> Scheduler:
     model = invoker.model
     if model.max_batch_size > 1:
         return BatchScheduler(invoker, stats)
@@ -58,7 +58,7 @@ def make_scheduler(invoker: ModelInvoker, stats: ModelStats) -> Scheduler:
 
 async def _timed_predict(
     invoker: ModelInvoker,
-    stats: ModelStats,
+    stats: ModelRecorder,
     inputs: Tensors,
     context: RequestContext,
     requests: int = 1,
@@ -96,7 +96,7 @@ async def _until(awaitable: Awaitable[Any], deadline: float | None, name: str, *
 
 
 class ConcurrencyScheduler:
-    def __init__(self, invoker: ModelInvoker, stats: ModelStats) -> None:
+    def __init__(self, invoker: ModelInvoker, stats: ModelRecorder) -> None:
         self._invoker = invoker
         self._stats = stats
         self._name = invoker.model.name
@@ -156,7 +156,7 @@ class _Job:
 
 
 class BatchScheduler:
-    def __init__(self, invoker: ModelInvoker, stats: ModelStats) -> None:
+    def __init__(self, invoker: ModelInvoker, stats: ModelRecorder) -> None:
         model = invoker.model
         self._invoker = invoker
         self._stats = stats

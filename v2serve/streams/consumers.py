@@ -6,9 +6,9 @@ import asyncio
 import logging
 from typing import Protocol
 
+from v2serve.metrics.streams import StreamStats
 from v2serve.settings import Settings
 from v2serve.streams.retry import Handle
-from v2serve.streams.stats import StreamStats
 
 logger = logging.getLogger("v2serve.streams")
 

@@ -16,11 +16,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from v2serve.event import Event
+from v2serve.metrics.streams import StreamStats
 from v2serve.settings import KafkaSettings
 from v2serve.streams.messages import OutgoingRecord, error_record, event_from_message, record_for_reply
 from v2serve.streams.offsets import OffsetTracker
 from v2serve.streams.retry import Backoff, Handle, serve_event, wait_or_stop
-from v2serve.streams.stats import StreamStats
 
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord

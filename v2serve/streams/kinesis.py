@@ -18,11 +18,11 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from v2serve.metrics.streams import StreamStats
 from v2serve.settings import KinesisSettings
 from v2serve.streams.checkpoints import ShardCheckpoints
 from v2serve.streams.messages import OutgoingRecord, error_record, event_from_message, record_for_reply
 from v2serve.streams.retry import Backoff, Handle, serve_event, wait_or_stop
-from v2serve.streams.stats import StreamStats
 
 logger = logging.getLogger("v2serve.streams.kinesis")
 

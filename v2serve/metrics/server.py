@@ -1,0 +1,77 @@
+"""The metrics of one server: a recorder per model version, and the Prometheus registry built on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from v2serve.metrics.model import ModelRecorder
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+UNROUTED_LABELS = ("", "", "unknown")
+"""model, version and operation of the requests that named nothing served."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelGauge:
+    """What a model version is at a scrape: values read from the registry, never kept apart from it."""
+
+    name: str
+    version: str | None
+    state: str
+    load_seconds: float | None
+    waiting: int
+    running: int
+
+
+class ServerMetrics:
+    """Recorders by (name, version), so that a reloaded version keeps counting where the replaced one
+    stopped; several servers may share a process, each with its own."""
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, str], ModelRecorder] = {}
+        # Requests that failed before they reached a served model (unknown path or model, malformed or
+        # oversized body), by status.
+        self._unrouted: dict[int, int] = {}
+        self._gauges: Callable[[], Iterable[ModelGauge]] = tuple
+        self._registry: Any = None
+        self._collectors: list[Any] = []
+
+    def for_model(self, name: str, version: str | None) -> ModelRecorder:
+        key = (name, version or "")
+        recorder = self._models.get(key)
+        if recorder is None:
+            recorder = self._models[key] = ModelRecorder(name, version)
+        return recorder
+
+    def unrouted(self, status: int) -> None:
+        """Count a request that failed before a served model was resolved."""
+        self._unrouted[status] = self._unrouted.get(status, 0) + 1
+
+    def watch_models(self, gauges: Callable[[], Iterable[ModelGauge]]) -> None:
+        """Report the state, load time, queue depth and in-flight executions that ``gauges()`` gives at
+        each scrape."""
+        self._gauges = gauges
+
+    def register(self, collector: Any) -> None:
+        """Add a prometheus-client collector (a stream consumer's, say) to what ``render`` reports."""
+        self._collectors.append(collector)
+        if self._registry is not None:
+            self._registry.register(collector)
+
+    @property
+    def registry(self) -> Any:
+        """The prometheus-client registry, built (and prometheus_client imported) on first use."""
+        if self._registry is None:
+            from v2serve.metrics.prometheus import build_registry
+
+            self._registry = build_registry(self._models, self._unrouted, lambda: self._gauges())
+            for collector in self._collectors:
+                self._registry.register(collector)
+        return self._registry
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry))
