@@ -93,9 +93,10 @@ async def _child(stage: str, loops: int) -> None:
     from v2serve_models import AddSub
 
     from v2serve.event import Event
-    from v2serve.graph import inference
     from v2serve.http.app import create_app
     from v2serve.models.base import RequestContext
+    from v2serve.protocol import decode
+    from v2serve.protocol.outputs import select_outputs
     from v2serve.protocol.response import encode_inference_response
     from v2serve.protocol.types import parse_inference_request
     from v2serve.server import ModelServer
@@ -134,19 +135,19 @@ async def _child(stage: str, loops: int) -> None:
             entry = server.registry.resolve("add_sub")
             event = Event(body, path, "POST", {"content-type": "application/json"}, "application/json")
             request = parse_inference_request(orjson.loads(body))
-            inputs = inference._decode_inputs(entry.model, entry.schema, request, None)
+            inputs = decode._decode_inputs(entry.schema, request, None)
             outputs = await entry.model.predict(inputs)
             context = RequestContext(id="bench")
             call = {
                 "core": lambda: _complete(server.handle(event)),
                 "parse": lambda: parse_inference_request(orjson.loads(body)),
-                "decode": lambda: inference._decode_inputs(entry.model, entry.schema, request, None),
+                "decode": lambda: decode._decode_inputs(entry.schema, request, None),
                 "submit": lambda: _complete(entry.scheduler.submit(inputs, context, None)),
                 "encode": lambda: encode_inference_response(
                     model_name="add_sub",
                     model_version=None,
                     request_id="bench",
-                    outputs=inference._select_outputs(entry.model, entry.schema, outputs, None),
+                    outputs=select_outputs(entry.schema, outputs, None),
                 ),
             }[stage]
         for _ in range(200):  # warm: imports done, caches filled, the interpreter's specialisations in place

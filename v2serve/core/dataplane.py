@@ -12,10 +12,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from v2serve.data.decode import inputs_from_data
 from v2serve.data.fetch import DataFetcher
@@ -28,18 +25,15 @@ from v2serve.errors import (
     V2ServeError,
 )
 from v2serve.event import Event, Reply
-from v2serve.models.base import Model, RequestContext, Tensors
+from v2serve.models.base import Model, RequestContext
 from v2serve.models.outputs import as_output_dict
 from v2serve.models.registry import ModelEntry
-from v2serve.models.schema import ModelSchema
-from v2serve.models.tabular import ordered_rows, tabular_schema
-from v2serve.protocol import binary
-from v2serve.protocol.codec import decode_binary_tensor, decode_json_tensor, element_count
-from v2serve.protocol.datatypes import WIRE_ITEMSIZE, datatype_of
+from v2serve.protocol.decode import DecodedRequest, decode_dict_request, decode_request, json_body
 from v2serve.protocol.jsonio import loads
-from v2serve.protocol.request_json import loads_inference_request
-from v2serve.protocol.response import OutputTensor, encode_inference_response
-from v2serve.protocol.types import InferenceRequest, RequestInput, TensorSpec, parse_inference_request
+from v2serve.protocol.outputs import requested_outputs, select_outputs
+from v2serve.protocol.response import encode_inference_response
+from v2serve.protocol.schema import ModelSchema
+from v2serve.protocol.types import InferenceRequest
 
 logger = logging.getLogger("v2serve.inference")
 
@@ -47,13 +41,6 @@ TENSOR_OPERATIONS = ("infer", "infer_dict", "explain")
 """Operations on tensors, counted in the model's statistics; the others are custom operations."""
 UNKNOWN_OPERATION = "unknown"
 """The metric label of every operation a model does not have (and of requests that named no served model)."""
-
-
-@dataclass(slots=True)
-class DecodedRequest:
-    request: InferenceRequest
-    inputs: Tensors
-    all_binary_outputs: bool = False
 
 
 class ModelOperations:
@@ -72,11 +59,11 @@ class ModelOperations:
             entry.require_ready()
             if inference:
                 parsing = time.perf_counter_ns()
-                body, runs = _json_body(event), operation
+                body, runs = json_body(event.body, event.headers), operation
                 parsed_ns = time.perf_counter_ns() - parsing
                 if type(body) is dict and "data_url" in body:
                     # The file's rows are already ordered: infer_dict is plain infer now.
-                    body, runs = await self._with_data(entry.model, body, operation)
+                    body, runs = await self._with_data(entry.schema, body, operation)
                 decoded = self._decode_operation(entry, runs, event, body, parsed_ns)
                 reply = await self._infer(entry, event, decoded, explain=runs == "explain")
             else:
@@ -104,9 +91,9 @@ class ModelOperations:
         started = time.perf_counter_ns()
         try:
             if operation == "infer_dict":
-                decoded = self._decode_dict(model, entry.schema, body)
+                decoded = decode_dict_request(entry.schema, body)
             else:
-                decoded = self._decode(model, entry.schema, event, body)
+                decoded = decode_request(entry.schema, event.body, event.headers, body)
         except (ValueError, MemoryError, RecursionError) as exc:
             # What the checks before numpy let through (a shape numpy cannot hold, data too deep or too big
             # to convert) is still the request's fault, not the server's.
@@ -124,7 +111,7 @@ class ModelOperations:
         explain: bool,
     ) -> Reply:
         model, request = entry.model, decoded.request
-        wanted = _requested_outputs(model, request, decoded.all_binary_outputs)
+        wanted = requested_outputs(entry.schema, request, decoded.all_binary_outputs)
         context = RequestContext(
             id=request.id if request.id is not None else (event.id or uuid.uuid4().hex),
             parameters=request.parameters,
@@ -139,7 +126,7 @@ class ModelOperations:
             raise
         except Exception as exc:
             raise self._model_failed(entry, exc) from exc
-        outputs = _select_outputs(model, entry.schema, as_output_dict(model, result), wanted)
+        outputs = select_outputs(entry.schema, as_output_dict(model, result), wanted)
         started = time.perf_counter_ns()
         encoded = encode_inference_response(
             model_name=model.name, model_version=model.version, request_id=context.id, outputs=outputs
@@ -147,12 +134,12 @@ class ModelOperations:
         entry.stats.encoded(time.perf_counter_ns() - started)
         return Reply(200, encoded.body, encoded.content_type, encoded.headers)
 
-    async def _with_data(self, model: Model, body: dict[str, Any], operation: str) -> tuple[dict[str, Any], str]:
+    async def _with_data(self, schema: ModelSchema, body: dict[str, Any], operation: str) -> tuple[dict[str, Any], str]:
         """The request with the inputs its ``data_url`` names in place of the URL, and the operation to run."""
         if self._data is None:
             raise Forbidden("data_url is not enabled on this server")
         url = body["data_url"]
-        inputs = inputs_from_data(url, await self._data.read(url), model)
+        inputs = inputs_from_data(url, await self._data.read(url), schema)
         body = {**{k: v for k, v in body.items() if k != "data_url"}, "inputs": inputs}
         return body, "explain" if operation == "explain" else "infer"
 
@@ -186,49 +173,6 @@ class ModelOperations:
             message += "\n" + traceback.format_exc()
         return InferenceError(message)
 
-    # ------------------------------------------------------------ decoding
-
-    def _decode(self, model: Model, schema: ModelSchema, event: Event, parsed: Any) -> DecodedRequest:
-        body = event.body
-        header_value = event.headers.get(binary.HEADER_LENGTH)
-        # Only a byte body with the binary header arrives unparsed (``parsed`` None); anything else is JSON.
-        if header_value is None or not isinstance(body, bytes | bytearray | memoryview):
-            request = parse_inference_request(parsed)
-            return DecodedRequest(request, _decode_inputs(model, schema, request, None))
-        header_length = binary.parse_header_length(header_value, len(body))
-        view = memoryview(body)
-        if header_length == 0:
-            return _decode_raw_binary(model, view)
-        request = parse_inference_request(loads_inference_request(view[:header_length]))
-        slices = binary.slice_binary_inputs(request, view[header_length:])
-        return DecodedRequest(request, _decode_inputs(model, schema, request, slices))
-
-    def _decode_dict(self, model: Model, schema: ModelSchema, obj: Any) -> DecodedRequest:
-        """Dict rows become the model's single 2-D input, columns in ``feature_names`` order."""
-        if not isinstance(obj, dict) or "inputs" not in obj:
-            raise InvalidRequest("infer_dict needs a JSON object with 'inputs': a row object or a list of them")
-        spec, features = tabular_schema(model)
-        rows = obj["inputs"] if isinstance(obj["inputs"], list) else [obj["inputs"]]
-        tensor = {
-            "name": spec.name,
-            "datatype": spec.datatype,
-            "shape": [len(rows), len(features)],
-            "data": ordered_rows(rows, features),
-        }
-        request = parse_inference_request({**obj, "inputs": [tensor]})
-        return DecodedRequest(request, _decode_inputs(model, schema, request, None))
-
-
-def _json_body(event: Event) -> Any:
-    """The request's JSON document, parsed once; None when the body uses the binary extension (its JSON
-    header is parsed with the binary data it describes)."""
-    body = event.body
-    if not isinstance(body, bytes | bytearray | memoryview):
-        return body  # the transport decoded it already
-    if binary.HEADER_LENGTH in event.headers:
-        return None
-    return loads_inference_request(body)
-
 
 def _deadline(model: Model, request: InferenceRequest) -> float | None:
     """The request's deadline on the loop clock: ``parameters.timeout`` (microseconds, as in Triton), else the
@@ -241,122 +185,3 @@ def _deadline(model: Model, request: InferenceRequest) -> float | None:
     else:
         raise InvalidRequest(f"parameters.timeout must be a positive number of microseconds, got {timeout!r}")
     return None if seconds is None else asyncio.get_running_loop().time() + seconds
-
-
-def _decode_inputs(
-    model: Model, schema: ModelSchema, request: InferenceRequest, slices: dict[str, memoryview] | None
-) -> Tensors:
-    """``slices``: the binary data of the inputs that came in the binary extension, by name."""
-    specs = schema.inputs
-    inputs: Tensors = {}
-    for tensor in request.inputs:
-        if specs:
-            _check_against_spec(model, tensor, specs)
-        buffer = None if slices is None else slices.get(tensor.name)
-        inputs[tensor.name] = decode_json_tensor(tensor) if buffer is None else decode_binary_tensor(tensor, buffer)
-    if len(inputs) != len(specs) and specs:
-        missing = [name for name in specs if name not in inputs]
-        raise InvalidRequest(f"model {model.name!r} needs input(s) {missing}, which the request lacks")
-    return inputs
-
-
-def _check_against_spec(model: Model, tensor: RequestInput, specs: dict[str, TensorSpec]) -> None:
-    spec = specs.get(tensor.name)
-    if spec is None:
-        raise InvalidRequest(f"model {model.name!r} has no input {tensor.name!r}; its inputs are {list(specs)}")
-    if spec.datatype != tensor.datatype:
-        raise InvalidRequest(f"input {tensor.name!r} must be {spec.datatype}, but the request says {tensor.datatype}")
-    if not _shape_fits(tensor.shape, spec.shape):
-        raise InvalidRequest(
-            f"input {tensor.name!r} has shape {tensor.shape}, but model {model.name!r} expects {spec.shape}"
-        )
-
-
-def _shape_fits(shape: list[int], spec_shape: list[int]) -> bool:
-    if len(shape) != len(spec_shape):
-        return False
-    # A plain loop, non-strict zip, equality first: this runs for every input of every request, and a
-    # generator (or zip's strict check) costs more than the comparison itself.
-    for dim, expected in zip(shape, spec_shape):  # noqa: B905, SIM110
-        if expected != dim and expected != -1:
-            return False
-    return True
-
-
-def _decode_raw_binary(model: Model, body: memoryview) -> DecodedRequest:
-    """Inference-Header-Content-Length 0: the body is the raw data of the model's only input, batch 1."""
-    if len(model.inputs) != 1:
-        raise InvalidRequest(
-            f"a raw binary request needs a model with exactly one declared input; "
-            f"{model.name!r} has {len(model.inputs)}"
-        )
-    spec = model.inputs[0]
-    if sum(dim == -1 for dim in spec.shape) > 1 and spec.datatype != "BYTES":
-        raise InvalidRequest(
-            f"a raw binary request needs input {spec.name!r} to have at most one "
-            f"variable dimension; it has shape {spec.shape}"
-        )
-    if spec.datatype == "BYTES":
-        tensor = RequestInput(spec.name, [1 if d == -1 else d for d in spec.shape], "BYTES")
-        if element_count(tensor.shape) != 1:
-            raise InvalidRequest(f"a raw binary BYTES request needs input {spec.name!r} of shape [1]")
-        array = np.empty(1, dtype=object)
-        array[0] = bytes(body)
-        inputs = {spec.name: array.reshape(tensor.shape)}
-    else:
-        tensor = RequestInput(spec.name, _solve_shape(spec, len(body)), spec.datatype)
-        inputs = {spec.name: decode_binary_tensor(tensor, body)}
-    return DecodedRequest(InferenceRequest([tensor]), inputs, all_binary_outputs=True)
-
-
-def _solve_shape(spec: TensorSpec, nbytes: int) -> list[int]:
-    itemsize = WIRE_ITEMSIZE[spec.datatype]
-    known = element_count([d for d in spec.shape if d != -1])
-    if nbytes % (itemsize * max(known, 1)):
-        raise InvalidRequest(
-            f"a raw body of {nbytes} bytes does not fill input {spec.name!r} of shape {spec.shape} ({spec.datatype})"
-        )
-    free = nbytes // itemsize // max(known, 1)
-    return [free if d == -1 else d for d in spec.shape]
-
-
-# ---------------------------------------------------------------- outputs
-
-
-def _requested_outputs(model: Model, request: InferenceRequest, all_binary: bool) -> dict[str, bool] | None:
-    """Requested output names mapped to whether each goes binary; None means every output."""
-    default_binary = all_binary or bool(request.parameters.get("binary_data_output", False))
-    if request.outputs is None:
-        return None if not default_binary else {"*": True}
-    declared = {spec.name for spec in model.outputs}
-    wanted: dict[str, bool] = {}
-    for output in request.outputs:
-        if declared and output.name not in declared:
-            raise InvalidRequest(
-                f"model {model.name!r} has no output {output.name!r}; its outputs are {sorted(declared)}"
-            )
-        wanted[output.name] = all_binary or bool(output.parameters.get("binary_data", default_binary))
-    return wanted
-
-
-def _select_outputs(
-    model: Model, schema: ModelSchema, produced: dict[str, np.ndarray], wanted: dict[str, bool] | None
-) -> list[OutputTensor]:
-    datatypes = schema.output_datatypes
-    if wanted is None or "*" in wanted:
-        binary_all = wanted is not None
-        selection = {name: binary_all for name in produced}
-    else:
-        absent = [name for name in wanted if name not in produced]
-        if absent:
-            raise InvalidRequest(f"model {model.name!r} produced no output {absent}; it produced {list(produced)}")
-        selection = wanted
-    outputs = []
-    for name, is_binary in selection.items():
-        array = produced[name]
-        try:
-            datatype = datatypes.get(name) or datatype_of(array)
-        except TypeError as exc:
-            raise InferenceError(f"model {model.name!r} output {name!r}: {exc}") from None
-        outputs.append(OutputTensor(name, array, datatype, is_binary))
-    return outputs

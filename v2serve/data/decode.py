@@ -19,27 +19,27 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from v2serve.errors import InvalidRequest
-from v2serve.models.base import Model
-from v2serve.models.tabular import ordered_rows, tabular_schema
 from v2serve.protocol.datatypes import DATATYPE_TO_NUMPY, datatype_of
 from v2serve.protocol.jsonio import loads
+from v2serve.protocol.schema import ModelSchema
+from v2serve.protocol.tabular import ordered_rows, tabular_schema
 
 Input = dict[str, Any]
 
 
-def inputs_from_data(url: str, raw: bytes, model: Model) -> list[Input]:
+def inputs_from_data(url: str, raw: bytes, schema: ModelSchema) -> list[Input]:
     suffix = PurePosixPath(urlsplit(url).path).suffix.lower()
     if suffix == ".npy":
-        return [_tensor(model, _load_npy(url, raw))]
+        return [_tensor(schema, _load_npy(url, raw))]
     if suffix == ".json":
-        return _from_json(url, loads(raw), model)
+        return _from_json(url, loads(raw), schema)
     if suffix == ".csv":
-        return [_tabular(model, list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))))]
+        return [_tabular(schema, list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))))]
     if suffix == ".parquet":
-        return [_tabular(model, _parquet_rows(raw))]
+        return [_tabular(schema, _parquet_rows(raw))]
     content = np.empty(1, dtype=object)
     content[0] = raw
-    return [{"name": _single_input_name(model), "datatype": "BYTES", "shape": [1], "data": content}]
+    return [{"name": _single_input_name(schema), "datatype": "BYTES", "shape": [1], "data": content}]
 
 
 def _load_npy(url: str, raw: bytes) -> np.ndarray:
@@ -71,22 +71,22 @@ def _load_npy(url: str, raw: bytes) -> np.ndarray:
     return array.reshape(shape, order="F" if fortran_order else "C")
 
 
-def _from_json(url: str, document: Any, model: Model) -> list[Input]:
+def _from_json(url: str, document: Any, schema: ModelSchema) -> list[Input]:
     if isinstance(document, dict) and isinstance(document.get("inputs"), list):
         return list(document["inputs"])
     if isinstance(document, list) and document and all(isinstance(item, dict) and "name" in item for item in document):
         return document
     if isinstance(document, list):
         try:
-            return [_tensor(model, np.asarray(document))]
+            return [_tensor(schema, np.asarray(document))]
         except ValueError:
             raise InvalidRequest(f"data_url {url!r} holds a ragged nested list") from None
     raise InvalidRequest(f"data_url {url!r} must hold v2 inputs or a nested list of values")
 
 
-def _tensor(model: Model, array: np.ndarray) -> Input:
-    name = _single_input_name(model)
-    spec = next((s for s in model.inputs if s.name == name), None)
+def _tensor(schema: ModelSchema, array: np.ndarray) -> Input:
+    name = _single_input_name(schema)
+    spec = schema.inputs.get(name)
     if spec is not None and spec.datatype != "BYTES" and array.dtype.kind in "biuf":
         array = array.astype(DATATYPE_TO_NUMPY[spec.datatype], copy=False)
     try:
@@ -96,8 +96,8 @@ def _tensor(model: Model, array: np.ndarray) -> Input:
     return {"name": name, "datatype": datatype, "shape": [int(d) for d in array.shape], "data": array}
 
 
-def _tabular(model: Model, rows: list[dict[str, Any]]) -> Input:
-    spec, features = tabular_schema(model)
+def _tabular(schema: ModelSchema, rows: list[dict[str, Any]]) -> Input:
+    spec, features = tabular_schema(schema)
     ordered = ordered_rows(rows, features)
     try:
         # CSV values arrive as text: numpy parses them into the input's dtype in one pass.
@@ -116,10 +116,10 @@ def _parquet_rows(raw: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-def _single_input_name(model: Model) -> str:
-    if len(model.inputs) > 1:
+def _single_input_name(schema: ModelSchema) -> str:
+    if len(schema.input_list) > 1:
         raise InvalidRequest(
-            f"model {model.name!r} has {len(model.inputs)} inputs: a data_url file of this type "
+            f"model {schema.name!r} has {len(schema.input_list)} inputs: a data_url file of this type "
             "fills one; use a .json file of v2 inputs"
         )
-    return model.inputs[0].name if model.inputs else "input0"
+    return schema.input_list[0].name if schema.input_list else "input0"

@@ -19,8 +19,8 @@ from v2serve.metrics.server import ModelGauge, ServerMetrics
 from v2serve.models.base import Model, RequestContext
 from v2serve.models.invoker import ModelInvoker
 from v2serve.models.scheduler import Scheduler, make_scheduler
-from v2serve.models.schema import ModelSchema
 from v2serve.protocol.datatypes import DATATYPE_TO_NUMPY
+from v2serve.protocol.schema import ModelSchema
 
 logger = logging.getLogger("v2serve.models")
 
@@ -50,7 +50,7 @@ class ModelEntry:
     """The model's tensors, indexed again once it has loaded (a runtime may derive them from its file)."""
 
     def __post_init__(self) -> None:
-        self.schema = ModelSchema.of(self.model)
+        self.schema = schema_of(self.model)
 
     def enter(self) -> None:
         self.active += 1
@@ -86,6 +86,10 @@ class ModelEntry:
         if self.state is ModelState.FAILED:
             raise ModelNotReady(f"model {label} failed to load: {self.reason}", retry_after_s=30)
         raise ModelNotReady(f"model {label} is {self.state.value.lower()}", retry_after_s=1)
+
+
+def schema_of(model: Model) -> ModelSchema:
+    return ModelSchema.of(model.name, model.inputs, model.outputs, model.feature_names)
 
 
 async def _warm_up(entry: ModelEntry) -> None:
@@ -190,7 +194,7 @@ class ModelRegistry:
             entry.state, entry.reason = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
             logger.exception("model %s failed to load", _label(entry.name, entry.version))
         else:
-            entry.schema = ModelSchema.of(entry.model)
+            entry.schema = schema_of(entry.model)
             entry.state = ModelState.READY
             entry.load_seconds = time.perf_counter() - started
             logger.info("model %s ready in %.3fs", _label(entry.name, entry.version), entry.load_seconds)

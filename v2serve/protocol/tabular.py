@@ -6,17 +6,17 @@ from operator import itemgetter
 from typing import Any
 
 from v2serve.errors import InvalidRequest
-from v2serve.models.base import Model
+from v2serve.protocol.schema import ModelSchema
 from v2serve.protocol.types import TensorSpec
 
 
-def tabular_schema(model: Model) -> tuple[TensorSpec, list[str]]:
-    if not model.feature_names or len(model.inputs) != 1:
+def tabular_schema(schema: ModelSchema) -> tuple[TensorSpec, list[str]]:
+    if not schema.feature_names or len(schema.input_list) != 1:
         raise InvalidRequest(
-            f"model {model.name!r} does not declare feature_names and a single input, so infer_dict "
+            f"model {schema.name!r} does not declare feature_names and a single input, so infer_dict "
             "cannot order dict rows; use infer"
         )
-    return model.inputs[0], list(model.feature_names)
+    return schema.input_list[0], list(schema.feature_names)
 
 
 def ordered_rows(rows: list[Any], features: list[str]) -> list[Any]:

@@ -1,0 +1,151 @@
+"""A request's tensors from the wire into numpy, checked against the model's schema.
+
+One entry per body kind: ``decode_request`` for v2 JSON, the binary extension and raw binary bodies, and
+``decode_dict_request`` for ``infer_dict`` rows. Shapes and datatypes are checked against the schema before
+any data is converted, and element counts against the bytes present before anything is allocated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from v2serve.errors import InvalidRequest
+from v2serve.protocol import binary
+from v2serve.protocol.codec import decode_binary_tensor, decode_json_tensor, element_count
+from v2serve.protocol.datatypes import WIRE_ITEMSIZE
+from v2serve.protocol.request_json import loads_inference_request
+from v2serve.protocol.schema import ModelSchema
+from v2serve.protocol.tabular import ordered_rows, tabular_schema
+from v2serve.protocol.types import InferenceRequest, RequestInput, TensorSpec, parse_inference_request
+
+Tensors = dict[str, np.ndarray]
+
+
+@dataclass(slots=True)
+class DecodedRequest:
+    request: InferenceRequest
+    inputs: Tensors
+    all_binary_outputs: bool = False
+    """A raw binary request: every output goes back binary."""
+
+
+def json_body(body: Any, headers: Mapping[str, str]) -> Any:
+    """The request's JSON document, parsed once; None when the body uses the binary extension (its JSON
+    header is parsed with the binary data it describes)."""
+    if not isinstance(body, bytes | bytearray | memoryview):
+        return body  # the transport decoded it already
+    if binary.HEADER_LENGTH in headers:
+        return None
+    return loads_inference_request(body)
+
+
+def decode_request(schema: ModelSchema, body: Any, headers: Mapping[str, str], parsed: Any) -> DecodedRequest:
+    """A request's tensors, checked against ``schema`` and decoded. ``body``: the request's bytes (or the
+    JSON value a transport already decoded); ``parsed``: its JSON document, as ``json_body`` gave it."""
+    header_value = headers.get(binary.HEADER_LENGTH)
+    # Only a byte body with the binary header arrives unparsed (``parsed`` None); anything else is JSON.
+    if header_value is None or not isinstance(body, bytes | bytearray | memoryview):
+        request = parse_inference_request(parsed)
+        return DecodedRequest(request, _decode_inputs(schema, request, None))
+    header_length = binary.parse_header_length(header_value, len(body))
+    view = memoryview(body)
+    if header_length == 0:
+        return _decode_raw_binary(schema, view)
+    request = parse_inference_request(loads_inference_request(view[:header_length]))
+    slices = binary.slice_binary_inputs(request, view[header_length:])
+    return DecodedRequest(request, _decode_inputs(schema, request, slices))
+
+
+def decode_dict_request(schema: ModelSchema, obj: Any) -> DecodedRequest:
+    """Dict rows become the model's single 2-D input, columns in ``feature_names`` order."""
+    if not isinstance(obj, dict) or "inputs" not in obj:
+        raise InvalidRequest("infer_dict needs a JSON object with 'inputs': a row object or a list of them")
+    spec, features = tabular_schema(schema)
+    rows = obj["inputs"] if isinstance(obj["inputs"], list) else [obj["inputs"]]
+    tensor = {
+        "name": spec.name,
+        "datatype": spec.datatype,
+        "shape": [len(rows), len(features)],
+        "data": ordered_rows(rows, features),
+    }
+    request = parse_inference_request({**obj, "inputs": [tensor]})
+    return DecodedRequest(request, _decode_inputs(schema, request, None))
+
+
+def _decode_inputs(schema: ModelSchema, request: InferenceRequest, slices: dict[str, memoryview] | None) -> Tensors:
+    """``slices``: the binary data of the inputs that came in the binary extension, by name."""
+    specs = schema.inputs
+    inputs: Tensors = {}
+    for tensor in request.inputs:
+        if specs:
+            _check_against_spec(schema, tensor, specs)
+        buffer = None if slices is None else slices.get(tensor.name)
+        inputs[tensor.name] = decode_json_tensor(tensor) if buffer is None else decode_binary_tensor(tensor, buffer)
+    if len(inputs) != len(specs) and specs:
+        missing = [name for name in specs if name not in inputs]
+        raise InvalidRequest(f"model {schema.name!r} needs input(s) {missing}, which the request lacks")
+    return inputs
+
+
+def _check_against_spec(schema: ModelSchema, tensor: RequestInput, specs: dict[str, TensorSpec]) -> None:
+    spec = specs.get(tensor.name)
+    if spec is None:
+        raise InvalidRequest(f"model {schema.name!r} has no input {tensor.name!r}; its inputs are {list(specs)}")
+    if spec.datatype != tensor.datatype:
+        raise InvalidRequest(f"input {tensor.name!r} must be {spec.datatype}, but the request says {tensor.datatype}")
+    if not _shape_fits(tensor.shape, spec.shape):
+        raise InvalidRequest(
+            f"input {tensor.name!r} has shape {tensor.shape}, but model {schema.name!r} expects {spec.shape}"
+        )
+
+
+def _shape_fits(shape: list[int], spec_shape: list[int]) -> bool:
+    if len(shape) != len(spec_shape):
+        return False
+    # A plain loop, non-strict zip, equality first: this runs for every input of every request, and a
+    # generator (or zip's strict check) costs more than the comparison itself.
+    for dim, expected in zip(shape, spec_shape):  # noqa: B905, SIM110
+        if expected != dim and expected != -1:
+            return False
+    return True
+
+
+def _decode_raw_binary(schema: ModelSchema, body: memoryview) -> DecodedRequest:
+    """Inference-Header-Content-Length 0: the body is the raw data of the model's only input, batch 1."""
+    if len(schema.input_list) != 1:
+        raise InvalidRequest(
+            f"a raw binary request needs a model with exactly one declared input; "
+            f"{schema.name!r} has {len(schema.input_list)}"
+        )
+    spec = schema.input_list[0]
+    if sum(dim == -1 for dim in spec.shape) > 1 and spec.datatype != "BYTES":
+        raise InvalidRequest(
+            f"a raw binary request needs input {spec.name!r} to have at most one "
+            f"variable dimension; it has shape {spec.shape}"
+        )
+    if spec.datatype == "BYTES":
+        tensor = RequestInput(spec.name, [1 if d == -1 else d for d in spec.shape], "BYTES")
+        if element_count(tensor.shape) != 1:
+            raise InvalidRequest(f"a raw binary BYTES request needs input {spec.name!r} of shape [1]")
+        array = np.empty(1, dtype=object)
+        array[0] = bytes(body)
+        inputs = {spec.name: array.reshape(tensor.shape)}
+    else:
+        tensor = RequestInput(spec.name, _solve_shape(spec, len(body)), spec.datatype)
+        inputs = {spec.name: decode_binary_tensor(tensor, body)}
+    return DecodedRequest(InferenceRequest([tensor]), inputs, all_binary_outputs=True)
+
+
+def _solve_shape(spec: TensorSpec, nbytes: int) -> list[int]:
+    itemsize = WIRE_ITEMSIZE[spec.datatype]
+    known = element_count([d for d in spec.shape if d != -1])
+    if nbytes % (itemsize * max(known, 1)):
+        raise InvalidRequest(
+            f"a raw body of {nbytes} bytes does not fill input {spec.name!r} of shape {spec.shape} ({spec.datatype})"
+        )
+    free = nbytes // itemsize // max(known, 1)
+    return [free if d == -1 else d for d in spec.shape]
