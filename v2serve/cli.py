@@ -122,6 +122,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             updates.setdefault(section, {})[field] = value
     top = updates.pop(None, {})
     for section, fields in updates.items():
+        assert section is not None  # the top level was popped above
         top[section] = getattr(base, section).model_copy(update=fields)
     return base.model_copy(update=top)
 

@@ -215,8 +215,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     """Log lines as text or as one JSON object each; both carry the request id (x-request-id)."""
 
-    http: HTTPSettings = Field(default_factory=HTTPSettings)
-    data: DataSettings = Field(default_factory=DataSettings)
-    repository: RepositorySettings = Field(default_factory=RepositorySettings)
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    kinesis: KinesisSettings = Field(default_factory=KinesisSettings)
+    http: HTTPSettings = Field(default_factory=lambda: HTTPSettings())
+    data: DataSettings = Field(default_factory=lambda: DataSettings())
+    repository: RepositorySettings = Field(default_factory=lambda: RepositorySettings())
+    kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings())
+    kinesis: KinesisSettings = Field(default_factory=lambda: KinesisSettings())

@@ -74,7 +74,8 @@ class GraphCompiler:
             kwargs["version"] = spec.version
         if spec.model_path is not None:
             kwargs["model_path"] = spec.model_path
-        return self._instantiate(spec, cls, kwargs)
+        model: Model = self._instantiate(spec, cls, kwargs)
+        return model
 
     def _instantiate(self, spec: StepSpec, cls: type, kwargs: dict[str, Any]) -> Any:
         try:

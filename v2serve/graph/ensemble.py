@@ -68,7 +68,7 @@ class VotingEnsemble(Model):
 
 
 def _mean(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    mean = np.tensordot(weights, stacked.astype(np.float64), axes=1) / weights.sum()
+    mean: np.ndarray = np.tensordot(weights, stacked.astype(np.float64), axes=1) / weights.sum()
     return mean.astype(stacked.dtype) if stacked.dtype.kind == "f" else mean
 
 
@@ -77,4 +77,5 @@ def _vote(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
     shaped = weights.reshape((-1,) + (1,) * (stacked.ndim - 1))
     scores = np.stack([np.where(stacked == label, shaped, 0.0).sum(axis=0) for label in labels])
     winners = scores.argmax(axis=0)
-    return np.asarray(labels, dtype=stacked.dtype)[winners]
+    voted: np.ndarray = np.asarray(labels, dtype=stacked.dtype)[winners]
+    return voted

@@ -71,7 +71,8 @@ class GraphSpec(BaseModel):
     # ------------------------------------------------------------ serialisation
 
     def to_dict(self) -> dict[str, Any]:
-        return _portable(self.model_dump(exclude_defaults=True))
+        portable: dict[str, Any] = _portable(self.model_dump(exclude_defaults=True))
+        return portable
 
     def to_json(self) -> str:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2).decode()

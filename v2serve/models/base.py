@@ -110,17 +110,22 @@ class Model:
         """Release what load acquired. The default does nothing."""
         return None
 
-    def preprocess(self, inputs: Tensors, context: RequestContext) -> Any:
+    def preprocess(self, inputs: Tensors, *args: Any, **kwargs: Any) -> Any:
         return inputs
 
-    def predict(self, inputs: Tensors, context: RequestContext) -> Any:
-        """Compute outputs from inputs: a dict of arrays by output name, or one array for one output."""
+    def predict(self, inputs: Tensors, *args: Any, **kwargs: Any) -> Any:
+        """Compute outputs from inputs: a dict of arrays by output name, or one array for one output.
+
+        Write it as ``predict(self, inputs)``, or ``predict(self, inputs, context)`` to receive the request's
+        RequestContext as the second argument (so for preprocess, postprocess and explain); both type-check
+        against this signature.
+        """
         raise NotImplementedOperation(f"model {self.name!r} does not implement predict")
 
-    def postprocess(self, outputs: Tensors, context: RequestContext) -> Any:
+    def postprocess(self, outputs: Tensors, *args: Any, **kwargs: Any) -> Any:
         return outputs
 
-    def explain(self, inputs: Tensors, context: RequestContext) -> Any:
+    def explain(self, inputs: Tensors, *args: Any, **kwargs: Any) -> Any:
         """Explain a prediction. Models without an explainer answer 501."""
         raise NotImplementedOperation(f"model {self.name!r} does not implement explain")
 

@@ -102,7 +102,8 @@ class ModelInvoker(Runner):
         if self._pipeline_is_sync:
             return self._instances.submit(self._run_sync_pipeline, inputs, context)
         if self._async_predict is not None:
-            return self._async_predict(inputs, context)
+            awaitable: Awaitable[Any] = self._async_predict(inputs, context)
+            return awaitable
         return self._run_mixed_pipeline(inputs, context)
 
     async def _run_mixed_pipeline(self, inputs: Any, context: Any) -> Any:

@@ -24,7 +24,7 @@ from v2serve.protocol.jsonio import loads
 try:
     import simdjson
 except ImportError:  # no wheel for this Python yet: every document takes the orjson route
-    simdjson = None
+    simdjson = None  # type: ignore[assignment]
 
 _BUFFER_TYPES = {
     **dict.fromkeys(("FP16", "FP32", "FP64", "BF16"), "d"),

@@ -66,7 +66,8 @@ def _parameters(obj: dict[str, Any], what: str) -> Parameters:
     params = obj.get("parameters")
     if params is None:
         return {}
-    return _expect(params, dict, f"{what}.parameters")
+    checked: Parameters = _expect(params, dict, f"{what}.parameters")
+    return checked
 
 
 def _shape(value: Any, name: str) -> list[int]:
@@ -77,7 +78,8 @@ def _shape(value: Any, name: str) -> list[int]:
         # type() rather than isinstance(): bool is an int subclass but no dimension.
         if type(dim) is not int or dim < 0:
             raise InvalidRequest(f"input {name!r} shape must hold non-negative integers, got {value!r}")
-    return value
+    shape: list[int] = value
+    return shape
 
 
 def parse_request_input(obj: Any, index: int) -> RequestInput:
