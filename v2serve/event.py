@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from v2serve.errors import V2ServeError
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps
 
 
@@ -30,14 +31,31 @@ class Event:
     trigger: str = "http"
 
 
+@dataclass(frozen=True, slots=True)
+class Addressed:
+    """What a request was resolved to: the model, version and operation it named, and its id when its body
+    gave one (body-routed requests: streams, serverless)."""
+
+    model: str | None
+    version: str | None = None
+    operation: str | None = None
+    request_id: str | None = None
+
+
 @dataclass(slots=True)
 class Reply:
-    """A response, transport-free: status, body bytes, content type and extra headers."""
+    """A response, transport-free: status, body bytes, content type and extra headers.
+
+    ``error`` is the typed error a failed reply renders, and ``addressed`` what the request was resolved to,
+    so that a transport (a stream's error record, a retry) needs to parse neither the request nor the reply.
+    """
 
     status: int
     body: bytes
     content_type: str = JSON_CONTENT_TYPE
     headers: dict[str, str] = field(default_factory=dict)
+    error: V2ServeError | None = None
+    addressed: Addressed | None = None
 
     @classmethod
     def json(cls, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:

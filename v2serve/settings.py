@@ -115,6 +115,19 @@ class RepositorySettings(BaseModel):
     """When set, the repository routes need ``Authorization: Bearer <token>``; the others never do."""
 
 
+class RetrySettings(BaseModel):
+    """How a stream message whose answer is a retriable error (a model still loading, a full queue) is
+    tried again before its error record is written: jittered, doubling back-off."""
+
+    attempts: int = Field(5, ge=0)
+    """Further tries after the first; 0: write the error record at once."""
+
+    backoff_s: float = Field(0.2, gt=0)
+    """The first wait; each next one doubles, up to ``max_backoff_s``, jittered to between half and all."""
+
+    max_backoff_s: float = Field(5.0, gt=0)
+
+
 class KafkaSettings(BaseModel):
     """The Kafka consumer: off until ``bootstrap_servers`` is set.
 
@@ -159,6 +172,8 @@ class KafkaSettings(BaseModel):
     producer_options: dict[str, Any] = Field(default_factory=dict)
     """Further AIOKafkaProducer options (e.g. compression_type, max_request_size)."""
 
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+
 
 class KinesisSettings(BaseModel):
     """The Kinesis consumer: off until ``input_stream`` is set."""
@@ -185,6 +200,8 @@ class KinesisSettings(BaseModel):
 
     poll_interval_s: float = Field(1.0, gt=0)
     """Wait between reads of a shard that had nothing new (Kinesis allows 5 reads a second per shard)."""
+
+    retry: RetrySettings = Field(default_factory=RetrySettings)
 
 
 class Settings(BaseSettings):

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import cache
+from typing import Any
 
 from v2serve._version import __version__
-from v2serve.core.dataplane import TENSOR_OPERATIONS, ModelOperations
+from v2serve.core.dataplane import TENSOR_OPERATIONS, DataPlane
 from v2serve.core.openapi import openapi_document
 from v2serve.core.repository_api import RepositoryEndpoints
 from v2serve.core.routing import BODY_OPERATIONS, Target, resolve_path
 from v2serve.data.fetch import DataFetcher
 from v2serve.errors import InvalidRequest, OperationNotFound, V2ServeError
-from v2serve.event import Event, Reply
+from v2serve.event import Addressed, Event, Reply
 from v2serve.metrics.server import PROMETHEUS_CONTENT_TYPE, ServerMetrics
 from v2serve.models.registry import ModelEntry, ModelRegistry, ModelState
 from v2serve.protocol import binary
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps, loads
 from v2serve.protocol.request_json import loads_inference_request
+from v2serve.protocol.response import InferenceResult
 from v2serve.protocol.schemas import (
     ErrorBody,
     ModelMetadata,
@@ -36,7 +39,16 @@ EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository"]
 
 
 def error_reply(exc: V2ServeError) -> Reply:
-    return Reply.json(ErrorBody(error=exc.message), exc.status_code, dict(exc.headers))
+    """The v2 rendering of an error: ``{"error": message}`` with its status; the reply keeps the error."""
+    reply = Reply.json(ErrorBody(error=exc.message), exc.status_code, dict(exc.headers))
+    reply.error = exc
+    return reply
+
+
+def v2_reply(result: InferenceResult) -> Reply:
+    """The v2 rendering of an inference result: JSON, or JSON and binary tensor data as the request asked."""
+    encoded = result.encode()
+    return Reply(200, encoded.body, encoded.content_type, encoded.headers)
 
 
 def _tensor_metadata(spec: TensorSpec) -> TensorMetadata:
@@ -67,26 +79,34 @@ class V2Router:
         self.serves_graph = serves_graph
         self.metrics = metrics
         self.repository = repository
-        self.operations = ModelOperations(debug=debug, data=data)
+        self.dataplane = DataPlane(debug=debug, data=data)
 
     async def handle(self, event: Event) -> Reply:
+        addressed = None
         try:
-            reply = await self._dispatch(event)
+            try:
+                target = resolve_path(event.method, event.path)
+                if target.endpoint == "body_routed":
+                    # A body-routed request (streams, serverless): its reply carries what the body named, so
+                    # that the transport can write an error record without parsing anything again.
+                    addressed = _addressed({}, event.headers)
+                    raw = event.body
+                    fields, event = self._parse_body(event)
+                    addressed = _addressed(fields, event.headers)
+                    target, event = self._body_target(addressed, event, raw)
+            except V2ServeError as exc:
+                self._count_unrouted(exc)
+                raise
+            reply = await self._dispatch(target, event)
         except V2ServeError as exc:
             reply = error_reply(exc)
         except Exception:
             logger.exception("unexpected error serving %s %s", event.method, event.path)
-            reply = Reply.json({"error": "internal server error"}, 500)
+            reply = error_reply(V2ServeError("internal server error"))
+        reply.addressed = addressed
         return reply
 
-    async def _dispatch(self, event: Event) -> Reply:
-        try:
-            target = resolve_path(event.method, event.path)
-            if target.endpoint == "body_routed":
-                target, event = self._route_by_body(event)
-        except V2ServeError as exc:
-            self._count_unrouted(exc)
-            raise
+    async def _dispatch(self, target: Target, event: Event) -> Reply:
         if target.endpoint.startswith("repository_"):
             if self.repository is None:
                 raise OperationNotFound(f"no route for {event.method} {event.path}")
@@ -115,26 +135,28 @@ class V2Router:
             if failure:
                 body["last_load_error"] = failure
             return Reply.json(body, 200 if ready else 503, {} if ready else {"retry-after": "1"})
-        assert target.operation is not None
-        return await self.operations.run(entry, target.operation, event)
+        operation = target.operation
+        assert operation is not None
+        if operation in TENSOR_OPERATIONS:
+            return await self.dataplane.infer(entry, operation, event.body, event.headers, v2_reply, event.id)
+        return Reply.json(await self.dataplane.custom(entry, operation, event.body, event.headers, event.id))
 
     def _count_unrouted(self, exc: V2ServeError) -> None:
         if self.metrics is not None:
             self.metrics.unrouted(exc.status_code)
 
-    def _route_by_body(self, event: Event) -> tuple[Target, Event]:
-        """Model, version and operation from the body's fields, else the ``v2-*`` headers."""
-        raw = body = event.body
-        from_bytes = isinstance(body, bytes | bytearray | memoryview) and binary.HEADER_LENGTH not in event.headers
-        if from_bytes:
+    def _parse_body(self, event: Event) -> tuple[dict[str, Any], Event]:
+        """The body's fields, and the event with its body parsed (once) for the data plane."""
+        body = event.body
+        if isinstance(body, bytes | bytearray | memoryview) and binary.HEADER_LENGTH not in event.headers:
             body = loads_inference_request(body)
-        fields = body if isinstance(body, dict) else {}
+            event = replace(event, body=body)
+        return (body if isinstance(body, dict) else {}), event
 
-        def pick(key: str) -> str | None:
-            value = fields.get(key, event.headers.get(f"v2-{key}"))
-            return None if value is None else str(value)
-
-        model = pick("model")
+    def _body_target(self, addressed: Addressed, event: Event, raw: Any) -> tuple[Target, Event]:
+        """Model, version and operation from the body's fields, else the ``v2-*`` headers; a body that names
+        no model goes to the only model, and is an error when there are several."""
+        model = addressed.model
         if model is None:
             names = self.registry.names()
             if len(names) != 1:
@@ -143,12 +165,12 @@ class V2Router:
                     f"this server has {len(names)}: {', '.join(names) or 'none'}"
                 )
             model = names[0]
-        operation = pick("operation") or "infer"
+        operation = addressed.operation or "infer"
         operation = BODY_OPERATIONS.get(operation, operation)
-        if from_bytes:
+        if operation not in TENSOR_OPERATIONS and raw is not event.body:
             # Custom operations get the document as plain JSON, data lists included, not as numpy arrays.
-            event = replace(event, body=body if operation in TENSOR_OPERATIONS else loads(raw))
-        return Target("model_operation", model, pick("version"), operation), event
+            event = replace(event, body=loads(raw))
+        return Target("model_operation", model, addressed.version, operation), event
 
     def _server_endpoint(self, target: Target) -> Reply:
         if target.endpoint == "server_metadata":
@@ -202,3 +224,12 @@ class V2Router:
 @cache
 def _openapi_body() -> bytes:
     return dumps(openapi_document())
+
+
+def _addressed(fields: dict[str, Any], headers: Mapping[str, str]) -> Addressed:
+    def pick(key: str) -> str | None:
+        value = fields.get(key, headers.get(f"v2-{key}"))
+        return None if value is None else str(value)
+
+    request_id = fields.get("id")
+    return Addressed(pick("model"), pick("version"), pick("operation"), None if request_id is None else str(request_id))

@@ -100,7 +100,7 @@ class GraphCompiler:
             return self._task(spec)
         if spec.kind in ("model", "ensemble"):
             entry = self._register(spec)
-            return ModelStep(spec.name, entry.name, entry.version, self._registry, self._router.operations)
+            return ModelStep(spec.name, entry.name, entry.version, self._registry, self._router.dataplane)
         if not spec.routes:
             raise GraphError(f"step {spec.name!r}: a {spec.kind} step needs routes")
         children = [self._step(route) for route in spec.routes]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from v2serve.core.dataplane import ModelOperations
-from v2serve.core.routing import resolve_path
+from v2serve.core.dataplane import TENSOR_OPERATIONS, DataPlane
+from v2serve.core.routing import BODY_OPERATIONS, resolve_path
 from v2serve.errors import InvalidRequest, ModelNotFound, V2ServeError
 from v2serve.event import Event
 from v2serve.models.invoker import BoundMethod, Runner
 from v2serve.models.registry import ModelRegistry
-from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, loads
+from v2serve.protocol.response import InferenceResult
 
 
 class Step(Protocol):
@@ -35,24 +35,26 @@ class TaskStep:
 
 
 class ModelStep:
-    """A registered model used inside a flow: the body is a v2 request, the result the decoded v2 response."""
+    """A registered model used inside a flow: the body is a v2 request (a Python value), the result the v2
+    response as Python values with numpy data, straight from the data plane: no JSON between steps."""
 
     def __init__(
-        self, name: str, model: str, version: str | None, registry: ModelRegistry, ops: ModelOperations
+        self, name: str, model: str, version: str | None, registry: ModelRegistry, dataplane: DataPlane
     ) -> None:
         self.name = name
         self.model, self.version = model, version
         self._registry = registry
-        self._ops = ops
+        self._dataplane = dataplane
 
     async def run(self, body: Any, event: Event) -> Any:
         entry = self._registry.resolve(self.model, self.version)
         operation = body.get("operation", "infer") if isinstance(body, dict) else "infer"
-        inner = Event(
-            body=body, path=event.path, method="POST", headers=event.headers, id=event.id, trigger=event.trigger
-        )
-        reply = await self._ops.run(entry, operation, inner)
-        return loads(reply.body) if reply.content_type == JSON_CONTENT_TYPE else reply.body
+        operation = BODY_OPERATIONS.get(operation, operation)
+        if operation in TENSOR_OPERATIONS:
+            return await self._dataplane.infer(
+                entry, operation, body, event.headers, InferenceResult.as_value, event.id
+            )
+        return await self._dataplane.custom(entry, operation, body, event.headers, event.id)
 
 
 class ParallelStep:

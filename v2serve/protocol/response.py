@@ -23,6 +23,36 @@ class OutputTensor:
 
 
 @dataclass(slots=True)
+class InferenceResult:
+    """A v2 inference response before it is encoded: what the data plane returns, outputs in numpy."""
+
+    model_name: str
+    model_version: str | None
+    id: str
+    outputs: list[OutputTensor]
+
+    def encode(self) -> EncodedBody:
+        return encode_inference_response(
+            model_name=self.model_name, model_version=self.model_version, request_id=self.id, outputs=self.outputs
+        )
+
+    def as_value(self) -> dict[str, Any]:
+        """The response as the Python value its JSON would decode to, except that numeric ``data`` stays a
+        (flat) numpy array: what the next step of a flow receives, with no JSON in between."""
+        value: dict[str, Any] = {"model_name": self.model_name}
+        if self.model_version is not None:
+            value["model_version"] = self.model_version
+        value["id"] = self.id
+        outputs = []
+        for output in self.outputs:
+            array = to_wire_array(output.array, output.datatype)
+            data = json_data(output.name, array, output.datatype)
+            outputs.append({"name": output.name, "datatype": output.datatype, "shape": list(array.shape), "data": data})
+        value["outputs"] = outputs
+        return value
+
+
+@dataclass(slots=True)
 class EncodedBody:
     body: bytes
     content_type: str

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from v2serve.event import Event
+from v2serve.errors import V2ServeError
+from v2serve.event import Addressed, Event
 from v2serve.metrics.streams import StreamStats
 from v2serve.settings import KafkaSettings
 from v2serve.streams.messages import OutgoingRecord, error_record, event_from_message, record_for_reply
@@ -188,13 +189,16 @@ class KafkaWorker:
 
     async def _serve(self, partition: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         event = event_from_message(record.value, record.key, record.headers, self.trigger)
-        reply = await serve_event(self._handle, event, f"{record.topic}[{record.partition}]@{record.offset}")
-        await self._produce(event, record.key, record_for_reply(event, record.key, reply))
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        reply = await serve_event(self._handle, event, where, self.settings.retry)
+        await self._produce(event, record.key, record_for_reply(event, record.key, reply), reply.addressed)
         self._tracker.finish(partition, record.offset)
 
     # -- producing -----------------------------------------------------------------------------------------
 
-    async def _produce(self, event: Event, key: bytes | None, record: OutgoingRecord) -> None:
+    async def _produce(
+        self, event: Event, key: bytes | None, record: OutgoingRecord, addressed: Addressed | None
+    ) -> None:
         """Write ``record`` and wait for the broker's acknowledgement, retrying until it is given.
 
         A result the broker refuses for good (too large, say) is replaced by an error record saying so.
@@ -208,7 +212,8 @@ class KafkaWorker:
                 await delivery
             except KafkaError as exc:
                 if not exc.retriable and not record.is_error:
-                    record = error_record(event, key, 500, f"the result could not be written to {topic}: {exc}")
+                    failure = V2ServeError(f"the result could not be written to {topic}: {exc}")
+                    record = error_record(event, key, failure, addressed)
                     continue
                 delay = backoff.next()
                 logger.warning("writing to %s failed (%s); retrying in %.1f s", topic, exc, delay)

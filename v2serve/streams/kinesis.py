@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from v2serve.errors import InferenceError
 from v2serve.metrics.streams import StreamStats
 from v2serve.settings import KinesisSettings
 from v2serve.streams.checkpoints import ShardCheckpoints
@@ -123,11 +124,12 @@ class KinesisWorker:
         key = record["PartitionKey"].encode()
         event = event_from_message(record["Data"], key, (), self.trigger)
         async with self._slots:
-            reply = await serve_event(self._handle, event, f"record {record['SequenceNumber']}")
+            reply = await serve_event(self._handle, event, f"record {record['SequenceNumber']}", self.settings.retry)
         outgoing = record_for_reply(event, key, reply)
         if len(outgoing.value) + len(key) > _MAX_RECORD_BYTES:
             limit = f"{_MAX_RECORD_BYTES} bytes"
-            outgoing = error_record(event, key, 500, f"the result is larger than a Kinesis record ({limit})")
+            too_large = InferenceError(f"the result is larger than a Kinesis record ({limit})")
+            outgoing = error_record(event, key, too_large, reply.addressed)
         return outgoing
 
     async def _put(self, stream: str, records: list[OutgoingRecord], stop: asyncio.Event) -> None:

@@ -3,20 +3,18 @@
 A message's value is a v2 request that names its ``model``, ``version`` and ``operation`` in the body; the
 ``v2-model``, ``v2-version`` and ``v2-operation`` headers stand in where the body says nothing. The router
 resolves them (one route table for every transport), so here a message only becomes an Event, and a Reply
-one outgoing record: the result, keyed like the request, or an error record that says what failed and why.
+one outgoing record: the result, keyed like the request, or an error record that says what failed and why,
+from the reply's typed error and what the router resolved the message to.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
-
-from v2serve.event import Event, Reply
-from v2serve.protocol import binary
-from v2serve.protocol.jsonio import dumps
+from v2serve.errors import V2ServeError
+from v2serve.event import Addressed, Event, Reply
+from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps
 
 STATUS_HEADER = "v2-status"
 
@@ -48,56 +46,39 @@ def event_from_message(
 
 
 def record_for_reply(event: Event, key: bytes | None, reply: Reply) -> OutgoingRecord:
-    """The result record for a successful reply, or the error record for a failed one."""
+    """The result record for a successful reply, or the error record for a failed one (built from the
+    reply's typed error and what the router resolved the message to: nothing is parsed again)."""
     headers = [(STATUS_HEADER, str(reply.status).encode()), ("content-type", reply.content_type.encode())]
     headers += [(name, value.encode()) for name, value in reply.headers.items()]
     if reply.status < 400:
         return OutgoingRecord(False, key, reply.body, headers)
-    fields = _request_fields(event)
-    request_id = fields.get("id", event.id)
+    message = reply.error.message if reply.error is not None else reply.body.decode("utf-8", "replace")
+    return _error_record(event, key, reply.addressed, reply.status, message, headers)
+
+
+def error_record(event: Event, key: bytes | None, error: V2ServeError, addressed: Addressed | None) -> OutgoingRecord:
+    """An error record for a failure outside the graph (a result that could not be written, say)."""
+    headers = [(STATUS_HEADER, str(error.status_code).encode()), ("content-type", JSON_CONTENT_TYPE.encode())]
+    return _error_record(event, key, addressed, error.status_code, error.message, headers)
+
+
+def _error_record(
+    event: Event,
+    key: bytes | None,
+    addressed: Addressed | None,
+    status: int,
+    message: str,
+    headers: list[tuple[str, bytes]],
+) -> OutgoingRecord:
+    named = addressed or Addressed(None)
+    request_id = named.request_id if named.request_id is not None else event.id
     error = {
         "id": request_id,
-        "model": fields.get("model"),
-        "version": fields.get("version"),
-        "operation": fields.get("operation") or "infer",
-        "status": reply.status,
-        "error": _error_text(reply),
+        "model": named.model,
+        "version": named.version,
+        "operation": named.operation or "infer",
+        "status": status,
+        "error": message,
     }
-    record_key = key if key is not None else (None if request_id is None else str(request_id).encode())
+    record_key = key if key is not None else (None if request_id is None else request_id.encode())
     return OutgoingRecord(True, record_key, dumps(error), headers)
-
-
-def error_record(event: Event, key: bytes | None, status: int, message: str) -> OutgoingRecord:
-    """An error record for a failure outside the graph (the graph itself renders its own errors)."""
-    return record_for_reply(event, key, Reply.json({"error": message}, status))
-
-
-def _request_fields(event: Event) -> dict[str, Any]:
-    """id, model, version and operation as the request gave them: body fields first, then headers.
-
-    Only error records need these, so a failed request's body is parsed a second time rather than every
-    request paying for it.
-    """
-    fields: dict[str, Any] = {}
-    body = event.body
-    if isinstance(body, bytes | bytearray | memoryview) and binary.HEADER_LENGTH not in event.headers:
-        try:
-            body = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            body = None
-    if isinstance(body, dict):
-        fields = {name: body[name] for name in ("id", "model", "version", "operation") if body.get(name) is not None}
-    for name in ("model", "version", "operation"):
-        if name not in fields and f"v2-{name}" in event.headers:
-            fields[name] = event.headers[f"v2-{name}"]
-    return {name: value if isinstance(value, str) else str(value) for name, value in fields.items()}
-
-
-def _error_text(reply: Reply) -> str:
-    try:
-        body = orjson.loads(reply.body)
-    except orjson.JSONDecodeError:
-        return reply.body.decode("utf-8", "replace")
-    if isinstance(body, dict) and "error" in body:
-        return str(body["error"])
-    return reply.body.decode("utf-8", "replace")
