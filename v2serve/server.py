@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from v2serve.core.repository_api import RepositoryEndpoints
 from v2serve.core.router import V2Router
+from v2serve.core.routes import Route
 from v2serve.data.artifacts import ArtifactCache
 from v2serve.data.fetch import DataFetcher
 from v2serve.data.policy import DataPolicy
@@ -44,7 +45,9 @@ class ModelServer:
         settings: Settings | None = None,
         graph: GraphSpec | None = None,
         graph_dir: Path | None = None,
+        extra_routes: Sequence[Route] = (),
     ) -> None:
+        """``extra_routes``: the route lists of further front-ends, served beside the v2 routes."""
         self.settings = settings or Settings()
         self.executor = ThreadPoolExecutor(self.settings.predict_threads, thread_name_prefix="v2serve-model")
         self.metrics = ServerMetrics()
@@ -65,6 +68,7 @@ class ModelServer:
                 self.settings.repository,
                 reachable_beyond_loopback=not is_loopback(self.settings.http.host),
             ),
+            extra_routes=extra_routes,
         )
         self.handler: Handler = self.router
         if graph is not None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from v2serve.core.routing import Target
 from v2serve.errors import Forbidden, InvalidRequest, OperationNotFound, Unauthorized
-from v2serve.event import Event, Reply
+from v2serve.event import Event
 from v2serve.models.repository import ModelRepository
 from v2serve.protocol.jsonio import loads
+from v2serve.protocol.schemas import RepositoryIndexEntry
 from v2serve.settings import RepositorySettings
 
 
@@ -28,31 +28,38 @@ class RepositoryEndpoints:
         self._token = None if settings.token is None else settings.token.encode()
         self._changes_refused = self._token is None and reachable_beyond_loopback
 
-    async def handle(self, target: Target, event: Event) -> Reply:
+    async def index(self, event: Event) -> list[RepositoryIndexEntry]:
+        body = self._checked(event)
+        ready = body.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidRequest("'ready' must be true or false")
+        return self.repository.index(ready_only=ready)
+
+    async def load(self, event: Event, model: str) -> dict[str, Any]:
+        self._checked(event, changes=True)
+        await self.repository.load(model)
+        return {}
+
+    async def unload(self, event: Event, model: str, version: str | None) -> dict[str, Any]:
+        parameters = self._checked(event, changes=True).get("parameters") or {}
+        await self.repository.unload(model, version or _optional_str(parameters.get("version")))
+        return {}
+
+    def _checked(self, event: Event, changes: bool = False) -> dict[str, Any]:
+        """The request's JSON object, once the route is known to be on and the caller allowed."""
         if not self.enabled:
             raise OperationNotFound(f"no route for {event.method} {event.path} (the repository API is disabled)")
         self._authorize(event)
         body = _json_object(event)
-        if target.endpoint == "repository_index":
-            ready = body.get("ready", False)
-            if not isinstance(ready, bool):
-                raise InvalidRequest("'ready' must be true or false")
-            return Reply.json(self.repository.index(ready_only=ready))
-        assert target.model is not None
-        if self._changes_refused:
+        if changes and self._changes_refused:
             raise Forbidden(
                 "loading and unloading models needs a token when the server listens beyond loopback: "
                 "set V2SERVE_REPOSITORY__TOKEN"
             )
-        parameters = body.get("parameters") or {}
-        if not isinstance(parameters, dict):
+        parameters = body.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
             raise InvalidRequest("'parameters' must be an object")
-        if target.endpoint == "repository_load":
-            await self.repository.load(target.model)
-            return Reply.json({})
-        version = target.version or _optional_str(parameters.get("version"))
-        await self.repository.unload(target.model, version)
-        return Reply.json({})
+        return body
 
     def _authorize(self, event: Event) -> None:
         if self._token is None:

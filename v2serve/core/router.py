@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from functools import cache
 from typing import Any
 
 from v2serve._version import __version__
 from v2serve.core.dataplane import TENSOR_OPERATIONS, DataPlane
 from v2serve.core.openapi import openapi_document
 from v2serve.core.repository_api import RepositoryEndpoints
-from v2serve.core.routing import BODY_OPERATIONS, Target, resolve_path
+from v2serve.core.routes import Handler, Route, RouteTable
+from v2serve.core.v2_routes import BODY_OPERATIONS, v2_routes
 from v2serve.data.fetch import DataFetcher
 from v2serve.errors import InvalidRequest, OperationNotFound, V2ServeError
 from v2serve.event import Addressed, Event, Reply
@@ -56,7 +56,8 @@ def _tensor_metadata(spec: TensorSpec) -> TensorMetadata:
 
 
 class V2Router:
-    """Serves the v2 protocol over a model registry.
+    """Serves the v2 protocol over a model registry, through a table of routes (``v2_routes``, plus any a
+    front-end adds as ``extra_routes``).
 
     ``handle`` never raises: every failure becomes a Reply with the status of its V2ServeError class and an
     ``{"error": ...}`` body, and anything unexpected a logged 500.
@@ -72,6 +73,7 @@ class V2Router:
         serves_graph: bool = False,
         metrics: ServerMetrics | None = None,
         repository: RepositoryEndpoints | None = None,
+        extra_routes: Sequence[Route] = (),
     ) -> None:
         self.registry = registry
         self.server_name = server_name
@@ -80,66 +82,148 @@ class V2Router:
         self.metrics = metrics
         self.repository = repository
         self.dataplane = DataPlane(debug=debug, data=data)
+        self.table = RouteTable([*v2_routes(self), *extra_routes])
+        self._openapi: bytes | None = None
 
     async def handle(self, event: Event) -> Reply:
-        addressed = None
         try:
             try:
-                target = resolve_path(event.method, event.path)
-                if target.endpoint == "body_routed":
-                    # A body-routed request (streams, serverless): its reply carries what the body named, so
-                    # that the transport can write an error record without parsing anything again.
-                    addressed = _addressed({}, event.headers)
-                    raw = event.body
-                    fields, event = self._parse_body(event)
-                    addressed = _addressed(fields, event.headers)
-                    target, event = self._body_target(addressed, event, raw)
+                route, params = self.table.resolve(event.method, event.path)
             except V2ServeError as exc:
                 self._count_unrouted(exc)
                 raise
-            reply = await self._dispatch(target, event)
+            return await route.handler(event, params)
         except V2ServeError as exc:
-            reply = error_reply(exc)
+            return error_reply(exc)
         except Exception:
             logger.exception("unexpected error serving %s %s", event.method, event.path)
-            reply = error_reply(V2ServeError("internal server error"))
-        reply.addressed = addressed
-        return reply
+            return error_reply(V2ServeError("internal server error"))
 
-    async def _dispatch(self, target: Target, event: Event) -> Reply:
-        if target.endpoint.startswith("repository_"):
-            if self.repository is None:
-                raise OperationNotFound(f"no route for {event.method} {event.path}")
-            return await self.repository.handle(target, event)
-        if target.model is None:
-            return self._server_endpoint(target)
+    def is_server_request(self, method: str, path: str) -> bool:
+        """Whether a request is about the server itself (health, metadata, metrics, statistics, the
+        repository, the API description) rather than about what it serves: a flow leaves these to the router."""
         try:
-            entry = self.registry.resolve(target.model, target.version)
+            route, _ = self.table.resolve(method, path)
+        except V2ServeError:
+            return False
+        return route.server_level
+
+    # ------------------------------------------------------------ model routes
+
+    def entry(self, params: Mapping[str, str]) -> ModelEntry:
+        """The model version a route's ``model`` (or ``name:version``) and ``version`` name."""
+        try:
+            return self.registry.resolve(params["model"], params.get("version"))
         except V2ServeError as exc:
             self._count_unrouted(exc)
             raise
-        if target.endpoint == "model_metadata":
-            return Reply.json(self._model_metadata(entry))
-        if target.endpoint == "model_stats":
-            pinned = target.version is not None or ":" in target.model
-            versions = [entry] if pinned else self.registry.entries_of(entry.name)
-            return Reply.json({"model_stats": [e.stats.triton_statistics() for e in versions]})
-        if target.endpoint == "model_ready":
-            ready = entry.state is ModelState.READY
-            body = ModelReadiness(name=entry.name, ready=ready)
-            if not ready:
-                body["state"] = entry.state.value
-                if entry.reason:
-                    body["reason"] = entry.reason
-            failure = None if self.repository is None else self.repository.repository.failures.get(entry.name)
-            if failure:
-                body["last_load_error"] = failure
-            return Reply.json(body, 200 if ready else 503, {} if ready else {"retry-after": "1"})
-        operation = target.operation
-        assert operation is not None
+
+    def operation(self, operation: str) -> Handler:
+        """The handler of a route for one model operation."""
         if operation in TENSOR_OPERATIONS:
-            return await self.dataplane.infer(entry, operation, event.body, event.headers, v2_reply, event.id)
-        return Reply.json(await self.dataplane.custom(entry, operation, event.body, event.headers, event.id))
+
+            async def tensors(event: Event, params: Mapping[str, str]) -> Reply:
+                entry = self.entry(params)
+                return await self.dataplane.infer(entry, operation, event.body, event.headers, v2_reply, event.id)
+
+            return tensors
+
+        async def custom(event: Event, params: Mapping[str, str]) -> Reply:
+            return await self.custom_operation(event, params)
+
+        return custom
+
+    async def custom_operation(self, event: Event, params: Mapping[str, str]) -> Reply:
+        entry = self.entry(params)
+        value = await self.dataplane.custom(entry, params["operation"], event.body, event.headers, event.id)
+        return Reply.json(value)
+
+    async def model_metadata(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json(self._model_metadata(self.entry(params)))
+
+    async def model_ready(self, event: Event, params: Mapping[str, str]) -> Reply:
+        entry = self.entry(params)
+        ready = entry.state is ModelState.READY
+        body = ModelReadiness(name=entry.name, ready=ready)
+        if not ready:
+            body["state"] = entry.state.value
+            if entry.reason:
+                body["reason"] = entry.reason
+        failure = None if self.repository is None else self.repository.repository.failures.get(entry.name)
+        if failure:
+            body["last_load_error"] = failure
+        return Reply.json(body, 200 if ready else 503, {} if ready else {"retry-after": "1"})
+
+    async def model_stats(self, event: Event, params: Mapping[str, str]) -> Reply:
+        entry = self.entry(params)
+        pinned = "version" in params or ":" in params["model"]
+        versions = [entry] if pinned else self.registry.entries_of(entry.name)
+        return Reply.json({"model_stats": [e.stats.triton_statistics() for e in versions]})
+
+    async def body_routed(self, event: Event, params: Mapping[str, str]) -> Reply:
+        """A request posted to ``/`` (streams, serverless): the body's ``model``, ``version`` and
+        ``operation`` fields, else the ``v2-*`` headers, say what it addresses. Its reply carries what the
+        body named, so that a transport can write an error record without parsing anything again."""
+        addressed = _addressed({}, event.headers)
+        try:
+            try:
+                raw = event.body
+                fields, event = self._parse_body(event)
+                addressed = _addressed(fields, event.headers)
+                target, event = self._body_target(addressed, event, raw)
+            except V2ServeError as exc:
+                self._count_unrouted(exc)
+                raise
+            reply = await self.operation(target["operation"])(event, target)
+        except V2ServeError as exc:
+            reply = error_reply(exc)
+        reply.addressed = addressed
+        return reply
+
+    # ------------------------------------------------------------ server routes
+
+    async def server_metadata(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json(ServerMetadata(name=self.server_name, version=__version__, extensions=EXTENSIONS))
+
+    async def live(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json({"live": True})
+
+    async def ready(self, event: Event, params: Mapping[str, str]) -> Reply:
+        if self.registry.is_ready(allow_empty=self.serves_graph):
+            return Reply.json({"ready": True})
+        return Reply.json({"ready": False, "models": self._not_ready()}, 503, {"retry-after": "1"})
+
+    async def list_models(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json({"models": self.registry.names()})
+
+    async def all_stats(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json({"model_stats": [e.stats.triton_statistics() for e in self.registry]})
+
+    async def metrics_text(self, event: Event, params: Mapping[str, str]) -> Reply:
+        if self.metrics is None:
+            raise OperationNotFound("this server keeps no metrics")
+        return Reply(200, self.metrics.render(), PROMETHEUS_CONTENT_TYPE)
+
+    async def openapi(self, event: Event, params: Mapping[str, str]) -> Reply:
+        if self._openapi is None:
+            self._openapi = dumps(openapi_document(self.table))
+        return Reply(200, self._openapi, JSON_CONTENT_TYPE)
+
+    async def repository_index(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json(await self._repository(event).index(event))
+
+    async def repository_load(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json(await self._repository(event).load(event, params["model"]))
+
+    async def repository_unload(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json(await self._repository(event).unload(event, params["model"], params.get("version")))
+
+    def _repository(self, event: Event) -> RepositoryEndpoints:
+        if self.repository is None:
+            raise OperationNotFound(f"no route for {event.method} {event.path}")
+        return self.repository
+
+    # ------------------------------------------------------------ helpers
 
     def _count_unrouted(self, exc: V2ServeError) -> None:
         if self.metrics is not None:
@@ -153,9 +237,9 @@ class V2Router:
             event = replace(event, body=body)
         return (body if isinstance(body, dict) else {}), event
 
-    def _body_target(self, addressed: Addressed, event: Event, raw: Any) -> tuple[Target, Event]:
-        """Model, version and operation from the body's fields, else the ``v2-*`` headers; a body that names
-        no model goes to the only model, and is an error when there are several."""
+    def _body_target(self, addressed: Addressed, event: Event, raw: Any) -> tuple[dict[str, str], Event]:
+        """Model, version and operation as route parameters; a body that names no model goes to the only
+        model, and is an error when there are several."""
         model = addressed.model
         if model is None:
             names = self.registry.names()
@@ -170,28 +254,10 @@ class V2Router:
         if operation not in TENSOR_OPERATIONS and raw is not event.body:
             # Custom operations get the document as plain JSON, data lists included, not as numpy arrays.
             event = replace(event, body=loads(raw))
-        return Target("model_operation", model, addressed.version, operation), event
-
-    def _server_endpoint(self, target: Target) -> Reply:
-        if target.endpoint == "server_metadata":
-            return Reply.json(ServerMetadata(name=self.server_name, version=__version__, extensions=EXTENSIONS))
-        if target.endpoint == "live":
-            return Reply.json({"live": True})
-        if target.endpoint == "ready":
-            if self.registry.is_ready(allow_empty=self.serves_graph):
-                return Reply.json({"ready": True})
-            return Reply.json({"ready": False, "models": self._not_ready()}, 503, {"retry-after": "1"})
-        if target.endpoint == "all_stats":
-            return Reply.json({"model_stats": [e.stats.triton_statistics() for e in self.registry]})
-        if target.endpoint == "openapi":
-            return Reply(200, _openapi_body(), JSON_CONTENT_TYPE)
-        if target.endpoint == "metrics":
-            if self.metrics is None:
-                raise OperationNotFound("this server keeps no metrics")
-            return Reply(200, self.metrics.render(), PROMETHEUS_CONTENT_TYPE)
-        if target.endpoint == "list_models":
-            return Reply.json({"models": self.registry.names()})
-        raise AssertionError(f"routing produced an unknown endpoint {target.endpoint!r}")
+        target = {"model": model, "operation": operation}
+        if addressed.version is not None:
+            target["version"] = addressed.version
+        return target, event
 
     def _not_ready(self) -> list[NotReadyModel]:
         pending = []
@@ -219,11 +285,6 @@ class V2Router:
         if model.feature_names:
             metadata["parameters"] = {"feature_names": list(model.feature_names)}
         return metadata
-
-
-@cache
-def _openapi_body() -> bytes:
-    return dumps(openapi_document())
 
 
 def _addressed(fields: dict[str, Any], headers: Mapping[str, str]) -> Addressed:

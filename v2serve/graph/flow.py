@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from v2serve.core.router import V2Router, error_reply
-from v2serve.core.routing import is_server_request
 from v2serve.errors import InferenceError, InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.graph.steps import Step
@@ -59,7 +58,7 @@ class Flow:
         self._error_handler = error_handler
 
     async def handle(self, event: Event) -> Reply:
-        if is_server_request(event.method, event.path):
+        if self._router.is_server_request(event.method, event.path):
             return await self._router.handle(event)
         try:
             body = loads(event.body) if isinstance(event.body, bytes | bytearray | memoryview) else event.body

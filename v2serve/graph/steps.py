@@ -6,8 +6,8 @@ import asyncio
 from typing import Any, Protocol
 
 from v2serve.core.dataplane import TENSOR_OPERATIONS, DataPlane
-from v2serve.core.routing import BODY_OPERATIONS, resolve_path
-from v2serve.errors import InvalidRequest, ModelNotFound, V2ServeError
+from v2serve.core.v2_routes import BODY_OPERATIONS, model_in_path
+from v2serve.errors import InvalidRequest, ModelNotFound
 from v2serve.event import Event
 from v2serve.models.invoker import BoundMethod, Runner
 from v2serve.models.registry import ModelRegistry
@@ -96,10 +96,4 @@ def _model_from_body(body: Any) -> str | None:
 
 
 def _model_from_path(event: Event) -> str | None:
-    try:
-        target = resolve_path("POST", event.path)
-    except V2ServeError:
-        return None
-    if target.model is None:
-        return None
-    return f"{target.model}:{target.version}" if target.version else target.model
+    return model_in_path(event.path)
