@@ -78,8 +78,15 @@ class DataPlane:
                 # The file's rows are already ordered: infer_dict is plain infer now.
                 parsed, runs = await self._with_data(entry.schema, parsed, operation)
             decoded = self._decode(entry, runs, body, headers, parsed, parsed_ns)
-            explain = runs == "explain"
-            result = await self.infer_decoded(entry, decoded, explain=explain, headers=headers, event_id=event_id)
+            # infer_decoded's steps inline: one coroutine less per request.
+            context, wanted, deadline = self._prepare(entry, decoded, headers, event_id)
+            try:
+                produced = await entry.scheduler.submit(decoded.inputs, context, deadline, explain=runs == "explain")
+            except V2ServeError:
+                raise
+            except Exception as exc:
+                raise self._model_failed(entry, exc) from exc
+            result = self._result(entry, produced, wanted, context)
             encoding = time.perf_counter_ns()
             rendered = render(result)
             entry.stats.encoded(time.perf_counter_ns() - encoding)
@@ -102,24 +109,29 @@ class DataPlane:
         event_id: str | None = None,
     ) -> InferenceResult:
         """Run already decoded inputs through the model's scheduler; the outputs the request asked for."""
-        model, request = entry.model, decoded.request
+        context, wanted, deadline = self._prepare(entry, decoded, headers or {}, event_id)
+        submitted = entry.scheduler.submit(decoded.inputs, context, deadline, explain=explain)
+        return self._result(entry, await self._guarded(entry, submitted), wanted, context)
+
+    def _prepare(
+        self, entry: ModelEntry, decoded: DecodedRequest, headers: Mapping[str, str], event_id: str | None
+    ) -> tuple[RequestContext, dict[str, bool] | None, float | None]:
+        request = decoded.request
         wanted = requested_outputs(entry.schema, request, decoded.all_binary_outputs)
         context = RequestContext(
             id=request.id if request.id is not None else (event_id or uuid.uuid4().hex),
             parameters=request.parameters,
             input_parameters={tensor.name: tensor.parameters for tensor in request.inputs},
             requested_outputs=None if wanted is None else list(wanted),
-            headers=headers if headers is not None else {},
+            headers=headers,
         )
-        deadline = _deadline(entry.model, request)
-        try:
-            result = await entry.scheduler.submit(decoded.inputs, context, deadline, explain=explain)
-        except V2ServeError:
-            raise
-        except Exception as exc:
-            raise self._model_failed(entry, exc) from exc
-        outputs = select_outputs(entry.schema, as_output_dict(model, result), wanted)
-        return InferenceResult(model.name, model.version, context.id, outputs)
+        return context, wanted, _deadline(entry.model, request)
+
+    def _result(
+        self, entry: ModelEntry, produced: Any, wanted: dict[str, bool] | None, context: RequestContext
+    ) -> InferenceResult:
+        outputs = select_outputs(entry.schema, as_output_dict(entry.model, produced), wanted)
+        return InferenceResult(entry.model.name, entry.model.version, context.id, outputs)
 
     async def custom(
         self, entry: ModelEntry, operation: str, body: Any, headers: Mapping[str, str], event_id: str | None = None

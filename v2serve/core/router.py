@@ -21,7 +21,7 @@ from v2serve.models.registry import ModelEntry, ModelRegistry, ModelState
 from v2serve.protocol import binary
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps, loads
 from v2serve.protocol.request_json import loads_inference_request
-from v2serve.protocol.response import InferenceResult
+from v2serve.protocol.response import InferenceResult, encode_inference_response
 from v2serve.protocol.schemas import (
     ErrorBody,
     ModelMetadata,
@@ -47,7 +47,9 @@ def error_reply(exc: V2ServeError) -> Reply:
 
 def v2_reply(result: InferenceResult) -> Reply:
     """The v2 rendering of an inference result: JSON, or JSON and binary tensor data as the request asked."""
-    encoded = result.encode()
+    encoded = encode_inference_response(
+        model_name=result.model_name, model_version=result.model_version, request_id=result.id, outputs=result.outputs
+    )
     return Reply(200, encoded.body, encoded.content_type, encoded.headers)
 
 
