@@ -9,8 +9,9 @@ from tests.conftest import serve_in_process
 from tests.fixtures import CountingDouble, ErrorModel, GatedModel
 from v2serve.errors import InferenceError
 from v2serve.metrics.model import ModelRecorder
+from v2serve.models.base import RequestContext
 from v2serve.models.invoker import ModelInvoker
-from v2serve.models.scheduler import BatchScheduler
+from v2serve.models.scheduler import BatchScheduler, ConcurrencyScheduler
 
 pytestmark = pytest.mark.anyio
 
@@ -144,3 +145,28 @@ def test_batch_split_rejects_models_that_do_not_keep_rows():
     scheduler = BatchScheduler(ModelInvoker(model, None), ModelRecorder("m", None))
     with pytest.raises(InferenceError, match="one row per input row"):
         scheduler._split({"y": np.zeros((3, 2))}, [1, 1])
+
+
+async def test_slots_bound_concurrency_and_survive_cancelled_waiters():
+    class Tracking(CountingDouble):
+        running = peak = 0
+
+        async def predict(self, inputs):
+            Tracking.running += 1
+            Tracking.peak = max(Tracking.peak, Tracking.running)
+            await asyncio.sleep(0.01)
+            Tracking.running -= 1
+            return {"y": inputs["x"]}
+
+    model = Tracking(name="tracking", instances=2)
+    scheduler = ConcurrencyScheduler(ModelInvoker(model, None), ModelRecorder("m", None))
+    inputs = {"x": np.ones((1, 1), dtype=np.float32)}
+    waiting = [asyncio.ensure_future(scheduler.submit(inputs, RequestContext(id=str(i)), None)) for i in range(10)]
+    await asyncio.sleep(0)
+    for task in waiting[4:7]:
+        task.cancel()  # waiters that give up must neither run nor keep a slot
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 3
+    assert Tracking.peak == 2 and scheduler.waiting == 0
+    more = await asyncio.gather(*(scheduler.submit(inputs, RequestContext(id="x"), None) for _ in range(4)))
+    assert len(more) == 4 and Tracking.peak == 2
