@@ -84,6 +84,7 @@ def write_configs(bootstrap: str, topics: dict[str, str], http_port: int) -> dic
 def start_server(name: str, bootstrap: str, topics: dict[str, str]) -> subprocess.Popen:
     configs = write_configs(bootstrap, topics, run.free_port())
     env = {**os.environ, "PYTHONPATH": str(run.SERVERS_DIR), "PYTHONUNBUFFERED": "1"}
+    env["V2SERVE_IMPLEMENTATION_PACKAGES"] = '["v2serve_models"]'
     if name == "v2serve":
         command = [
             str(run.python("v2serve")),

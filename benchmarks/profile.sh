@@ -13,7 +13,7 @@ port=$("$python" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)
 trap 'kill "${pid:-0}" 2> /dev/null || true' EXIT
 
 start() {
-  PYTHONPATH=benchmarks/servers taskset -c 0 "$python" -m v2serve serve "benchmarks/.work/v2serve/$1" \
+  PYTHONPATH=benchmarks/servers V2SERVE_IMPLEMENTATION_PACKAGES='["v2serve_models"]' taskset -c 0 "$python" -m v2serve serve "benchmarks/.work/v2serve/$1" \
     --port "$port" > "benchmarks/.work/profile-$1.log" 2>&1 &
   pid=$!
   for _ in $(seq 150); do curl -sf "localhost:$port/v2/health/ready" > /dev/null && break; sleep 0.2; done

@@ -188,6 +188,8 @@ def write_configs(onnx_path: Path) -> None:
 def start(name: str, onnx_path: Path) -> Server:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(SERVERS_DIR), "MLP_PATH": str(onnx_path), "PYTHONUNBUFFERED": "1"}
+    # The generated model directories name the harness's own module (servers/v2serve_models.py).
+    env["V2SERVE_IMPLEMENTATION_PACKAGES"] = '["v2serve_models"]'
     if name == "floor":
         command = [
             str(python("v2serve")),

@@ -8,7 +8,7 @@ python=benchmarks/.venvs/v2serve/bin/python
 port=$("$python" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 trap 'kill "${pid:-0}" 2> /dev/null || true' EXIT
 for workers in 1 2; do
-  PYTHONPATH=benchmarks/servers "$python" -m v2serve serve benchmarks/.work/v2serve/add_sub --port "$port" \
+  PYTHONPATH=benchmarks/servers V2SERVE_IMPLEMENTATION_PACKAGES='["v2serve_models"]' "$python" -m v2serve serve benchmarks/.work/v2serve/add_sub --port "$port" \
     --workers "$workers" > "benchmarks/.work/workers-$workers.log" 2>&1 &
   pid=$!
   for _ in $(seq 150); do curl -sf "localhost:$port/v2/health/ready" > /dev/null && break; sleep 0.2; done

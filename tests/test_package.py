@@ -33,3 +33,28 @@ def test_protocol_package_imports_no_transport():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_no_module_of_v2serve_imports_itself_back():
+    """import-linter checks the layers; this checks the modules within them: no cycle of imports at all
+    (imports under TYPE_CHECKING and inside functions included)."""
+    import grimp
+
+    graph = grimp.build_graph("v2serve")
+    edges = {m: set(graph.find_modules_directly_imported_by(m)) & graph.modules for m in graph.modules}
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(module: str) -> None:
+        if module in path:
+            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(module) :], module]))
+        if module in done:
+            return
+        path.append(module)
+        for imported in sorted(edges[module]):
+            visit(imported)
+        path.pop()
+        done.add(module)
+
+    for module in sorted(graph.modules):
+        visit(module)

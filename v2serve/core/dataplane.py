@@ -27,13 +27,21 @@ from v2serve.errors import (
 )
 from v2serve.models.base import Model, RequestContext
 from v2serve.models.outputs import as_output_dict
-from v2serve.models.registry import ModelEntry
+from v2serve.models.registry import ModelEntry, ModelRegistry, ModelState
 from v2serve.protocol.decode import DecodedRequest, decode_dict_request, decode_request, json_body
 from v2serve.protocol.jsonio import loads
 from v2serve.protocol.outputs import requested_outputs, select_outputs
 from v2serve.protocol.response import InferenceResult
 from v2serve.protocol.schema import ModelSchema
-from v2serve.protocol.types import InferenceRequest
+from v2serve.protocol.schemas import (
+    ModelMetadata,
+    ModelReadiness,
+    NotReadyModel,
+    Readiness,
+    StatisticsBody,
+    TensorMetadata,
+)
+from v2serve.protocol.types import InferenceRequest, TensorSpec
 
 logger = logging.getLogger("v2serve.dataplane")
 R = TypeVar("R")
@@ -51,9 +59,65 @@ class DataPlane:
     counted in the model's statistics, its rendering (encoding) included.
     """
 
-    def __init__(self, *, debug: bool = False, data: DataFetcher | None = None) -> None:
+    def __init__(self, registry: ModelRegistry, *, debug: bool = False, data: DataFetcher | None = None) -> None:
+        self.registry = registry
         self._debug = debug
         self._data = data
+
+    # ------------------------------------------------------------ about models
+
+    def model_metadata(self, entry: ModelEntry) -> ModelMetadata:
+        model = entry.model
+        metadata = ModelMetadata(
+            name=model.name,
+            platform=model.platform,
+            inputs=[_tensor_metadata(spec) for spec in model.inputs],
+            outputs=[_tensor_metadata(spec) for spec in model.outputs],
+        )
+        versions = self.registry.versions(model.name)
+        if versions:
+            metadata["versions"] = versions
+        if model.feature_names:
+            metadata["parameters"] = {"feature_names": list(model.feature_names)}
+        return metadata
+
+    def model_readiness(self, entry: ModelEntry, load_failures: Mapping[str, str]) -> ModelReadiness:
+        """The version's state; ``load_failures``: the repository's last failed load of each model name."""
+        ready = entry.state is ModelState.READY
+        readiness = ModelReadiness(name=entry.name, ready=ready)
+        if not ready:
+            readiness["state"] = entry.state.value
+            if entry.reason:
+                readiness["reason"] = entry.reason
+        failure = load_failures.get(entry.name)
+        if failure:
+            readiness["last_load_error"] = failure
+        return readiness
+
+    def server_readiness(self, *, allow_empty: bool) -> Readiness:
+        """Ready when every model is (``allow_empty``: a graph of tasks alone is ready with none)."""
+        if self.registry.is_ready(allow_empty=allow_empty):
+            return Readiness(ready=True)
+        pending = []
+        for entry in self.registry:
+            if entry.state is not ModelState.READY:
+                item = NotReadyModel(name=entry.name, state=entry.state.value)
+                if entry.version is not None:
+                    item["version"] = entry.version
+                if entry.reason:
+                    item["reason"] = entry.reason
+                pending.append(item)
+        return Readiness(ready=False, models=pending)
+
+    def statistics(self, entry: ModelEntry | None = None, *, every_version: bool = True) -> StatisticsBody:
+        """Triton's statistics of one version, of every version of its model, or (no entry) of every model."""
+        if entry is None:
+            entries = list(self.registry)
+        else:
+            entries = self.registry.entries_of(entry.name) if every_version else [entry]
+        return StatisticsBody(model_stats=[e.stats.triton_statistics() for e in entries])
+
+    # ------------------------------------------------------------ operations
 
     async def infer(
         self,
@@ -219,3 +283,7 @@ def _deadline(model: Model, request: InferenceRequest) -> float | None:
     else:
         raise InvalidRequest(f"parameters.timeout must be a positive number of microseconds, got {timeout!r}")
     return None if seconds is None else asyncio.get_running_loop().time() + seconds
+
+
+def _tensor_metadata(spec: TensorSpec) -> TensorMetadata:
+    return TensorMetadata(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))

@@ -17,20 +17,15 @@ from v2serve.data.fetch import DataFetcher
 from v2serve.errors import InvalidRequest, OperationNotFound, V2ServeError
 from v2serve.event import Addressed, Event, Reply
 from v2serve.metrics.server import PROMETHEUS_CONTENT_TYPE, ServerMetrics
-from v2serve.models.registry import ModelEntry, ModelRegistry, ModelState
+from v2serve.models.registry import ModelEntry, ModelRegistry
 from v2serve.protocol import binary
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps, loads
 from v2serve.protocol.request_json import loads_inference_request
 from v2serve.protocol.response import InferenceResult, encode_inference_response
 from v2serve.protocol.schemas import (
     ErrorBody,
-    ModelMetadata,
-    ModelReadiness,
-    NotReadyModel,
     ServerMetadata,
-    TensorMetadata,
 )
-from v2serve.protocol.types import TensorSpec
 
 logger = logging.getLogger("v2serve.router")
 
@@ -51,10 +46,6 @@ def v2_reply(result: InferenceResult) -> Reply:
         model_name=result.model_name, model_version=result.model_version, request_id=result.id, outputs=result.outputs
     )
     return Reply(200, encoded.body, encoded.content_type, encoded.headers)
-
-
-def _tensor_metadata(spec: TensorSpec) -> TensorMetadata:
-    return TensorMetadata(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
 
 
 class V2Router:
@@ -83,7 +74,7 @@ class V2Router:
         self.serves_graph = serves_graph
         self.metrics = metrics
         self.repository = repository
-        self.dataplane = DataPlane(debug=debug, data=data)
+        self.dataplane = DataPlane(registry, debug=debug, data=data)
         self.table = RouteTable([*v2_routes(self), *extra_routes])
         self._openapi: bytes | None = None
 
@@ -141,26 +132,17 @@ class V2Router:
         return Reply.json(value)
 
     async def model_metadata(self, event: Event, params: Mapping[str, str]) -> Reply:
-        return Reply.json(self._model_metadata(self.entry(params)))
+        return Reply.json(self.dataplane.model_metadata(self.entry(params)))
 
     async def model_ready(self, event: Event, params: Mapping[str, str]) -> Reply:
-        entry = self.entry(params)
-        ready = entry.state is ModelState.READY
-        body = ModelReadiness(name=entry.name, ready=ready)
-        if not ready:
-            body["state"] = entry.state.value
-            if entry.reason:
-                body["reason"] = entry.reason
-        failure = None if self.repository is None else self.repository.repository.failures.get(entry.name)
-        if failure:
-            body["last_load_error"] = failure
-        return Reply.json(body, 200 if ready else 503, {} if ready else {"retry-after": "1"})
+        failures = {} if self.repository is None else self.repository.repository.failures
+        readiness = self.dataplane.model_readiness(self.entry(params), failures)
+        ready = readiness["ready"]
+        return Reply.json(readiness, 200 if ready else 503, {} if ready else {"retry-after": "1"})
 
     async def model_stats(self, event: Event, params: Mapping[str, str]) -> Reply:
-        entry = self.entry(params)
         pinned = "version" in params or ":" in params["model"]
-        versions = [entry] if pinned else self.registry.entries_of(entry.name)
-        return Reply.json({"model_stats": [e.stats.triton_statistics() for e in versions]})
+        return Reply.json(self.dataplane.statistics(self.entry(params), every_version=not pinned))
 
     async def body_routed(self, event: Event, params: Mapping[str, str]) -> Reply:
         """A request posted to ``/`` (streams, serverless): the body's ``model``, ``version`` and
@@ -191,15 +173,16 @@ class V2Router:
         return Reply.json({"live": True})
 
     async def ready(self, event: Event, params: Mapping[str, str]) -> Reply:
-        if self.registry.is_ready(allow_empty=self.serves_graph):
-            return Reply.json({"ready": True})
-        return Reply.json({"ready": False, "models": self._not_ready()}, 503, {"retry-after": "1"})
+        readiness = self.dataplane.server_readiness(allow_empty=self.serves_graph)
+        return Reply.json(
+            readiness, 200 if readiness["ready"] else 503, {} if readiness["ready"] else {"retry-after": "1"}
+        )
 
     async def list_models(self, event: Event, params: Mapping[str, str]) -> Reply:
         return Reply.json({"models": self.registry.names()})
 
     async def all_stats(self, event: Event, params: Mapping[str, str]) -> Reply:
-        return Reply.json({"model_stats": [e.stats.triton_statistics() for e in self.registry]})
+        return Reply.json(self.dataplane.statistics())
 
     async def metrics_text(self, event: Event, params: Mapping[str, str]) -> Reply:
         if self.metrics is None:
@@ -260,33 +243,6 @@ class V2Router:
         if addressed.version is not None:
             target["version"] = addressed.version
         return target, event
-
-    def _not_ready(self) -> list[NotReadyModel]:
-        pending = []
-        for entry in self.registry:
-            if entry.state is not ModelState.READY:
-                item = NotReadyModel(name=entry.name, state=entry.state.value)
-                if entry.version is not None:
-                    item["version"] = entry.version
-                if entry.reason:
-                    item["reason"] = entry.reason
-                pending.append(item)
-        return pending
-
-    def _model_metadata(self, entry: ModelEntry) -> ModelMetadata:
-        model = entry.model
-        metadata = ModelMetadata(
-            name=model.name,
-            platform=model.platform,
-            inputs=[_tensor_metadata(spec) for spec in model.inputs],
-            outputs=[_tensor_metadata(spec) for spec in model.outputs],
-        )
-        versions = self.registry.versions(model.name)
-        if versions:
-            metadata["versions"] = versions
-        if model.feature_names:
-            metadata["parameters"] = {"feature_names": list(model.feature_names)}
-        return metadata
 
 
 def _addressed(fields: dict[str, Any], headers: Mapping[str, str]) -> Addressed:

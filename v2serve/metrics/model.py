@@ -115,3 +115,19 @@ class _Duration:
     @staticmethod
     def of(histogram: LoopHistogram) -> schemas.Duration:
         return {"count": histogram.count, "ns": histogram.total}
+
+
+UNROUTED_LABELS = ("", "", "unknown")
+"""model, version and operation of the requests that named nothing served."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelGauge:
+    """What a model version is at a scrape: values read from the registry, never kept apart from it."""
+
+    name: str
+    version: str | None
+    state: str
+    load_seconds: float | None
+    waiting: int
+    running: int

@@ -11,8 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from v2serve.metrics.histogram import LoopHistogram
-from v2serve.metrics.model import ModelRecorder
-from v2serve.metrics.server import UNROUTED_LABELS, ModelGauge
+from v2serve.metrics.model import UNROUTED_LABELS, ModelGauge, ModelRecorder
 from v2serve.metrics.streams import StreamStats
 
 MODEL_LABELS = ("model", "version")

@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from v2serve.metrics.model import ModelRecorder
+from v2serve.metrics.model import ModelGauge, ModelRecorder
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-UNROUTED_LABELS = ("", "", "unknown")
-"""model, version and operation of the requests that named nothing served."""
-
-
-@dataclass(frozen=True, slots=True)
-class ModelGauge:
-    """What a model version is at a scrape: values read from the registry, never kept apart from it."""
-
-    name: str
-    version: str | None
-    state: str
-    load_seconds: float | None
-    waiting: int
-    running: int
 
 
 class ServerMetrics:

@@ -14,8 +14,8 @@ import numpy as np
 
 from v2serve.data.artifacts import ArtifactCache
 from v2serve.errors import ModelLoadFailed, ModelNotFound, ModelNotReady
-from v2serve.metrics.model import ModelRecorder
-from v2serve.metrics.server import ModelGauge, ServerMetrics
+from v2serve.metrics.model import ModelGauge, ModelRecorder
+from v2serve.metrics.server import ServerMetrics
 from v2serve.models.base import Model, RequestContext
 from v2serve.models.invoker import ModelInvoker
 from v2serve.models.scheduler import Scheduler, make_scheduler
