@@ -172,10 +172,24 @@ class DataPlane:
         headers: Mapping[str, str] | None = None,
         event_id: str | None = None,
     ) -> InferenceResult:
-        """Run already decoded inputs through the model's scheduler; the outputs the request asked for."""
-        context, wanted, deadline = self._prepare(entry, decoded, headers or {}, event_id)
-        submitted = entry.scheduler.submit(decoded.inputs, context, deadline, explain=explain)
-        return self._result(entry, await self._guarded(entry, submitted), wanted, context)
+        """Run already decoded inputs (a typed front-end's, such as gRPC's) through the model's scheduler; the
+        outputs the request asked for. Counted and checked for readiness as ``infer`` is."""
+        started = time.perf_counter_ns()
+        status = 500
+        entry.enter()
+        try:
+            entry.require_ready()
+            context, wanted, deadline = self._prepare(entry, decoded, headers or {}, event_id)
+            submitted = entry.scheduler.submit(decoded.inputs, context, deadline, explain=explain)
+            result = self._result(entry, await self._guarded(entry, submitted), wanted, context)
+            status = 200
+            return result
+        except V2ServeError as exc:
+            status = exc.status_code
+            raise
+        finally:
+            entry.leave()
+            entry.stats.finished(started, "explain" if explain else "infer", status, inference=True)
 
     def _prepare(
         self, entry: ModelEntry, decoded: DecodedRequest, headers: Mapping[str, str], event_id: str | None
