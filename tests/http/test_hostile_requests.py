@@ -169,3 +169,20 @@ async def test_binary_header_length_takes_ascii_digits_only(length):
         )
         assert response.status_code == 400, response.text
         assert "decimal digits only" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data"),
+    [("FP16", [65520.0]), ("FP16", [1e6] * 3000), ("FP32", [1e300]), ("FP32", [10**400]), ("FP64", [10**400])],
+    ids=["fp16", "fp16-simdjson-route", "fp32", "fp32-huge-int", "fp64-huge-int"],
+)
+async def test_floats_beyond_the_datatypes_range_are_a_400_not_an_infinity(datatype, data):
+    import json
+
+    body = json.dumps({"inputs": [{"name": "x", "datatype": datatype, "shape": [len(data)], "data": data}]})
+    async with serve_in_process(EchoModel(name="echo"), SumModel(name="sum")) as client:
+        response = await client.post("/v2/models/echo/infer", content=body.encode())
+        assert response.status_code == 400, response.text
+        # orjson refuses numbers past a double's range as malformed JSON; the others are out of the datatype's.
+        assert any(reason in response.json()["error"] for reason in ("outside the range", "malformed JSON"))
+        await still_serves(client)

@@ -60,12 +60,14 @@ def _as_number_array(tensor: RequestInput) -> np.ndarray:
             # One pass straight into the target dtype. JSON null becomes NaN (orjson writes NaN and Inf as
             # null; MLServer reads null as NaN); strings and ragged data raise here.
             dtype = DATATYPE_TO_NUMPY[tensor.datatype]
-            try:
-                # A flat list reads a quarter faster through fromiter, which knows the length and skips
-                # asarray's shape discovery; nested lists fail on their first row and take asarray.
-                return np.fromiter(data, dtype, len(data))
-            except (ValueError, TypeError):
-                return np.asarray(data, dtype=dtype)
+            # A value beyond the datatype's range (70000 as FP16) is the client's error, not an infinity.
+            with np.errstate(over="raise"):
+                try:
+                    # A flat list reads a quarter faster through fromiter, which knows the length and skips
+                    # asarray's shape discovery; nested lists fail on their first row and take asarray.
+                    return np.fromiter(data, dtype, len(data))
+                except (ValueError, TypeError):
+                    return np.asarray(data, dtype=dtype)
         # Integers and booleans go through numpy's own inference first, so that the range and kind of the
         # values can be checked before they are narrowed.
         return np.asarray(data)
@@ -73,6 +75,8 @@ def _as_number_array(tensor: RequestInput) -> np.ndarray:
         raise InvalidRequest(
             f"input {tensor.name!r} data is ragged or holds values that are not {tensor.datatype}"
         ) from None
+    except (OverflowError, FloatingPointError):
+        raise InvalidRequest(f"input {tensor.name!r} holds values outside the range of {tensor.datatype}") from None
 
 
 _RECONVERT_LIMIT = 4096
@@ -107,7 +111,13 @@ def _cast_checked(tensor: RequestInput, values: np.ndarray) -> np.ndarray:
         return values.astype(target, copy=False)
     if kind not in _NUMBER_KINDS:
         raise InvalidRequest(f"input {tensor.name!r} is {datatype} but holds non-numeric values")
-    return values.astype(target, copy=False)
+    if values.dtype == target:
+        return values
+    try:
+        with np.errstate(over="raise"):
+            return values.astype(target)
+    except FloatingPointError:
+        raise InvalidRequest(f"input {tensor.name!r} holds values outside the range of {datatype}") from None
 
 
 def _as_uint64(tensor: RequestInput, values: np.ndarray) -> np.ndarray:
