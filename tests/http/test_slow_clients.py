@@ -38,9 +38,14 @@ def connect(url: str) -> socket.socket:
 
 
 def read_until_closed(sock: socket.socket) -> bytes:
+    """What the server sent before it closed the connection. A server that closes while the client's bytes
+    are still unread makes the kernel reset the connection, and the reset can overtake its last answer."""
     received = b""
-    while chunk := sock.recv(65536):
-        received += chunk
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        received += b"<reset>"
     return received
 
 
@@ -83,11 +88,15 @@ def test_headers_trickling_in_do_not_extend_the_deadline(implementation):
         sender = threading.Thread(target=trickle)
         sender.start()
         started = time.monotonic()
-        answer = read_until_closed(sock)
-        closed.set()
-        sender.join()
-        sock.close()
-        assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 2
+        try:
+            answer = read_until_closed(sock)
+        finally:
+            closed.set()
+            sender.join()
+            sock.close()
+        # Cut off at the header deadline, though bytes kept coming (the 408 may be lost to the reset).
+        assert answer.startswith(b"HTTP/1.1 408") or answer == b"<reset>", answer
+        assert time.monotonic() - started < 2
 
 
 def test_a_stalled_body_is_cut_off_and_the_server_still_serves(implementation):
