@@ -266,3 +266,17 @@ async def test_middleware_an_operator_adds_wraps_every_request():
     assert inferred.status_code == 200 and inferred.headers["x-stamped"] == "yes"
     assert missing.status_code == 404 and missing.headers["x-stamped"] == "yes"
     assert seen == ["/v2/models/sum/infer", "/v2/models/nope"]
+
+
+@pytest.mark.parametrize("count", [3, 3000], ids=["orjson-route", "simdjson-route"])
+async def test_integer_inputs_sent_as_integral_floats_are_served(count):
+    # The Open Inference Protocol's own client sends INT32 data as [1.0, 2.0, ...]; every peer accepts it.
+    data = [float(i % 7) for i in range(count)]
+    tensor = {"name": "x", "shape": [count], "datatype": "INT32", "data": data}
+    async with serve_in_process(EchoModel(name="echo")) as client:
+        response = await client.post("/v2/models/echo/infer", json={"inputs": [tensor]})
+        assert response.status_code == 200, response.text
+        [output] = response.json()["outputs"]
+        assert output["datatype"] == "INT32" and output["data"] == [int(v) for v in data]
+        fractional = await client.post("/v2/models/echo/infer", json={"inputs": [tensor | {"data": [1.5] * count}]})
+        assert fractional.status_code == 400 and "non-integer" in fractional.json()["error"]

@@ -133,3 +133,31 @@ def test_datatype_of_maps_strings_to_bytes():
     assert datatype_of(np.zeros(2, dtype=np.float16)) == "FP16"
     with pytest.raises(TypeError):
         datatype_of(np.zeros(2, dtype=np.complex64))
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "expected"),
+    [
+        ("INT32", [1.0, 2.0, -3.0], [1, 2, -3]),
+        ("INT64", [1, 2.0, 2.0**62], [1, 2, 2**62]),
+        ("UINT8", [255.0, 0.0], [255, 0]),
+    ],
+)
+def test_integer_tensors_accept_integral_floats(datatype, data, expected):
+    decoded = decode_json_tensor(RequestInput("t", [len(data)], datatype, data))
+    assert decoded.dtype.kind in "iu" and decoded.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "message"),
+    [
+        ("INT32", [1.0, 1.5], "non-integer"),
+        ("INT32", [float("nan")], "non-integer"),
+        ("INT32", [2147483648.0], "outside the range of INT32"),
+        ("INT64", [2.0**63], "outside the range of INT64"),
+        ("UINT8", [-1.0], "outside the range of UINT8"),
+    ],
+)
+def test_integral_floats_out_of_range_or_fractional_are_refused(datatype, data, message):
+    with pytest.raises(InvalidRequest, match=message):
+        decode_json_tensor(RequestInput("t", [len(data)], datatype, data))

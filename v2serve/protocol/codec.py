@@ -94,6 +94,8 @@ def _cast_checked(tensor: RequestInput, values: np.ndarray) -> np.ndarray:
     if target.kind in _INTEGER_KINDS:
         if datatype == "UINT64" and kind in "fO":
             return _as_uint64(tensor, values)
+        if kind == "f":
+            return _integral_floats(tensor, values, target)
         if kind not in _INTEGER_KINDS:
             raise InvalidRequest(f"input {tensor.name!r} is {datatype} but holds non-integer values")
         if values.dtype == target:
@@ -118,6 +120,19 @@ def _cast_checked(tensor: RequestInput, values: np.ndarray) -> np.ndarray:
             return values.astype(target)
     except FloatingPointError:
         raise InvalidRequest(f"input {tensor.name!r} holds values outside the range of {datatype}") from None
+
+
+def _integral_floats(tensor: RequestInput, values: np.ndarray, target: np.dtype) -> np.ndarray:
+    """Integer tensors written as integral floats (``[1.0, 2.0]``, as the Open Inference Protocol's own
+    client sends them, and as every peer accepts); ``1.5`` stays an error."""
+    datatype = tensor.datatype
+    if not (np.isfinite(values).all() and np.array_equal(values, np.trunc(values))):
+        raise InvalidRequest(f"input {tensor.name!r} is {datatype} but holds non-integer values")
+    low, high = _INTEGER_RANGES[datatype]
+    # As floats, 2**63 - 1 rounds up to 2**63, itself out of range: compare with the first value past the top.
+    if values.min() < float(low) or values.max() >= float(high) + 1:
+        raise InvalidRequest(f"input {tensor.name!r} holds values outside the range of {datatype}")
+    return values.astype(target)
 
 
 def _as_uint64(tensor: RequestInput, values: np.ndarray) -> np.ndarray:
