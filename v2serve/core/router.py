@@ -120,11 +120,7 @@ class V2Router:
                 return await self.dataplane.infer(entry, operation, event.body, event.headers, v2_reply, event.id)
 
             return tensors
-
-        async def custom(event: Event, params: Mapping[str, str]) -> Reply:
-            return await self.custom_operation(event, params)
-
-        return custom
+        return self.custom_operation
 
     async def custom_operation(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self.entry(params)

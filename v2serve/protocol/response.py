@@ -24,17 +24,13 @@ class OutputTensor:
 
 @dataclass(slots=True)
 class InferenceResult:
-    """A v2 inference response before it is encoded: what the data plane returns, outputs in numpy."""
+    """A v2 inference response before it is encoded: what the data plane returns, outputs in numpy. A
+    front-end renders it (the v2 one with ``encode_inference_response``)."""
 
     model_name: str
     model_version: str | None
     id: str
     outputs: list[OutputTensor]
-
-    def encode(self) -> EncodedBody:
-        return encode_inference_response(
-            model_name=self.model_name, model_version=self.model_version, request_id=self.id, outputs=self.outputs
-        )
 
     def as_value(self) -> dict[str, Any]:
         """The response as the Python value its JSON would decode to, except that numeric ``data`` stays a
