@@ -6,7 +6,7 @@ render a ``Reply``; nothing between those two ends knows which transport it serv
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,10 @@ class Reply:
 
     ``error`` is the typed error a failed reply renders, and ``addressed`` what the request was resolved to,
     so that a transport (a stream's error record, a retry) needs to parse neither the request nor the reply.
+
+    ``stream``, when set, is the body in parts to send as they come (HTTP chunked transfer, server-sent
+    events), after ``body``; a transport that cannot stream sends them joined (``collect``). Whoever
+    consumes it must close it (``aclose``) if it stops early, which stops the model producing it.
     """
 
     status: int
@@ -56,7 +60,20 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     error: V2ServeError | None = None
     addressed: Addressed | None = None
+    stream: AsyncGenerator[bytes, None] | None = None
 
     @classmethod
     def json(cls, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
         return cls(status, dumps(value), JSON_CONTENT_TYPE, headers or {})
+
+    async def collect(self) -> Reply:
+        """The reply with its stream, if any, read to the end into ``body``."""
+        if self.stream is not None:
+            parts = [self.body]
+            try:
+                async for part in self.stream:
+                    parts.append(part)
+            finally:
+                self.stream = None
+            self.body = b"".join(parts)
+        return self

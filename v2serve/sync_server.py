@@ -21,7 +21,11 @@ class SyncServer:
         asyncio.run_coroutine_threadsafe(server.start(), self._loop).result()
 
     def handle(self, event: Event) -> Reply:
-        return asyncio.run_coroutine_threadsafe(self.server.handle(event), self._loop).result()
+        return asyncio.run_coroutine_threadsafe(self._handle(event), self._loop).result()
+
+    async def _handle(self, event: Event) -> Reply:
+        # A synchronous caller gets a streamed reply whole.
+        return await (await self.server.handle(event)).collect()
 
     def close(self) -> None:
         """Unload the models and stop the loop; idempotent."""

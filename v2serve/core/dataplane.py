@@ -12,7 +12,7 @@ import logging
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from v2serve.data.decode import inputs_from_data
@@ -135,6 +135,11 @@ class DataPlane:
         entry.enter()
         try:
             entry.require_ready()
+            if entry.invoker.streams:
+                raise InvalidRequest(
+                    f"model {entry.name!r} streams its responses: use generate_stream (server-sent events) or "
+                    "TorchServe's /predictions (chunked)"
+                )
             parsing = time.perf_counter_ns()
             parsed, runs = json_body(body, headers), operation
             parsed_ns = time.perf_counter_ns() - parsing
@@ -166,22 +171,25 @@ class DataPlane:
     async def infer_decoded(
         self,
         entry: ModelEntry,
-        decoded: DecodedRequest,
+        decode: Callable[[ModelSchema], DecodedRequest],
         *,
         explain: bool = False,
         headers: Mapping[str, str] | None = None,
         event_id: str | None = None,
     ) -> InferenceResult:
-        """Run already decoded inputs (a typed front-end's, such as gRPC's) through the model's scheduler; the
-        outputs the request asked for. Counted and checked for readiness as ``infer`` is."""
+        """Run the inputs ``decode`` builds against the model's schema (a front-end's own body format, or a
+        typed one such as gRPC's) through the model's scheduler; the outputs the request asked for. Counted,
+        decoding included, and checked for readiness as ``infer`` is."""
         started = time.perf_counter_ns()
         status = 500
         entry.enter()
         try:
             entry.require_ready()
+            decoded = self._decode_with(entry, decode, explain)
             context, wanted, deadline = self._prepare(entry, decoded, headers or {}, event_id)
             submitted = entry.scheduler.submit(decoded.inputs, context, deadline, explain=explain)
             result = self._result(entry, await self._guarded(entry, submitted), wanted, context)
+            result.lone = decoded.lone
             status = 200
             return result
         except V2ServeError as exc:
@@ -190,6 +198,69 @@ class DataPlane:
         finally:
             entry.leave()
             entry.stats.finished(started, "explain" if explain else "infer", status, inference=True)
+
+    async def stream(
+        self,
+        entry: ModelEntry,
+        decode: Callable[[ModelSchema], DecodedRequest],
+        *,
+        headers: Mapping[str, str] | None = None,
+        event_id: str | None = None,
+    ) -> AsyncGenerator[InferenceResult, None]:
+        """The responses of a streaming model (one whose predict is a generator), each as soon as the model
+        yields it; a model that does not stream gives its one response.
+
+        Everything that can fail before the model's first item (decoding, readiness, the queue, the model
+        raising at once) raises here, so that a front-end can still answer with an error status; a failure
+        after that ends the iterator with the error. Close the iterator (``aclose``) to stop the model.
+        """
+        if not entry.invoker.streams:
+            result = await self.infer_decoded(entry, decode, headers=headers, event_id=event_id)
+            return _one(result)
+        started = time.perf_counter_ns()
+        entry.enter()
+        try:
+            entry.require_ready()
+            decoded = self._decode_with(entry, decode, False)
+            context, wanted, deadline = self._prepare(entry, decoded, headers or {}, event_id)
+            items = entry.scheduler.stream(decoded.inputs, context, deadline)
+            first = await self._guarded(entry, anext(items, _END))
+        except BaseException as exc:
+            entry.leave()
+            status = exc.status_code if isinstance(exc, V2ServeError) else 500
+            entry.stats.finished(started, "infer", status, inference=True)
+            raise
+        return self._rest_of_stream(entry, items, first, wanted, context, started, decoded.lone)
+
+    async def _rest_of_stream(
+        self,
+        entry: ModelEntry,
+        items: AsyncGenerator[Any, None],
+        first: Any,
+        wanted: dict[str, bool] | None,
+        context: RequestContext,
+        started: int,
+        lone: bool,
+    ) -> AsyncGenerator[InferenceResult, None]:
+        status = 500
+        try:
+            item = first
+            while item is not _END:
+                result = self._result(entry, item, wanted, context)
+                result.lone = lone
+                yield result
+                item = await self._guarded(entry, anext(items, _END))
+            status = 200
+        except V2ServeError as exc:
+            status = exc.status_code
+            raise
+        except GeneratorExit:
+            status = 499  # the consumer went away (nginx's "client closed request"); the model is stopped
+            raise
+        finally:
+            await items.aclose()
+            entry.leave()
+            entry.stats.finished(started, "infer", status, inference=True)
 
     def _prepare(
         self, entry: ModelEntry, decoded: DecodedRequest, headers: Mapping[str, str], event_id: str | None
@@ -240,6 +311,19 @@ class DataPlane:
             # Operation names come from clients: only the model's own ones become metric labels.
             entry.stats.finished(started, operation if method else UNKNOWN_OPERATION, status, inference=False)
 
+    def _decode_with(
+        self, entry: ModelEntry, decode: Callable[[ModelSchema], DecodedRequest], explain: bool
+    ) -> DecodedRequest:
+        if explain and type(entry.model).explain is Model.explain:
+            raise NotImplementedOperation(f"model {entry.name!r} does not implement explain")
+        started = time.perf_counter_ns()
+        try:
+            decoded = decode(entry.schema)
+        except (ValueError, MemoryError, RecursionError) as exc:
+            raise InvalidRequest(f"the request's tensors cannot be decoded: {type(exc).__name__}: {exc}") from None
+        entry.stats.decoded(time.perf_counter_ns() - started)
+        return decoded
+
     def _decode(
         self, entry: ModelEntry, operation: str, body: Any, headers: Mapping[str, str], parsed: Any, parsed_ns: int
     ) -> DecodedRequest:
@@ -284,6 +368,13 @@ class DataPlane:
         if self._debug:
             message += "\n" + traceback.format_exc()
         return InferenceError(message)
+
+
+_END = object()
+
+
+async def _one(result: InferenceResult) -> AsyncGenerator[InferenceResult, None]:
+    yield result
 
 
 def _deadline(model: Model, request: InferenceRequest) -> float | None:

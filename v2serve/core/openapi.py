@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter
 from typing_extensions import NotRequired, TypedDict
 
 from v2serve.core.routes import Route, RouteTable
@@ -27,9 +27,25 @@ class InferDictRequest(TypedDict):
     parameters: NotRequired[dict[str, Any]]
 
 
+class GenerateRequest(TypedDict, total=False):
+    """Triton's ``generate``: the model's inputs by name (a value or a list of values), and ``parameters``."""
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
+    parameters: dict[str, Any]
+
+
+class KServeV1Request(TypedDict, total=False):
+    """KServe v1: ``instances`` (one item per instance) or ``inputs`` (data points, or a batch per input)."""
+
+    instances: list[Any]
+    inputs: Any
+
+
 _SCHEMA_TYPES: tuple[Any, ...] = (
     InferenceRequest,
     InferDictRequest,
+    GenerateRequest,
+    KServeV1Request,
     schemas.ErrorBody,
     schemas.ServerMetadata,
     schemas.Liveness,
@@ -70,13 +86,11 @@ def _json(name: str | None, description: str = "OK") -> dict[str, Any]:
 
 def _operation(route: Route) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": route.summary}
-    if route.responses is not None:
-        operation["responses"] = dict(route.responses)
-    else:
-        operation["responses"] = {
-            "200": _json(route.response),
-            **{str(code): _json("ErrorBody", _ERRORS[code]) for code in route.errors},
-        }
+    operation["responses"] = {
+        "200": _json(route.response),
+        **{str(code): _json("ErrorBody", _ERRORS[code]) for code in route.errors},
+        **(route.responses or {}),
+    }
     if route.parameters:
         operation["parameters"] = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[^/]+$"}}

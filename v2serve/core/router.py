@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from v2serve._version import __version__
 from v2serve.core.dataplane import TENSOR_OPERATIONS, DataPlane
+from v2serve.core.generate import GenerateEndpoints
 from v2serve.core.openapi import openapi_document
 from v2serve.core.repository_api import RepositoryEndpoints
 from v2serve.core.routes import Handler, Route, RouteTable
@@ -33,6 +34,10 @@ EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository"]
 """The protocol extensions this server implements, as advertised by ``GET /v2``."""
 
 
+FrontEnd = Callable[["V2Router"], Sequence[Route]]
+"""A front-end beside v2: the routes it serves, built over the router's models and data plane."""
+
+
 def error_reply(exc: V2ServeError) -> Reply:
     """The v2 rendering of an error: ``{"error": message}`` with its status; the reply keeps the error."""
     reply = Reply.json(ErrorBody(error=exc.message), exc.status_code, dict(exc.headers))
@@ -49,8 +54,8 @@ def v2_reply(result: InferenceResult) -> Reply:
 
 
 class V2Router:
-    """Serves the v2 protocol over a model registry, through a table of routes (``v2_routes``, plus any a
-    front-end adds as ``extra_routes``).
+    """Serves the v2 protocol over a model registry, through a table of routes (``v2_routes``, then
+    ``extra_routes``, then the routes of each of ``frontends``).
 
     ``handle`` never raises: every failure becomes a Reply with the status of its V2ServeError class and an
     ``{"error": ...}`` body, and anything unexpected a logged 500.
@@ -67,6 +72,7 @@ class V2Router:
         metrics: ServerMetrics | None = None,
         repository: RepositoryEndpoints | None = None,
         extra_routes: Sequence[Route] = (),
+        frontends: Sequence[FrontEnd] = (),
     ) -> None:
         self.registry = registry
         self.server_name = server_name
@@ -75,7 +81,10 @@ class V2Router:
         self.metrics = metrics
         self.repository = repository
         self.dataplane = DataPlane(registry, debug=debug, data=data)
-        self.table = RouteTable([*v2_routes(self), *extra_routes])
+        self.generate = GenerateEndpoints(self.dataplane, self.entry)
+        self.table = RouteTable(
+            [*v2_routes(self), *extra_routes, *(route for frontend in frontends for route in frontend(self))]
+        )
         self._openapi: bytes | None = None
 
     async def handle(self, event: Event) -> Reply:

@@ -41,12 +41,16 @@ class Route:
     errors: tuple[int, ...] = ()
     request_required: bool = True
     responses: Mapping[str, Any] | None = None
-    """OpenAPI responses that replace the generated ones (a 503 with a body of its own, a text body)."""
+    """OpenAPI responses, by status, that replace the generated ones (a 503 with a body of its own, a text
+    body)."""
     server_level: bool = False
     """About the server itself (health, metadata, metrics, the repository): answered by the router even when
     a flow graph answers everything else."""
     documented: bool = True
     """False leaves the route out of the OpenAPI document (a route whose body no schema can describe)."""
+    replaces: bool = False
+    """This route takes the place of an earlier one on the same method and path (a front-end that answers
+    ``GET /`` in a shape of its own); without it, two routes on one method and path are an error."""
 
     @property
     def parameters(self) -> list[str]:
@@ -58,15 +62,15 @@ class RouteTable:
     the first whose pattern matches the path decides (405 with ``Allow`` when it lacks the method)."""
 
     def __init__(self, routes: Iterable[Route]) -> None:
-        self.routes = list(routes)
         self._static: dict[str, dict[str, Route]] = {}
         self._patterns: list[tuple[re.Pattern[str], dict[str, Route]]] = []
         by_pattern: dict[str, dict[str, Route]] = {}
-        for route in self.routes:
+        for route in routes:
             methods = by_pattern.setdefault(route.path, {})
-            if route.method in methods:
+            if route.method in methods and not route.replaces:
                 raise ValueError(f"two routes for {route.method} {route.path}")
             methods[route.method] = route
+        self.routes = [route for methods in by_pattern.values() for route in methods.values()]
         for path, methods in by_pattern.items():
             if "{" in path:
                 self._patterns.append((_compile(path), methods))

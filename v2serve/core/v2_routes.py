@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from v2serve.core.generate import EVENT_STREAM, GenerateEndpoints
 from v2serve.core.routes import Handler, Route
 from v2serve.event import Event, Reply
 
@@ -27,6 +28,7 @@ BODY_OPERATIONS = {
 OPENAPI_PATH = "/v2/docs/openapi.json"
 _TENSOR_ERRORS = (400, 404, 413, 500, 503, 504)
 _TEXT = {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+_EVENTS = {"200": {"description": "One event per response", "content": {EVENT_STREAM: {"schema": {"type": "string"}}}}}
 
 
 _MODEL_IN_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/[^/]+)?/?$")
@@ -51,6 +53,8 @@ def _ref(name: str) -> dict[str, str]:
 class V2Handlers(Protocol):
     """What serves the v2 routes (the V2Router)."""
 
+    @property
+    def generate(self) -> GenerateEndpoints: ...
     def operation(self, operation: str) -> Handler: ...
     async def server_metadata(self, event: Event, params: Mapping[str, str]) -> Reply: ...
     async def openapi(self, event: Event, params: Mapping[str, str]) -> Reply: ...
@@ -117,6 +121,12 @@ def v2_routes(router: V2Handlers) -> list[Route]:
             Route("POST", f"{prefix}/predict_dict", router.operation("infer_dict"),
                   "Inference on rows keyed by feature name (MLRun's name)", "InferenceResponse", "InferDictRequest",
                   _TENSOR_ERRORS),
+            Route("POST", f"{prefix}/generate", router.generate.generate,
+                  "Generate (Triton's extension): inputs by name in, one response", None, "GenerateRequest",
+                  _TENSOR_ERRORS),
+            Route("POST", f"{prefix}/generate_stream", router.generate.generate_stream,
+                  "Generate, streamed: a server-sent event per response", None, "GenerateRequest",
+                  _TENSOR_ERRORS, responses=_EVENTS),
             Route("GET", f"{prefix}/{{operation}}", router.custom_operation, "A custom operation (op_<name>)",
                   errors=(404, 500)),
             Route("POST", f"{prefix}/{{operation}}", router.custom_operation, "A custom operation (op_<name>)",

@@ -10,9 +10,10 @@ loading and unloading) and for any middleware an operator adds.
 from __future__ import annotations
 
 import asyncio
+import logging
 import zlib
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -23,6 +24,8 @@ from v2serve.errors import InvalidRequest, PayloadTooLarge, Unavailable, V2Serve
 from v2serve.event import Event, Reply
 from v2serve.protocol.binary import parse_decimal
 from v2serve.server import ModelServer
+
+logger = logging.getLogger("v2serve.http")
 
 
 class V2Endpoint:
@@ -60,7 +63,10 @@ class V2Endpoint:
             _uncancel()
             reply = error_reply(Unavailable("the server is shutting down; retry the request", retry_after_s=1))
             reply.headers["connection"] = "close"
-        await _send(send, reply)
+        if reply.stream is None:
+            await _send(send, reply)
+        else:
+            await _send_stream(send, receive, reply, reply.stream)
 
 
 def _uncancel() -> None:
@@ -142,6 +148,46 @@ async def _send(send: Send, reply: Reply) -> None:
     headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
     await send({"type": "http.response.start", "status": int(reply.status), "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})
+
+
+async def _send_stream(send: Send, receive: Receive, reply: Reply, stream: AsyncGenerator[bytes, None]) -> None:
+    """Each part as it comes (chunked transfer: no Content-Length); when the client goes away, the stream is
+    closed, which stops the model producing it."""
+    headers: list[tuple[bytes, bytes]] = [(b"content-type", reply.content_type.encode("latin-1"))]
+    headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
+    await send({"type": "http.response.start", "status": int(reply.status), "headers": headers})
+
+    async def pump() -> None:
+        async with aclosing(stream):
+            if reply.body:
+                await send({"type": "http.response.body", "body": reply.body, "more_body": True})
+            async for part in stream:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    pumping = asyncio.ensure_future(pump())
+    watching = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((pumping, watching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+        if not pumping.done():
+            pumping.cancel()  # the client left: closing the stream stops the model at its next item
+        try:
+            await pumping
+        except asyncio.CancelledError:
+            if not watching.done() or watching.cancelled():
+                raise  # cancelled from outside (shutdown), not by the client leaving
+        except Exception:
+            # The model failed mid-stream: the status has gone, so the response ends unterminated (the
+            # client sees a broken chunked body, not a clean end).
+            logger.exception("streamed response ended by an error")
+            raise
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class ClientDisconnected(Exception):

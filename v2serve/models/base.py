@@ -73,6 +73,9 @@ class Model:
     """Default deadline of a request; a request's ``parameters.timeout`` (microseconds) overrides it."""
     warmup_inputs: Mapping[str, Any] | None = None
     """Sample inputs run once through predict after load, before the model is marked ready."""
+    bytes_content_type: str = "application/octet-stream"
+    """The content type of a response that is one BYTES value sent as it is (TorchServe's /predictions: an
+    image a model produced, say); a str value goes as text/plain."""
 
     def __init__(
         self,
@@ -115,6 +118,10 @@ class Model:
 
     def predict(self, inputs: Tensors, *args: Any, **kwargs: Any) -> Any:
         """Compute outputs from inputs: a dict of arrays by output name, or one array for one output.
+
+        A generator (sync or async) streams: each item it yields is one response, sent as soon as it is
+        produced (chunked on TorchServe's /predictions, server-sent events on v2's ``generate_stream``); the
+        generator is closed when the client goes away. A streaming model cannot batch.
 
         Write it as ``predict(self, inputs)``, or ``predict(self, inputs, context)`` to receive the request's
         RequestContext as the second argument (so for preprocess, postprocess and explain); both type-check

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +74,12 @@ class ModelInvoker(Runner):
             for name in ("preprocess", "predict", "postprocess")
             if name == "predict" or getattr(type(model), name) is not getattr(Model, name)
         ]
+        self.streams = inspect.isgeneratorfunction(model.predict) or inspect.isasyncgenfunction(model.predict)
+        """predict is a generator (sync or async): each item it yields is one response of a stream."""
+        if self.streams and model.max_batch_size > 1:
+            raise ValueError(f"model {model.name!r}: a streaming predict (a generator) cannot be batched")
         self._pipeline = [bind(getattr(model, name), 2) for name in overridden]
+        self._postprocesses = int("postprocess" in overridden)
         self._pipeline_is_sync = not any(step.is_async for step in self._pipeline)
         # The common async model (predict only): its coroutine is awaited directly.
         only_predict = len(self._pipeline) == 1 and not self._pipeline_is_sync
@@ -118,6 +124,42 @@ class ModelInvoker(Runner):
             value = step.call(value, context)
         return value
 
+    async def stream(self, inputs: Any, context: Any) -> AsyncGenerator[Any, None]:
+        """The items a streaming predict yields, each through postprocess, as they are produced.
+
+        preprocess runs first; a sync generator advances in the instance threads one item at a time, an async
+        one on the loop. Closing this iterator (the client went away) closes the model's generator, so the
+        model stops at its next ``yield``.
+        """
+        value = inputs
+        *before, predict = self._pipeline[: len(self._pipeline) - self._postprocesses]
+        for step in before:
+            value = await self.run(step, value, context)
+        produced = predict.call(value, context)  # a generator object: no model code has run yet
+        after = self._pipeline[len(self._pipeline) - self._postprocesses :]
+        items = _async_items(produced) if inspect.isasyncgen(produced) else self._thread_items(produced)
+        try:
+            async for item in items:
+                for step in after:
+                    item = await self.run(step, item, context)
+                yield item
+        finally:
+            await items.aclose()
+
+    async def _thread_items(self, generator: Iterator[Any]) -> AsyncGenerator[Any, None]:
+        steps = _Stepper(generator)
+        try:
+            while True:
+                item = await self._instances.submit(steps.next)
+                if item is _END:
+                    return
+                yield item
+        finally:
+            # Queued behind a next() still running (the caller gave up while waiting for it): the stepper's
+            # lock makes the close wait for it.
+            closing = self._instances.submit(steps.close)
+            closing.add_done_callback(_retrieve)
+
     async def explain(self, inputs: Any, context: Any) -> Any:
         return await self.run(self._explain, inputs, context)
 
@@ -129,3 +171,39 @@ class ModelInvoker(Runner):
                 return None
             self._operations[name] = bind(method, 2)
         return self._operations[name]
+
+
+_END = object()
+
+
+class _Stepper:
+    """Advances a sync generator from whichever instance thread runs the step, one step at a time."""
+
+    def __init__(self, generator: Iterator[Any]) -> None:
+        self._generator = generator
+        self._lock = threading.Lock()
+
+    def next(self) -> Any:
+        with self._lock:
+            return next(self._generator, _END)
+
+    def close(self) -> None:
+        with self._lock:
+            close = getattr(self._generator, "close", None)
+            if close is not None:
+                close()
+
+
+async def _async_items(generator: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+    try:
+        async for item in generator:
+            yield item
+    finally:
+        aclose = getattr(generator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # a failure to close is the model's; it is not reported as never retrieved

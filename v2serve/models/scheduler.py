@@ -21,7 +21,7 @@ import asyncio
 import collections
 import dataclasses
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,6 +46,11 @@ class Scheduler(Protocol):
     async def submit(
         self, inputs: Tensors, context: RequestContext, deadline: float | None, explain: bool = False
     ) -> Any: ...
+
+    def stream(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> AsyncGenerator[Any, None]:
+        """A streaming predict's items; the stream holds an instance until it ends (the deadline bounds only
+        the wait for one)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -123,11 +128,7 @@ class ConcurrencyScheduler:
             self._free -= 1
             self._stats.not_queued()
         else:
-            if len(self._waiters) >= self._max_queue:
-                raise _overloaded(self._name, self._max_queue)
-            queued = time.perf_counter_ns()
-            await self._wait_for_slot(deadline)
-            self._stats.queued(time.perf_counter_ns() - queued)
+            await self._queue_for_slot(deadline)
         if deadline is None:
             stats = self._stats
             started = time.perf_counter_ns()
@@ -144,6 +145,32 @@ class ConcurrencyScheduler:
         task = asyncio.ensure_future(_timed_predict(self._invoker, self._stats, inputs, context, explain=explain))
         task.add_done_callback(self._release)
         return await _until(task, deadline, self._name, shield=True)
+
+    async def stream(
+        self, inputs: Tensors, context: RequestContext, deadline: float | None
+    ) -> AsyncGenerator[Any, None]:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            self._stats.not_queued()
+        else:
+            await self._queue_for_slot(deadline)
+        stats = self._stats
+        started = time.perf_counter_ns()
+        stats.running += 1
+        try:
+            async for item in self._invoker.stream(inputs, context):
+                yield item
+        finally:
+            stats.running -= 1
+            stats.executed(time.perf_counter_ns() - started, 1)
+            self._release_slot()
+
+    async def _queue_for_slot(self, deadline: float | None) -> None:
+        if len(self._waiters) >= self._max_queue:
+            raise _overloaded(self._name, self._max_queue)
+        queued = time.perf_counter_ns()
+        await self._wait_for_slot(deadline)
+        self._stats.queued(time.perf_counter_ns() - queued)
 
     async def _wait_for_slot(self, deadline: float | None) -> None:
         # The waiter joins the queue before anything is awaited, so that the queue bound counts it at once.
@@ -209,6 +236,10 @@ class BatchScheduler:
     @property
     def waiting(self) -> int:
         return self._queue.qsize()
+
+    def stream(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> AsyncGenerator[Any, None]:
+        # Unreachable from a registered model: the invoker refuses a streaming predict with batching.
+        raise InferenceError(f"model {self._model.name!r} batches its requests, so it cannot stream")
 
     async def submit(
         self, inputs: Tensors, context: RequestContext, deadline: float | None, explain: bool = False

@@ -31,6 +31,9 @@ class DecodedRequest:
     inputs: Tensors
     all_binary_outputs: bool = False
     """A raw binary request: every output goes back binary."""
+    lone: bool = False
+    """The request was one data point, not a batch: a front-end that answers per point answers with the
+    first row alone (TorchServe's body for one input)."""
 
 
 def json_body(body: Any, headers: Mapping[str, str]) -> Any:
@@ -50,14 +53,14 @@ def decode_request(schema: ModelSchema, body: Any, headers: Mapping[str, str], p
     # Only a byte body with the binary header arrives unparsed (``parsed`` None); anything else is JSON.
     if header_value is None or not isinstance(body, bytes | bytearray | memoryview):
         request = parse_inference_request(parsed)
-        return DecodedRequest(request, _decode_inputs(schema, request, None))
+        return DecodedRequest(request, decode_tensors(schema, request, None))
     header_length = binary.parse_header_length(header_value, len(body))
     view = memoryview(body)
     if header_length == 0:
         return _decode_raw_binary(schema, view)
     request = parse_inference_request(loads_inference_request(view[:header_length]))
     slices = binary.slice_binary_inputs(request, view[header_length:])
-    return DecodedRequest(request, _decode_inputs(schema, request, slices))
+    return DecodedRequest(request, decode_tensors(schema, request, slices))
 
 
 def decode_dict_request(schema: ModelSchema, obj: Any) -> DecodedRequest:
@@ -73,16 +76,17 @@ def decode_dict_request(schema: ModelSchema, obj: Any) -> DecodedRequest:
         "data": ordered_rows(rows, features),
     }
     request = parse_inference_request({**obj, "inputs": [tensor]})
-    return DecodedRequest(request, _decode_inputs(schema, request, None))
+    return DecodedRequest(request, decode_tensors(schema, request, None))
 
 
-def _decode_inputs(schema: ModelSchema, request: InferenceRequest, slices: dict[str, memoryview] | None) -> Tensors:
-    """``slices``: the binary data of the inputs that came in the binary extension, by name."""
+def decode_tensors(schema: ModelSchema, request: InferenceRequest, slices: dict[str, memoryview] | None) -> Tensors:
+    """A request's inputs, each checked against ``schema`` and decoded. ``slices``: the binary data of the
+    inputs that came in the binary extension, by name."""
     specs = schema.inputs
     inputs: Tensors = {}
     for tensor in request.inputs:
         if specs:
-            _check_against_spec(schema, tensor, specs)
+            check_tensor(schema, tensor, specs)
         buffer = None if slices is None else slices.get(tensor.name)
         inputs[tensor.name] = decode_json_tensor(tensor) if buffer is None else decode_binary_tensor(tensor, buffer)
     if len(inputs) != len(specs) and specs:
@@ -91,7 +95,8 @@ def _decode_inputs(schema: ModelSchema, request: InferenceRequest, slices: dict[
     return inputs
 
 
-def _check_against_spec(schema: ModelSchema, tensor: RequestInput, specs: dict[str, TensorSpec]) -> None:
+def check_tensor(schema: ModelSchema, tensor: RequestInput, specs: dict[str, TensorSpec]) -> None:
+    """A tensor's name, datatype and shape against the model's input ``specs``; InvalidRequest otherwise."""
     spec = specs.get(tensor.name)
     if spec is None:
         raise InvalidRequest(f"model {schema.name!r} has no input {tensor.name!r}; its inputs are {list(specs)}")

@@ -31,6 +31,8 @@ class InferenceResult:
     model_version: str | None
     id: str
     outputs: list[OutputTensor]
+    lone: bool = False
+    """The request was one data point rather than a batch (see DecodedRequest.lone)."""
 
     def as_value(self) -> dict[str, Any]:
         """The response as the Python value its JSON would decode to, except that numeric ``data`` stays a

@@ -1,0 +1,129 @@
+"""Inputs given as plain values rather than v2 tensors, as the other front-ends send them.
+
+KServe v1's ``instances``, MLRun's ``inputs`` list, a TorchServe body and Triton's ``generate`` fields carry
+data points without a name, datatype or shape: the model's declared inputs supply those, and the values are
+decoded by the same checked codec as v2 tensors (cast to the declared datatype, never guessed when declared).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from v2serve.errors import InvalidRequest
+from v2serve.protocol.codec import decode_json_tensor
+from v2serve.protocol.decode import DecodedRequest, check_tensor, decode_tensors
+from v2serve.protocol.jsonio import loads
+from v2serve.protocol.schema import ModelSchema
+from v2serve.protocol.types import InferenceRequest, Parameters, RequestInput, TensorSpec, parse_request_input
+
+DEFAULT_INPUT = "input0"
+"""The input name given to data points sent to a model that declares no inputs."""
+
+
+def decode_datapoints(
+    schema: ModelSchema, points: Any, parameters: Parameters | None = None, *, batch: bool = False
+) -> DecodedRequest:
+    """Data points as the model's single input: a list of points is a batch, one row per point, and a lone
+    point (one dimension fewer than the input) is a batch of one. ``batch``: ``points`` is a list of points
+    whatever its shape (KServe v1's ``instances``)."""
+    spec = single_input(schema)
+    shape = _shape_of(points, spec.name)
+    lone = not batch and ((bool(spec.shape) and len(shape) == len(spec.shape) - 1) or not shape)
+    if lone:
+        points, shape = [points], [1, *shape]
+    decoded = _decoded(schema, [_tensor(spec, points, shape)], parameters)
+    decoded.lone = lone
+    return decoded
+
+
+def decode_named_values(
+    schema: ModelSchema, values: Mapping[str, Any], parameters: Parameters | None = None
+) -> DecodedRequest:
+    """Inputs by name, each a value or a list of values (Triton's ``generate`` fields): a scalar is shape
+    ``[1]``, and leading dimensions of 1 are added up to the rank the model declares."""
+    tensors = []
+    for name, value in values.items():
+        spec = schema.inputs.get(name) or TensorSpec(name, _datatype_of(value, name), [])
+        shape = _shape_of(value, name) or [1]
+        data = value if isinstance(value, list) else [value]
+        while len(shape) < len(spec.shape):
+            shape, data = [1, *shape], [data]
+        tensors.append(_tensor(spec, data, shape))
+    return _decoded(schema, tensors, parameters)
+
+
+def decode_fields(schema: ModelSchema, fields: Mapping[str, Sequence[bytes]], *, lone: bool = False) -> DecodedRequest:
+    """Raw byte strings by input name, one row per string (a TorchServe body, the files of a form): a BYTES
+    input, or one the model does not declare, takes them as they are; any other input reads each as a JSON
+    data point."""
+    tensors: list[RequestInput] = []
+    arrays: dict[str, np.ndarray] = {}
+    for name, rows in fields.items():
+        spec = schema.inputs.get(name)
+        if spec is None or spec.datatype == "BYTES":
+            rank = len(spec.shape) if spec is not None else 1
+            tensor = RequestInput(name, [len(rows), *[1] * (rank - 1)], "BYTES")
+            if schema.inputs:
+                check_tensor(schema, tensor, schema.inputs)
+            array = np.empty(len(rows), dtype=object)
+            array[:] = list(rows)
+            arrays[name] = array.reshape(tensor.shape)
+        else:
+            points = [loads(row) for row in rows]
+            tensor = parse_request_input(_tensor(spec, points, _shape_of(points, name)), len(tensors))
+            check_tensor(schema, tensor, schema.inputs)
+            arrays[name] = decode_json_tensor(tensor)
+        tensors.append(tensor)
+    missing = [name for name in schema.inputs if name not in arrays]
+    if missing:
+        raise InvalidRequest(f"model {schema.name!r} needs input(s) {missing}, which the request lacks")
+    return DecodedRequest(InferenceRequest(tensors), arrays, lone=lone)
+
+
+def single_input(schema: ModelSchema) -> TensorSpec:
+    """The input that data points fill: the model's only declared one (a model that declares none takes them
+    as ``input0``, its datatype read from the values)."""
+    if not schema.input_list:
+        return TensorSpec(DEFAULT_INPUT, "", [])
+    if len(schema.input_list) > 1:
+        names = [spec.name for spec in schema.input_list]
+        raise InvalidRequest(
+            f"data points fill a model's single input, but model {schema.name!r} has {len(names)}: {names}; "
+            "send a v2 request with named tensors"
+        )
+    return schema.input_list[0]
+
+
+def _tensor(spec: TensorSpec, data: Any, shape: list[int]) -> dict[str, Any]:
+    datatype = spec.datatype or _datatype_of(data, spec.name)
+    return {"name": spec.name, "datatype": datatype, "shape": shape, "data": data}
+
+
+def _decoded(schema: ModelSchema, tensors: list[dict[str, Any]], parameters: Parameters | None) -> DecodedRequest:
+    request = InferenceRequest([parse_request_input(t, i) for i, t in enumerate(tensors)], None, parameters or {})
+    return DecodedRequest(request, decode_tensors(schema, request, None))
+
+
+def _shape_of(value: Any, name: str) -> list[int]:
+    try:
+        return list(np.shape(value))
+    except ValueError:
+        raise InvalidRequest(f"the data points of input {name!r} are ragged: every point needs one shape") from None
+
+
+_KIND_TO_DATATYPE = {"b": "BOOL", "i": "INT64", "u": "UINT64", "f": "FP64", "U": "BYTES"}
+
+
+def _datatype_of(value: Any, name: str) -> str:
+    try:
+        kind = np.asarray(value).dtype.kind
+    except ValueError:
+        kind = "O"
+    datatype = _KIND_TO_DATATYPE.get(kind)
+    if datatype is None:
+        raise InvalidRequest(f"input {name!r}: the model declares no datatype and the values are not all numbers, "
+                             "booleans or strings")  # fmt: skip
+    return datatype
