@@ -70,6 +70,10 @@ def test_flags_override_environment(monkeypatch):
     limited = settings_from_args(build_parser().parse_args(["serve", "a:B", *limits])).http
     assert (limited.max_connections, limited.header_timeout_s, limited.body_timeout_s) == (50, 2.0, 3.0)
     assert limited.keep_alive_timeout_s == 4.0
+    monkeypatch.setenv("V2SERVE_FRONTENDS__KSERVE_V1", "false")
+    frontends = settings_from_args(build_parser().parse_args(["serve", "--no-torchserve"])).frontends
+    assert (frontends.torchserve, frontends.kserve_v1) == (False, False)
+    assert settings_from_args(build_parser().parse_args(["serve", "--kserve-v1"])).frontends.kserve_v1
 
 
 def test_json_logs_carry_the_request_id():

@@ -32,6 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--header-timeout", type=float, help="seconds a request's headers may take (default 10)")
     serve.add_argument("--body-timeout", type=float, help="seconds a body may stall between chunks (default 30)")
     serve.add_argument("--keep-alive-timeout", type=float, help="seconds an idle connection is kept (default 5)")
+    serve.add_argument(
+        "--torchserve",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="TorchServe's /ping, /predictions and /explanations routes (default on)",
+    )
+    serve.add_argument(
+        "--kserve-v1",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="KServe v1's /v1/models routes (default on)",
+    )
     _add_stream_arguments(serve)
     consume = commands.add_parser("consume", help="serve models to Kafka or Kinesis streams only, without HTTP")
     _add_model_arguments(consume)
@@ -95,6 +107,8 @@ _FLAG_FIELDS = (
     ("header_timeout", "http", "header_timeout_s"),
     ("body_timeout", "http", "body_timeout_s"),
     ("keep_alive_timeout", "http", "keep_alive_timeout_s"),
+    ("torchserve", "frontends", "torchserve"),
+    ("kserve_v1", "frontends", "kserve_v1"),
     ("kafka_servers", "kafka", "bootstrap_servers"),
     ("kafka_input_topic", "kafka", "input_topics"),
     ("kafka_output_topic", "kafka", "output_topic"),

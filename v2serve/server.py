@@ -10,12 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from v2serve.core.repository_api import RepositoryEndpoints
-from v2serve.core.router import V2Router
+from v2serve.core.router import FrontEnd, V2Router
 from v2serve.core.routes import Route
 from v2serve.data.artifacts import ArtifactCache
 from v2serve.data.fetch import DataFetcher
 from v2serve.data.policy import DataPolicy
 from v2serve.event import Event, Reply
+from v2serve.frontends.kserve_v1 import kserve_v1_routes
+from v2serve.frontends.torchserve import torchserve_routes
 from v2serve.graph.compile import GraphCompiler, Handler
 from v2serve.graph.spec import GraphSpec
 from v2serve.logs import REQUEST_ID
@@ -69,6 +71,7 @@ class ModelServer:
                 reachable_beyond_loopback=not is_loopback(self.settings.http.host),
             ),
             extra_routes=extra_routes,
+            frontends=frontends_of(self.settings),
         )
         self.handler: Handler = self.router
         if graph is not None:
@@ -118,6 +121,16 @@ class ModelServer:
         if request_id is not None:
             reply.headers["x-request-id"] = request_id
         return reply
+
+
+def frontends_of(settings: Settings) -> list[FrontEnd]:
+    """The front-ends beside v2 that the settings turn on."""
+    frontends: list[FrontEnd] = []
+    if settings.frontends.torchserve:
+        frontends.append(torchserve_routes)
+    if settings.frontends.kserve_v1:
+        frontends.append(kserve_v1_routes)
+    return frontends
 
 
 def is_graph_file(target: str) -> bool:

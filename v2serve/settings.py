@@ -101,6 +101,15 @@ class DataSettings(BaseModel):
     off: a cached artifact is used without contacting the store."""
 
 
+class FrontendSettings(BaseModel):
+    """The APIs served beside v2 on the same port (each a route list over the same models)."""
+
+    torchserve: bool = True
+    """TorchServe's inference API: /ping, /predictions/{model}, /explanations/{model}."""
+    kserve_v1: bool = True
+    """KServe's v1 protocol: /v1/models, /v1/models/{model}:predict and :explain."""
+
+
 class RepositorySettings(BaseModel):
     """The model repository extension: index, load and unload models while the server runs."""
 
@@ -235,5 +244,6 @@ class Settings(BaseSettings):
     http: HTTPSettings = Field(default_factory=lambda: HTTPSettings())
     data: DataSettings = Field(default_factory=lambda: DataSettings())
     repository: RepositorySettings = Field(default_factory=lambda: RepositorySettings())
+    frontends: FrontendSettings = Field(default_factory=lambda: FrontendSettings())
     kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings())
     kinesis: KinesisSettings = Field(default_factory=lambda: KinesisSettings())

@@ -27,7 +27,9 @@ TOY = [
 
 
 def test_a_toy_front_end_is_dispatched_and_documented_in_a_few_lines():
-    with MockServer(ModelServer([SumModel(name="sum")], Settings(models=[]), extra_routes=TOY)) as server:
+    # TorchServe's own front-end is off: the toy stands in for it.
+    settings = Settings(models=[], frontends={"torchserve": False})
+    with MockServer(ModelServer([SumModel(name="sum")], settings, extra_routes=TOY)) as server:
         assert server.test("/ping") == {"status": "Healthy"}
         assert server.test("/predictions/sum/2", body={}) == {"model": "sum", "version": "2"}
         assert server.test("/v2/models/sum/ready")["ready"] is True  # the v2 routes are still there
@@ -53,6 +55,16 @@ def test_the_first_matching_pattern_decides_and_a_missing_method_is_405():
 def test_two_routes_for_one_method_and_path_are_refused():
     with pytest.raises(ValueError, match="two routes for GET /ping"):
         RouteTable([*TOY, TOY[0]])
+
+
+def test_a_route_may_replace_an_earlier_one_when_it_says_so():
+    async def other(event, params):
+        return Reply.json({})
+
+    table = RouteTable([*TOY, Route("GET", "/ping", other, "Another ping", replaces=True)])
+    route, _ = table.resolve("GET", "/ping")
+    assert route.handler is other and route.summary == "Another ping"
+    assert [r.summary for r in table.routes].count("Another ping") == 1 and len(table.routes) == len(TOY)
 
 
 def test_the_document_is_generated_from_the_same_table():

@@ -56,15 +56,24 @@ class InstanceThreads:
             try:
                 result = context.run(function, *args)
             except BaseException as exc:  # delivered to the awaiting request, never lost in this thread
-                loop.call_soon_threadsafe(_settle, future, None, exc)
+                _deliver(loop, future, None, exc)
             else:
-                loop.call_soon_threadsafe(_settle, future, result, None)
+                _deliver(loop, future, result, None)
 
     def close(self) -> None:
         """Stop the threads once they finish what they are running (they are daemons: nothing waits)."""
         for _ in self._threads:
             self._jobs.put(_STOP)
         self._threads = []
+
+
+def _deliver(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any, error: BaseException | None
+) -> None:
+    try:
+        loop.call_soon_threadsafe(_settle, future, result, error)
+    except RuntimeError:
+        pass  # the loop has closed (the server stopped while a call ran on): nobody waits for this result
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

@@ -1,0 +1,92 @@
+"""KServe's v1 protocol (TensorFlow Serving's REST shape) on the v2 port.
+
+``GET /v1/models`` and ``/v1/models/{model}`` (``{"name", "ready"}``, 503 when not ready), ``POST
+/v1/models/{model}:predict`` (``{"instances": [...]}`` or ``{"inputs": ...}`` in, ``{"predictions": [...]}``
+out) and ``:explain`` (``{"explanations": ...}``); ``GET /`` also answers ``"status": "alive"``, which is
+how the kserve client's v1 ``is_server_live`` asks. Errors stay ``{"error": message}``, as KServe's are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from v2serve.core.router import V2Router
+from v2serve.core.routes import Route
+from v2serve.errors import InvalidRequest
+from v2serve.event import Event, Reply
+from v2serve.protocol.datapoints import decode_datapoints, decode_named_values
+from v2serve.protocol.decode import DecodedRequest
+from v2serve.protocol.jsonio import loads
+from v2serve.protocol.schema import ModelSchema
+from v2serve.protocol.values import rows
+
+_ERRORS = (400, 404, 413, 500, 503, 504)
+
+
+class KServeV1Endpoints:
+    """The handlers of KServe's v1 routes, over the v2 router's models and data plane."""
+
+    def __init__(self, router: V2Router) -> None:
+        self._router = router
+
+    def routes(self) -> list[Route]:
+        # The operation routes come first: "/v1/models/{model}" would also match "m:predict".
+        return [
+            Route("POST", "/v1/models/{model}:predict", self.predict, "Prediction, KServe v1", None,
+                  "KServeV1Request", _ERRORS),
+            Route("POST", "/v1/models/{model}:explain", self.explain, "Explanation, KServe v1", None,
+                  "KServeV1Request", (*_ERRORS, 501)),
+            Route("GET", "/v1/models", self.list_models, "Names of the models served, KServe v1", "ModelList",
+                  server_level=True),
+            Route("GET", "/v1/models/{model}", self.model_ready, "Model readiness, KServe v1", "ModelReadiness",
+                  errors=(404, 503)),
+            Route("GET", "/", self.root, "Server metadata, and liveness as KServe v1 asks", "ServerMetadata",
+                  server_level=True, replaces=True),
+        ]  # fmt: skip
+
+    async def root(self, event: Event, params: Mapping[str, str]) -> Reply:
+        reply = await self._router.server_metadata(event, params)
+        return Reply.json({**loads(reply.body), "status": "alive"})
+
+    async def list_models(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json({"models": self._router.registry.names()})
+
+    async def model_ready(self, event: Event, params: Mapping[str, str]) -> Reply:
+        entry = self._router.entry(params)
+        readiness = self._router.dataplane.model_readiness(entry, {})
+        ready = readiness["ready"]
+        return Reply.json({"name": entry.name, "ready": ready}, 200 if ready else 503)
+
+    async def predict(self, event: Event, params: Mapping[str, str]) -> Reply:
+        entry = self._router.entry(params)
+        result = await self._router.dataplane.infer_decoded(
+            entry, _decoder(event.body), headers=event.headers, event_id=event.id
+        )
+        return Reply.json({"predictions": rows(result)})
+
+    async def explain(self, event: Event, params: Mapping[str, str]) -> Reply:
+        entry = self._router.entry(params)
+        result = await self._router.dataplane.infer_decoded(
+            entry, _decoder(event.body), explain=True, headers=event.headers, event_id=event.id
+        )
+        return Reply.json({"explanations": rows(result)})
+
+
+def kserve_v1_routes(router: V2Router) -> list[Route]:
+    return KServeV1Endpoints(router).routes()
+
+
+def _decoder(body: Any) -> Callable[[ModelSchema], DecodedRequest]:
+    document = loads(body) if isinstance(body, bytes | bytearray | memoryview) else body
+    if not isinstance(document, dict) or ("instances" in document) == ("inputs" in document):
+        raise InvalidRequest("a KServe v1 request is a JSON object with either 'instances' or 'inputs'")
+    if "instances" in document:
+        instances = document["instances"]
+        if not isinstance(instances, list):
+            raise InvalidRequest("'instances' must be a list, one item per instance")
+        return lambda schema: decode_datapoints(schema, instances, batch=True)
+    inputs = document["inputs"]
+    if isinstance(inputs, dict):
+        return lambda schema: decode_named_values(schema, inputs)  # the columnar format: a batch per input
+    return lambda schema: decode_datapoints(schema, inputs)

@@ -1,0 +1,202 @@
+"""TorchServe's inference API on the v2 port: ``GET /ping``, ``POST``/``PUT /predictions/{model}[/{version}]``
+and ``POST /explanations/{model}[/{version}]``.
+
+A prediction's body is whatever the client sends (``curl -T image.jpg`` or ``--data``, JSON, or a form of
+files): a BYTES input takes raw bytes as they are, a form's fields fill the inputs they name (several files
+of one field are a batch), and JSON data points fill the model's single input. The answer is the request's
+row (a batch: the list of rows) as JSON, or, for one BYTES value, the bytes themselves. A model whose predict
+is a generator answers with HTTP/1.1 chunked transfer, one chunk per item, as TorchServe's
+``send_intermediate_predict_response`` does. Errors take TorchServe's shape ``{"code", "type", "message"}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from v2serve.core.dataplane import DataPlane
+from v2serve.core.router import V2Router
+from v2serve.core.routes import Handler, Route
+from v2serve.errors import InvalidRequest, V2ServeError
+from v2serve.event import Event, Reply
+from v2serve.frontends.forms import form_fields, is_form
+from v2serve.models.base import Model
+from v2serve.protocol.datapoints import decode_datapoints, decode_fields, single_input
+from v2serve.protocol.decode import DecodedRequest, decode_request
+from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps, loads
+from v2serve.protocol.response import InferenceResult
+from v2serve.protocol.schema import ModelSchema
+from v2serve.protocol.values import rows
+
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+
+_EXCEPTION_TYPES = {
+    400: "BadRequestException",
+    404: "ModelNotFoundException",
+    405: "MethodNotAllowedException",
+    413: "BadRequestException",
+    500: "InternalServerException",
+    501: "InternalServerException",
+    503: "ServiceUnavailableException",
+    504: "RequestTimeoutException",
+}
+
+
+def torchserve_error(exc: V2ServeError) -> Reply:
+    """An error in TorchServe's shape, with its status and headers."""
+    status = int(exc.status_code)
+    kind = _EXCEPTION_TYPES.get(status, "InternalServerException")
+    reply = Reply.json({"code": status, "type": kind, "message": exc.message}, status, dict(exc.headers))
+    reply.error = exc
+    return reply
+
+
+class TorchServeEndpoints:
+    """The handlers of TorchServe's routes, over the v2 router's models and data plane."""
+
+    def __init__(self, router: V2Router) -> None:
+        self._router = router
+        self._dataplane: DataPlane = router.dataplane
+
+    def routes(self) -> list[Route]:
+        health = {"200": _status_body("Healthy"), "500": _status_body("Some model is not ready")}
+        routes = [Route("GET", "/ping", self.ping, "Health, TorchServe style", server_level=True, responses=health)]
+        for prefix in ("/predictions/{model}", "/predictions/{model}/{version}"):
+            predictions = _errors_in_torchserve_shape(self.predictions)
+            routes += [
+                Route("POST", prefix, predictions, "Prediction, TorchServe style: any body", documented=False),
+                Route("PUT", prefix, predictions, "Prediction, TorchServe style (curl -T)", documented=False),
+            ]
+        for prefix in ("/explanations/{model}", "/explanations/{model}/{version}"):
+            routes.append(Route("POST", prefix, _errors_in_torchserve_shape(self.explanations),
+                                "Explanation, TorchServe style", documented=False))  # fmt: skip
+        return routes
+
+    async def ping(self, event: Event, params: Mapping[str, str]) -> Reply:
+        ready = self._dataplane.server_readiness(allow_empty=self._router.serves_graph)["ready"]
+        return Reply.json({"status": "Healthy" if ready else "Unhealthy"}, 200 if ready else 500)
+
+    async def predictions(self, event: Event, params: Mapping[str, str]) -> Reply:
+        entry = self._router.entry(params)
+        decode = _decoder(event)
+        if entry.invoker.streams:
+            results = await self._dataplane.stream(entry, decode, headers=event.headers, event_id=event.id)
+            first = await anext(results, None)
+            if first is None:
+                return Reply(200, b"", entry.model.bytes_content_type)
+            reply = _rendered(first, entry.model)
+            reply.stream = _chunks(results, entry.model)
+            return reply
+        result = await self._dataplane.infer_decoded(entry, decode, headers=event.headers, event_id=event.id)
+        return _rendered(result, entry.model)
+
+    async def explanations(self, event: Event, params: Mapping[str, str]) -> Reply:
+        entry = self._router.entry(params)
+        result = await self._dataplane.infer_decoded(
+            entry, _decoder(event), explain=True, headers=event.headers, event_id=event.id
+        )
+        return _rendered(result, entry.model)
+
+
+def torchserve_routes(router: V2Router) -> list[Route]:
+    return TorchServeEndpoints(router).routes()
+
+
+def _errors_in_torchserve_shape(handler: Handler) -> Handler:
+    async def handle(event: Event, params: Mapping[str, str]) -> Reply:
+        try:
+            return await handler(event, params)
+        except V2ServeError as exc:
+            return torchserve_error(exc)
+
+    return handle
+
+
+def _status_body(description: str) -> dict[str, Any]:
+    schema = {"type": "object", "properties": {"status": {"type": "string"}}}
+    return {"description": description, "content": {JSON_CONTENT_TYPE: {"schema": schema}}}
+
+
+# ---------------------------------------------------------------- request bodies
+
+
+def _decoder(event: Event) -> Callable[[ModelSchema], DecodedRequest]:
+    body = event.body
+    content_type = event.content_type or ""
+    if not isinstance(body, bytes | bytearray | memoryview):
+        return lambda schema: _from_json(schema, body)  # a transport decoded it already
+    raw = bytes(body)
+    if is_form(content_type):
+        fields = form_fields(raw, content_type)
+        return lambda schema: _from_form(schema, fields)
+    return lambda schema: _from_body(schema, raw, content_type)
+
+
+def _from_body(schema: ModelSchema, body: bytes, content_type: str) -> DecodedRequest:
+    if not _is_json(content_type):
+        spec = single_input(schema)
+        if spec.datatype in ("BYTES", ""):
+            return decode_fields(schema, {spec.name: [body]}, lone=True)
+        if not _may_hold_json(content_type):
+            raise InvalidRequest(
+                f"model {schema.name!r} takes {spec.datatype} input {spec.name!r}: send it JSON data points "
+                f"(Content-Type: application/json), not {content_type or 'a body with no content type'}"
+            )
+    return _from_json(schema, loads(body))
+
+
+def _from_json(schema: ModelSchema, value: Any) -> DecodedRequest:
+    inputs = value.get("inputs") if isinstance(value, dict) else None
+    if isinstance(inputs, list) and inputs and all(isinstance(item, dict) for item in inputs):
+        return decode_request(schema, value, {}, value)  # a v2 request, tensors named
+    return decode_datapoints(schema, value)
+
+
+def _from_form(schema: ModelSchema, fields: list[tuple[str, bytes]]) -> DecodedRequest:
+    if not fields:
+        raise InvalidRequest("the form has no fields")
+    if schema.inputs and all(name in schema.inputs for name, _ in fields):
+        by_input: dict[str, list[bytes]] = {}
+        for name, content in fields:
+            by_input.setdefault(name, []).append(content)
+    else:
+        by_input = {single_input(schema).name: [content for _, content in fields]}
+    return decode_fields(schema, by_input, lone=all(len(rows) == 1 for rows in by_input.values()))
+
+
+def _may_hold_json(content_type: str) -> bool:
+    """No content type, text, or what ``curl -d`` claims: the body is read as JSON (as TorchServe's JSON
+    handlers do); an explicit binary type is not."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return not media or media.startswith("text/") or media == "application/x-www-form-urlencoded"
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+# ---------------------------------------------------------------- responses
+
+
+def _rendered(result: InferenceResult, model: Model) -> Reply:
+    """The request's row (a batch: its rows): one BYTES value as it is, anything else as JSON."""
+    if len(result.outputs) == 1 and result.outputs[0].datatype == "BYTES" and result.outputs[0].array.size == 1:
+        value = result.outputs[0].array.reshape(-1)[0]
+        if isinstance(value, bytes):
+            return Reply(200, value, model.bytes_content_type)
+        return Reply(200, str(value).encode(), TEXT_CONTENT_TYPE)
+    value = rows(result)
+    if result.lone and isinstance(value, list | np.ndarray) and len(value) == 1:
+        value = value[0]
+    return Reply(200, dumps(value), JSON_CONTENT_TYPE)
+
+
+async def _chunks(results: AsyncGenerator[InferenceResult, None], model: Model) -> AsyncGenerator[bytes, None]:
+    try:
+        async for result in results:
+            yield _rendered(result, model).body
+    finally:
+        await results.aclose()
