@@ -96,7 +96,9 @@ def _operation(route: Route) -> dict[str, Any]:
             {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[^/]+$"}}
             for name in route.parameters
         ]
-    if route.request is not None:
+    if route.request_content is not None:
+        operation["requestBody"] = {"required": route.request_required, "content": dict(route.request_content)}
+    elif route.request is not None:
         operation["requestBody"] = {
             "required": route.request_required,
             "content": {JSON: {"schema": _ref(route.request)}},

@@ -51,6 +51,8 @@ class Route:
     replaces: bool = False
     """This route takes the place of an earlier one on the same method and path (a front-end that answers
     ``GET /`` in a shape of its own); without it, two routes on one method and path are an error."""
+    request_content: Mapping[str, Any] | None = None
+    """The OpenAPI ``content`` of a request body that is not one JSON schema (any media type, a form)."""
 
     @property
     def parameters(self) -> list[str]:

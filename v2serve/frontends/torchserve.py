@@ -63,15 +63,18 @@ class TorchServeEndpoints:
     def routes(self) -> list[Route]:
         health = {"200": _status_body("Healthy"), "500": _status_body("Some model is not ready")}
         routes = [Route("GET", "/ping", self.ping, "Health, TorchServe style", server_level=True, responses=health)]
+        predictions = _errors_in_torchserve_shape(self.predictions)
+        explanations = _errors_in_torchserve_shape(self.explanations)
         for prefix in ("/predictions/{model}", "/predictions/{model}/{version}"):
-            predictions = _errors_in_torchserve_shape(self.predictions)
             routes += [
-                Route("POST", prefix, predictions, "Prediction, TorchServe style: any body", documented=False),
-                Route("PUT", prefix, predictions, "Prediction, TorchServe style (curl -T)", documented=False),
-            ]
+                Route("POST", prefix, predictions, "Prediction, TorchServe style: any body",
+                      request_content=_ANY_BODY, responses=_PREDICTION_RESPONSES),
+                Route("PUT", prefix, predictions, "Prediction, TorchServe style (curl -T)",
+                      request_content=_ANY_BODY, responses=_PREDICTION_RESPONSES),
+            ]  # fmt: skip
         for prefix in ("/explanations/{model}", "/explanations/{model}/{version}"):
-            routes.append(Route("POST", prefix, _errors_in_torchserve_shape(self.explanations),
-                                "Explanation, TorchServe style", documented=False))  # fmt: skip
+            routes.append(Route("POST", prefix, explanations, "Explanation, TorchServe style",
+                                request_content=_ANY_BODY, responses=_PREDICTION_RESPONSES))  # fmt: skip
         return routes
 
     async def ping(self, event: Event, params: Mapping[str, str]) -> Reply:
@@ -112,6 +115,28 @@ def _errors_in_torchserve_shape(handler: Handler) -> Handler:
             return torchserve_error(exc)
 
     return handle
+
+
+_ANY_BODY = {
+    "application/json": {"schema": {}},
+    "multipart/form-data": {
+        "schema": {"type": "object", "additionalProperties": {"type": "string", "format": "binary"}}
+    },
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+}
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"code": {"type": "integer"}, "type": {"type": "string"}, "message": {"type": "string"}},
+    "required": ["code", "type", "message"],
+}
+_PREDICTION_RESPONSES = {
+    "200": {"description": "The prediction: JSON, or the bytes a model produced", "content": {"*/*": {"schema": {}}}},
+    **{
+        str(status): {"description": kind, "content": {JSON_CONTENT_TYPE: {"schema": _ERROR_SCHEMA}}}
+        for status, kind in _EXCEPTION_TYPES.items()
+        if status != 405
+    },
+}
 
 
 def _status_body(description: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ takes the next job without waiting to be woken, and the loop's wake-ups coalesce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import queue
 import threading
@@ -70,10 +71,9 @@ class InstanceThreads:
 def _deliver(
     loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any, error: BaseException | None
 ) -> None:
-    try:
+    # A loop that has closed (the server stopped while a call ran on) has nobody waiting for the result.
+    with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(_settle, future, result, error)
-    except RuntimeError:
-        pass  # the loop has closed (the server stopped while a call ran on): nobody waits for this result
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
