@@ -5,7 +5,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 
 import httpx
@@ -62,11 +62,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(*models: Model, server: ModelServer | None = None, **settings) -> Iterator[str]:
-    """A real uvicorn server on a free loopback port, in a thread; yields its base URL."""
+def serve_in_thread(
+    *models: Model, server: ModelServer | None = None, services: Sequence[Callable] = (), **settings
+) -> Iterator[str]:
+    """A real uvicorn server on a free loopback port, in a thread; yields its base URL. ``services``: what to
+    run beside it, each made from the ModelServer (``GrpcServer``)."""
     port = free_port()
     server = server or ModelServer(models, make_settings(**settings))
-    app = create_app(server)
+    app = create_app(server, [make(server) for make in services])
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_options(server.settings.http)
     )
@@ -148,3 +151,15 @@ class CLIServer(CLIProcess):
     def wait_started(self, timeout: float = 60) -> None:
         # uvicorn prints this once the socket listens, after the lifespan loaded the models.
         assert self.wait_for_line("Uvicorn running on", timeout), "server did not start:\n" + self.output
+
+
+def run_kserve_check(check: str, address: str) -> None:
+    """Run one of tests/kserve_checks.py in a process of its own; fails with its output when it fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.kserve_checks", check, address],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert done.returncode == 0 and f"{check}: ok" in done.stdout, done.stdout + done.stderr

@@ -15,7 +15,17 @@ def test_import_stays_light():
 
 
 def test_import_v2serve_imports_no_transport_and_no_prometheus():
-    heavy = ("prometheus_client", "starlette", "uvicorn", "aiohttp", "fsspec", "torch", "onnxruntime", "aiokafka")
+    heavy = (
+        "prometheus_client",
+        "starlette",
+        "uvicorn",
+        "aiohttp",
+        "fsspec",
+        "torch",
+        "onnxruntime",
+        "aiokafka",
+        "grpc",
+    )
     code = f"import v2serve, sys; print([m for m in {heavy!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--header-timeout", type=float, help="seconds a request's headers may take (default 10)")
     serve.add_argument("--body-timeout", type=float, help="seconds a body may stall between chunks (default 30)")
     serve.add_argument("--keep-alive-timeout", type=float, help="seconds an idle connection is kept (default 5)")
+    serve.add_argument("--grpc-port", type=int, help="serve the v2 gRPC service on this port too (v2serve[grpc])")
+    serve.add_argument("--grpc-host", help="address gRPC binds (default: the HTTP host)")
     serve.add_argument(
         "--torchserve",
         action=argparse.BooleanOptionalAction,
@@ -107,6 +109,8 @@ _FLAG_FIELDS = (
     ("header_timeout", "http", "header_timeout_s"),
     ("body_timeout", "http", "body_timeout_s"),
     ("keep_alive_timeout", "http", "keep_alive_timeout_s"),
+    ("grpc_port", "grpc", "port"),
+    ("grpc_host", "grpc", "host"),
     ("torchserve", "frontends", "torchserve"),
     ("kserve_v1", "frontends", "kserve_v1"),
     ("kafka_servers", "kafka", "bootstrap_servers"),

@@ -8,7 +8,7 @@ import signal
 
 from starlette.applications import Starlette
 
-from v2serve.http.app import create_app
+from v2serve.http.app import Service, create_app
 from v2serve.server import ModelServer
 from v2serve.settings import Settings
 from v2serve.streams.consumers import StreamConsumers, workers_from_settings
@@ -21,7 +21,14 @@ def create_app_from_settings(settings: Settings | None = None) -> Starlette:
     it: what each worker process runs."""
     server = ModelServer.from_settings(settings)
     consumers = _consumers(server)
-    return create_app(server, [consumers] if consumers else [])
+    services: list[Service] = [consumers] if consumers else []
+    if server.settings.grpc.port is not None:
+        try:
+            from v2serve.grpc.server import GrpcServer  # grpcio is an extra: imported only when asked for
+        except ImportError as exc:
+            raise SystemExit(f"--grpc-port needs the grpc extra (pip install 'v2serve[grpc]'): {exc}") from None
+        services.append(GrpcServer(server))
+    return create_app(server, services)
 
 
 def _consumers(server: ModelServer) -> StreamConsumers:

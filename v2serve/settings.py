@@ -101,6 +101,19 @@ class DataSettings(BaseModel):
     off: a cached artifact is used without contacting the store."""
 
 
+class GrpcSettings(BaseModel):
+    """The v2 gRPC service beside HTTP (the ``grpc`` extra), off unless a port is given."""
+
+    port: int | None = Field(None, ge=0, le=65535)
+    """Port of the gRPC service (Triton's is 8001, KServe's 8081); None: no gRPC."""
+    host: str | None = None
+    """Address to bind; None: the HTTP host."""
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    """Larger messages are refused with RESOURCE_EXHAUSTED, both ways."""
+    reflection: bool = True
+    """Serve gRPC server reflection (grpcurl and other tools list the services with it)."""
+
+
 class FrontendSettings(BaseModel):
     """The APIs served beside v2 on the same port (each a route list over the same models)."""
 
@@ -245,5 +258,6 @@ class Settings(BaseSettings):
     data: DataSettings = Field(default_factory=lambda: DataSettings())
     repository: RepositorySettings = Field(default_factory=lambda: RepositorySettings())
     frontends: FrontendSettings = Field(default_factory=lambda: FrontendSettings())
+    grpc: GrpcSettings = Field(default_factory=lambda: GrpcSettings())
     kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings())
     kinesis: KinesisSettings = Field(default_factory=lambda: KinesisSettings())

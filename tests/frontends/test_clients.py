@@ -4,15 +4,12 @@ and the Open Inference Protocol's generated client (which sends integer tensors 
 from __future__ import annotations
 
 import httpx
-import numpy as np
 import pytest
 
-from tests.conftest import serve_in_thread
+from tests.conftest import run_kserve_check, serve_in_thread
 from tests.fixtures import GatedLoadModel
 from tests.frontends.models import RowSum
 from v2serve.models.loader import models_from_target
-
-pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(scope="module")
@@ -26,54 +23,12 @@ def url():
             model.release.set()
 
 
-async def test_kserve_client_v1(url):
-    from kserve import InferenceRESTClient, RESTConfig
-
-    client = InferenceRESTClient(RESTConfig(protocol="v1"))
-    try:
-        assert await client.is_server_live(url) is True
-        assert await client.is_model_ready(url, "rowsum") is True
-        assert await client.is_model_ready(url, "loading") is False
-        result = await client.infer(url, {"instances": [[1, 2, 3], [4, 5, 6.5]]}, model_name="rowsum")
-        assert result == {"predictions": [6.0, 15.5]}
-        explained = await client.explain(url, "rowsum", {"instances": [[1, 1, 2]]})
-        assert np.allclose(explained["explanations"], [[0.25, 0.25, 0.5]])
-    finally:
-        await client.close()
+def test_kserve_client_v1(url):
+    run_kserve_check("rest_v1", url)
 
 
-async def test_kserve_client_v1_errors_are_http_errors(url):
-    from kserve import InferenceRESTClient, RESTConfig
-
-    client = InferenceRESTClient(RESTConfig(protocol="v1"))
-    try:
-        with pytest.raises(httpx.HTTPStatusError, match="400"):
-            await client.infer(url, {"instances": [[1, 2]]}, model_name="rowsum")
-        with pytest.raises(httpx.HTTPStatusError, match="404"):
-            await client.infer(url, {"instances": [[1, 2, 3]]}, model_name="nope")
-    finally:
-        await client.close()
-
-
-async def test_kserve_client_v2(url):
-    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
-
-    client = InferenceRESTClient(RESTConfig(protocol="v2"))
-    try:
-        assert await client.is_server_live(url) is True
-        assert await client.is_model_ready(url, "add_sub") is True
-        a = np.arange(16, dtype=np.int32).reshape(1, 16)
-        inputs = []
-        for name in ("INPUT0", "INPUT1"):
-            tensor = InferInput(name, list(a.shape), "INT32")
-            tensor.set_data_from_numpy(a, binary_data=name == "INPUT1")
-            inputs.append(tensor)
-        response = await client.infer(url, InferRequest("add_sub", inputs, request_id="kserve"), model_name="add_sub")
-        outputs = {output.name: output.as_numpy() for output in response.outputs}
-        assert outputs["OUTPUT0"].tolist() == (a + a).tolist()
-        assert outputs["OUTPUT1"].tolist() == (a - a).tolist()
-    finally:
-        await client.close()
+def test_kserve_client_v2(url):
+    run_kserve_check("rest_v2", url)
 
 
 def test_open_inference_client_sends_integers_as_floats(url):

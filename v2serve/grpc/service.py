@@ -1,0 +1,185 @@
+"""The GRPCInferenceService over a ModelServer: the same registry, data plane and repository as HTTP.
+
+Every RPC resolves the model as the HTTP routes do and runs through ``DataPlane.infer_decoded`` (or
+``stream``), so a model answers the same, and is counted the same, over both. Errors abort the call with
+the status code of their HTTP status (``status.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from v2serve._version import __version__
+from v2serve.core.repository_api import RepositoryEndpoints
+from v2serve.core.router import EXTENSIONS, V2Router
+from v2serve.errors import InvalidRequest, V2ServeError
+from v2serve.event import Event
+from v2serve.grpc.codec import decode_infer_request, encode_infer_response, parameters_of
+from v2serve.grpc.generated import inference_pb2 as pb
+from v2serve.grpc.generated import inference_pb2_grpc as pb_grpc
+from v2serve.grpc.status import rich_status
+from v2serve.models.registry import ModelEntry
+from v2serve.protocol.decode import DecodedRequest
+from v2serve.protocol.schema import ModelSchema
+
+logger = logging.getLogger("v2serve.grpc")
+
+_MICROSECONDS = 1_000_000
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    """The v2 gRPC service; ``repository``: the repository API as the gRPC bind address allows it."""
+
+    def __init__(self, router: V2Router, repository: RepositoryEndpoints | None) -> None:
+        self._router = router
+        self._dataplane = router.dataplane
+        self._repository = repository
+
+    # ------------------------------------------------------------ health and metadata
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        readiness = self._dataplane.server_readiness(allow_empty=self._router.serves_graph)
+        return pb.ServerReadyResponse(ready=readiness["ready"])
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        entry = await self._entry(request.name, request.version, context)
+        return pb.ModelReadyResponse(ready=self._dataplane.model_readiness(entry, {})["ready"])
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name=self._router.server_name, version=__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        entry = await self._entry(request.name, request.version, context)
+        return _parsed(self._dataplane.model_metadata(entry), pb.ModelMetadataResponse())
+
+    # ------------------------------------------------------------ inference
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        entry = await self._entry(request.model_name, request.model_version, context)
+        try:
+            result = await self._dataplane.infer_decoded(
+                entry, _decoder(request, context), headers=_headers(context), event_id=request.id or None
+            )
+        except V2ServeError as exc:
+            await _abort(context, exc)
+        return encode_infer_response(result, raw=bool(request.raw_input_contents))
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Each request in turn; a streaming model's items each become a response as they are produced. A
+        failed request is an ``error_message`` response, and the stream goes on (Triton's behaviour)."""
+        async for request in requests:
+            try:
+                entry = self._router.registry.resolve(request.model_name, request.model_version or None)
+                results = await self._dataplane.stream(
+                    entry, _decoder(request, context), headers=_headers(context), event_id=request.id or None
+                )
+                try:
+                    async for result in results:
+                        raw = bool(request.raw_input_contents)
+                        yield pb.ModelStreamInferResponse(infer_response=encode_infer_response(result, raw=raw))
+                finally:
+                    await results.aclose()
+            except V2ServeError as exc:
+                yield pb.ModelStreamInferResponse(
+                    error_message=exc.message, infer_response=pb.ModelInferResponse(id=request.id)
+                )
+
+    # ------------------------------------------------------------ statistics and the repository
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
+        if request.name:
+            entry = await self._entry(request.name, request.version, context)
+            statistics = self._dataplane.statistics(entry, every_version=not request.version)
+        else:
+            statistics = self._dataplane.statistics()
+        return _parsed(statistics, pb.ModelStatisticsResponse())
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
+        repository = await self._repository_or_abort(context)
+        try:
+            index = await repository.index(_event(context, {"ready": request.ready}))
+        except V2ServeError as exc:
+            await _abort(context, exc)
+        return _parsed({"models": index}, pb.RepositoryIndexResponse())
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        repository = await self._repository_or_abort(context)
+        try:
+            await repository.load(_event(context, {}), request.model_name)
+        except V2ServeError as exc:
+            await _abort(context, exc)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        repository = await self._repository_or_abort(context)
+        parameters = parameters_of(request.parameters)
+        try:
+            await repository.unload(_event(context, {"parameters": parameters}), request.model_name, None)
+        except V2ServeError as exc:
+            await _abort(context, exc)
+        return pb.RepositoryModelUnloadResponse()
+
+    # ------------------------------------------------------------ helpers
+
+    async def _entry(self, name: str, version: str, context: Any) -> ModelEntry:
+        try:
+            return self._router.registry.resolve(name, version or None)
+        except V2ServeError as exc:
+            await _abort(context, exc)
+
+    async def _repository_or_abort(self, context: Any) -> RepositoryEndpoints:
+        if self._repository is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server has no model repository API")
+        assert self._repository is not None  # abort raises
+        return self._repository
+
+
+M = TypeVar("M", bound=Message)
+
+
+def _parsed(value: Any, message: M) -> M:
+    """A JSON-shaped value (what the HTTP routes answer) into ``message``; fields it lacks are left out."""
+    json_format.ParseDict(value, message, ignore_unknown_fields=True)
+    return message
+
+
+def _decoder(request: pb.ModelInferRequest, context: Any) -> Any:
+    """The request's decoding; the client's deadline, when it set one and the request names no timeout,
+    becomes the request's ``timeout`` so that a request still queued when it passes is dropped."""
+
+    def decode(schema: ModelSchema) -> DecodedRequest:
+        decoded = decode_infer_request(schema, request)
+        remaining = context.time_remaining()
+        if remaining is not None and "timeout" not in decoded.request.parameters:
+            decoded.request.parameters["timeout"] = max(int(remaining * _MICROSECONDS), 1)
+        return decoded
+
+    return decode
+
+
+def _headers(context: Any) -> dict[str, str]:
+    return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+
+
+def _event(context: Any, body: dict[str, Any]) -> Event:
+    return Event(body=body, path="/grpc", method="POST", headers=_headers(context), trigger="grpc")
+
+
+async def _abort(context: Any, exc: V2ServeError) -> NoReturn:
+    await context.abort_with_status(rich_status(exc))
+    raise InvalidRequest("unreachable: abort raises")  # pragma: no cover
