@@ -8,7 +8,8 @@ Cells (servers pinned to core 0, h2load to core 1, the other server paused while
 - add_sub over v2serve HTTP/1.1 JSON (c connections) and over v2serve and MLServer gRPC (one HTTP/2
   connection, c streams, as a gRPC channel multiplexes), the request carrying raw_input_contents as
   tritonclient.grpc sends it;
-- the 2.9 MB tensor (channel_mean) over v2serve HTTP binary and gRPC raw contents.
+- the 2.9 MB tensor (channel_mean) over v2serve HTTP binary and gRPC raw contents;
+- the floor of any grpcio server (servers/grpc_floor.py: grpc.aio on uvloop answering a fixed response).
 
 h2load counts a gRPC call that failed with a grpc-status as a success (the HTTP status is 200), so every
 server's gRPC answer is checked with a real client before anything is measured. Results and the paired
@@ -182,11 +183,12 @@ def main() -> None:
         "inference-header-content-length": str(binary.header_length),
     }
     grpc_headers = {"content-type": "application/grpc", "te": "trailers"}
-    servers = {name: start(name, onnx_path, grpc_port=free_port()) for name in ("v2serve", "mlserver")}
+    servers = {name: start(name, onnx_path, grpc_port=free_port()) for name in ("v2serve", "mlserver", "grpc_floor")}
     cells: list[Cell] = []
     try:
         for server in servers.values():
-            wait_and_validate(server, add_sub(), "add_sub")
+            if server.name != "grpc_floor":  # it serves no HTTP
+                wait_and_validate(server, add_sub(), "add_sub")
             validate_grpc(server, small, small_check)
         validate_grpc(servers["v2serve"], large, large_check)
         wait_and_validate(servers["v2serve"], binary, "channel_mean")
@@ -194,6 +196,7 @@ def main() -> None:
             ("add_sub http json", "v2serve", False, "add_sub.json", {"content-type": "application/json"}),
             ("add_sub grpc", "v2serve", True, "add_sub.grpc", grpc_headers),
             ("add_sub grpc", "mlserver", True, "add_sub.grpc", grpc_headers),
+            ("add_sub grpc", "grpc_floor", True, "add_sub.grpc", grpc_headers),
             ("channel_mean http binary", "v2serve", False, "channel_mean.bin", binary_headers),
             ("channel_mean grpc raw", "v2serve", True, "channel_mean.grpc", grpc_headers),
         ]  # fmt: skip
@@ -225,6 +228,9 @@ def main() -> None:
 RATIOS = [
     ("v2serve gRPC / v2serve HTTP JSON (add_sub)", ("add_sub grpc", "v2serve"), ("add_sub http json", "v2serve"), 1.0),
     ("v2serve gRPC / MLServer gRPC (add_sub)", ("add_sub grpc", "v2serve"), ("add_sub grpc", "mlserver"), 3.0),
+    ("v2serve gRPC / grpc.aio no-op floor (add_sub)", ("add_sub grpc", "v2serve"), ("add_sub grpc", "grpc_floor"), 0.0),
+    ("grpc.aio no-op floor / v2serve HTTP JSON (add_sub)", ("add_sub grpc", "grpc_floor"),
+     ("add_sub http json", "v2serve"), 0.0),
     ("v2serve gRPC raw / HTTP binary (2.9 MB tensor)", ("channel_mean grpc raw", "v2serve"),
      ("channel_mean http binary", "v2serve"), 0.8),
 ]  # fmt: skip
@@ -254,7 +260,7 @@ def write_report(cells: list[Cell], args: argparse.Namespace) -> None:
                 if a and b and b[0]:
                     ratios.append(a[0] / b[0])
             row.append(f"{statistics.median(ratios):.2f}" if ratios else "-")
-        lines.append(f"| {label} | " + " | ".join(row) + f" | ≥{target} |")
+        lines.append(f"| {label} | " + " | ".join(row) + (f" | ≥{target} |" if target else " | (context) |"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = HERE / "results"
     out.mkdir(exist_ok=True)

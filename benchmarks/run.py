@@ -250,6 +250,8 @@ def start(name: str, onnx_path: Path, grpc_port: int | None = None) -> Server:
         command = [str(VENVS / "mlserver" / "bin" / "mlserver"), "start", str(WORK / "mlserver")]
     elif name == "kserve":
         command = [str(python("kserve")), str(SERVERS_DIR / "kserve_server.py"), str(port)]
+    elif name == "grpc_floor":
+        command = [str(python("v2serve")), str(SERVERS_DIR / "grpc_floor.py"), str(grpc_port)]
     else:
         raise ValueError(name)
     log = WORK / f"{name}.log"
