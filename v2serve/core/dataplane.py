@@ -28,7 +28,8 @@ from v2serve.errors import (
 from v2serve.models.base import Model, RequestContext
 from v2serve.models.outputs import as_output_dict
 from v2serve.models.registry import ModelEntry, ModelRegistry, ModelState
-from v2serve.protocol.decode import DecodedRequest, decode_dict_request, decode_request, json_body
+from v2serve.protocol.bodies import decode_body
+from v2serve.protocol.decode import DecodedRequest, decode_dict_request, json_body
 from v2serve.protocol.jsonio import loads
 from v2serve.protocol.outputs import requested_outputs, select_outputs
 from v2serve.protocol.response import InferenceResult
@@ -74,6 +75,8 @@ class DataPlane:
             inputs=[_tensor_metadata(spec) for spec in model.inputs],
             outputs=[_tensor_metadata(spec) for spec in model.outputs],
         )
+        if model.version is not None:
+            metadata["version"] = model.version
         versions = self.registry.versions(model.name)
         if versions:
             metadata["versions"] = versions
@@ -336,7 +339,7 @@ class DataPlane:
             if operation == "infer_dict":
                 decoded = decode_dict_request(entry.schema, parsed)
             else:
-                decoded = decode_request(entry.schema, body, headers, parsed)
+                decoded = decode_body(entry.schema, body, headers, parsed)
         except (ValueError, MemoryError, RecursionError) as exc:
             # What the checks before numpy let through (a shape numpy cannot hold, data too deep or too big
             # to convert) is still the request's fault, not the server's.

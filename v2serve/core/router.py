@@ -184,7 +184,7 @@ class V2Router:
         )
 
     async def list_models(self, event: Event, params: Mapping[str, str]) -> Reply:
-        return Reply.json({"models": self.registry.names()})
+        return Reply.json({"models": self.registry.listing()})
 
     async def all_stats(self, event: Event, params: Mapping[str, str]) -> Reply:
         return Reply.json(self.dataplane.statistics())

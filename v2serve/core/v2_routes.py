@@ -81,6 +81,8 @@ def v2_routes(router: V2Handlers) -> list[Route]:
         Route("POST", "/", router.body_routed, "Any operation on the model the body or v2-* headers name",
               documented=False),
         Route("GET", "/v2", router.server_metadata, "Server metadata", "ServerMetadata", server_level=True),
+        Route("GET", "/v2/health", router.server_metadata, "Server metadata (MLRun's server info)", "ServerMetadata",
+              server_level=True),
         Route("GET", "/v2/health/live", router.live, "Liveness", "Liveness", server_level=True),
         Route("GET", "/v2/health/ready", router.ready, "Readiness", "Readiness", server_level=True,
               responses={"200": _json(_ref("Readiness")), "503": _json(_ref("Readiness"), "Not ready")}),

@@ -252,6 +252,15 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return list(self._models)
 
+    def listing(self) -> list[str]:
+        """Every served model as MLRun lists them: ``name``, or ``name:version`` for each version of a
+        versioned model."""
+        return [
+            name if version is None else f"{name}:{version}"
+            for name, versions in self._models.items()
+            for version in sorted(versions, key=version_sort_key)
+        ]
+
     def gauges(self) -> Iterator[ModelGauge]:
         """What each registered version is now, for the metrics at a scrape."""
         for entry in self:

@@ -1,7 +1,8 @@
 """A request's tensors from the wire into numpy, checked against the model's schema.
 
 One entry per body kind: ``decode_request`` for v2 JSON, the binary extension and raw binary bodies, and
-``decode_dict_request`` for ``infer_dict`` rows. Shapes and datatypes are checked against the schema before
+``decode_dict_request`` for ``infer_dict`` rows (``bodies.decode_body`` adds MLRun's data points and raw
+bodies on top). Shapes and datatypes are checked against the schema before
 any data is converted, and element counts against the bytes present before anything is allocated.
 """
 
@@ -36,14 +37,41 @@ class DecodedRequest:
     first row alone (TorchServe's body for one input)."""
 
 
+@dataclass(frozen=True, slots=True)
+class RawBody:
+    """A request body that is not JSON, by its content type (MLRun's rule): the bytes of an ``image/*`` or
+    ``application/octet-stream`` body (without the binary extension's header), or the text of a
+    ``text/plain`` one. It reaches a model as its ``inputs``."""
+
+    data: bytes | str
+
+
 def json_body(body: Any, headers: Mapping[str, str]) -> Any:
     """The request's JSON document, parsed once; None when the body uses the binary extension (its JSON
-    header is parsed with the binary data it describes)."""
+    header is parsed with the binary data it describes); a RawBody when its content type says it is not JSON."""
     if not isinstance(body, bytes | bytearray | memoryview):
         return body  # the transport decoded it already
     if binary.HEADER_LENGTH in headers:
         return None
+    content_type = headers.get("content-type")
+    if content_type is not None and not content_type.startswith("application/json"):
+        raw = raw_body(content_type, body)
+        if raw is not None:
+            return raw
     return loads_inference_request(body)
+
+
+def raw_body(content_type: str, body: bytes | bytearray | memoryview) -> RawBody | None:
+    """The body as bytes or text when its content type is binary or plain text; None: it is JSON."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media.startswith("image/") or media == "application/octet-stream":
+        return RawBody(bytes(body))
+    if media == "text/plain":
+        try:
+            return RawBody(bytes(body).decode())
+        except UnicodeDecodeError:
+            raise InvalidRequest("a text/plain body must be UTF-8") from None
+    return None
 
 
 def decode_request(schema: ModelSchema, body: Any, headers: Mapping[str, str], parsed: Any) -> DecodedRequest:

@@ -49,6 +49,8 @@ class TensorMetadata(TypedDict):
 
 class ModelMetadata(TypedDict):
     name: str
+    version: NotRequired[str]
+    """The version this metadata describes (MLRun's field), when the model is versioned."""
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
