@@ -28,8 +28,9 @@ from v2serve.errors import (
 from v2serve.models.base import Model, RequestContext
 from v2serve.models.outputs import as_output_dict
 from v2serve.models.registry import ModelEntry, ModelRegistry, ModelState
+from v2serve.protocol.binary import HEADER_LENGTH
 from v2serve.protocol.bodies import decode_body
-from v2serve.protocol.decode import DecodedRequest, decode_dict_request, json_body
+from v2serve.protocol.decode import DecodedRequest, decode_dict_request, json_body, raw_body
 from v2serve.protocol.jsonio import loads
 from v2serve.protocol.outputs import requested_outputs, select_outputs
 from v2serve.protocol.response import InferenceResult
@@ -314,6 +315,32 @@ class DataPlane:
             # Operation names come from clients: only the model's own ones become metric labels.
             entry.stats.finished(started, operation if method else UNKNOWN_OPERATION, status, inference=False)
 
+    async def document(
+        self, entry: ModelEntry, operation: str, body: Any, headers: Mapping[str, str], event_id: str | None = None
+    ) -> Any:
+        """infer or explain on a model that takes documents (MLRun's classes): the body as it was sent (JSON,
+        or the bytes or text of a body that is not JSON, as ``inputs``), the model's answer as it returns it.
+        Counted like ``infer``."""
+        started = time.perf_counter_ns()
+        status = 500
+        entry.enter()
+        try:
+            entry.require_ready()
+            method = entry.invoker.document
+            if method is None:
+                raise InvalidRequest(f"model {entry.name!r} takes tensors, not documents")
+            value = await self._guarded(
+                entry, entry.invoker.run(method, operation, document_of(body, headers), event_id)
+            )
+            status = 200
+            return value
+        except V2ServeError as exc:
+            status = exc.status_code
+            raise
+        finally:
+            entry.leave()
+            entry.stats.finished(started, operation, status, inference=True)
+
     def _decode_with(
         self, entry: ModelEntry, decode: Callable[[ModelSchema], DecodedRequest], explain: bool
     ) -> DecodedRequest:
@@ -374,6 +401,18 @@ class DataPlane:
 
 
 _END = object()
+
+
+def document_of(body: Any, headers: Mapping[str, str]) -> Any:
+    """A request document as it was sent: JSON as JSON, the bytes or text of a body that is not JSON as
+    ``{"inputs": ...}`` (MLRun's rule)."""
+    if not isinstance(body, bytes | bytearray | memoryview):
+        return body
+    if HEADER_LENGTH in headers:
+        raise InvalidRequest("this model takes JSON or raw bodies, not the binary tensor extension")
+    content_type = headers.get("content-type")
+    raw = None if content_type is None else raw_body(content_type, body)
+    return loads(body) if raw is None else {"inputs": raw.data}
 
 
 async def _one(result: InferenceResult) -> AsyncGenerator[InferenceResult, None]:

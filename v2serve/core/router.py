@@ -53,6 +53,19 @@ def v2_reply(result: InferenceResult) -> Reply:
     return Reply(200, encoded.body, encoded.content_type, encoded.headers)
 
 
+def value_reply(value: Any) -> Reply:
+    """A value as MLRun answers it: a str as text/plain, bytes as they are, anything else as JSON."""
+    if isinstance(value, str):
+        return Reply(200, value.encode(), TEXT_CONTENT_TYPE)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return Reply(200, bytes(value), BINARY_CONTENT_TYPE)
+    return Reply.json(value)
+
+
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+BINARY_CONTENT_TYPE = "application/octet-stream"
+
+
 class V2Router:
     """Serves the v2 protocol over a model registry, through a table of routes (``v2_routes``, then
     ``extra_routes``, then the routes of each of ``frontends``).
@@ -126,6 +139,9 @@ class V2Router:
 
             async def tensors(event: Event, params: Mapping[str, str]) -> Reply:
                 entry = self.entry(params)
+                if entry.model.takes_documents:
+                    value = await self.dataplane.document(entry, operation, event.body, event.headers, event.id)
+                    return value_reply(value)
                 return await self.dataplane.infer(entry, operation, event.body, event.headers, v2_reply, event.id)
 
             return tensors
@@ -134,7 +150,7 @@ class V2Router:
     async def custom_operation(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self.entry(params)
         value = await self.dataplane.custom(entry, params["operation"], event.body, event.headers, event.id)
-        return Reply.json(value)
+        return value_reply(value)
 
     async def model_metadata(self, event: Event, params: Mapping[str, str]) -> Reply:
         return Reply.json(self.dataplane.model_metadata(self.entry(params)))

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from v2serve.core.router import V2Router, error_reply
+from v2serve.core.router import V2Router, error_reply, value_reply
 from v2serve.errors import InferenceError, InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.graph.steps import Step
@@ -62,7 +62,7 @@ class Flow:
             return await self._router.handle(event)
         try:
             body = loads(event.body) if isinstance(event.body, bytes | bytearray | memoryview) else event.body
-            return Reply.json(await self._run(body, event))
+            return value_reply(await self._run(body, event))
         except StepFailed as failure:
             return await self._answer_failure(failure, event)
         except V2ServeError as exc:
@@ -102,7 +102,7 @@ class Flow:
             return error_reply(failure.error)
         body = _error_body(failure.step, failure.error, None)
         try:
-            return Reply.json(await self._error_handler.run(body, event))
+            return value_reply(await self._error_handler.run(body, event))
         except Exception as exc:
             return error_reply(_as_step_error("error_handler", exc))
 

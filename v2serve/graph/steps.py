@@ -50,6 +50,8 @@ class ModelStep:
         entry = self._registry.resolve(self.model, self.version)
         operation = body.get("operation", "infer") if isinstance(body, dict) else "infer"
         operation = BODY_OPERATIONS.get(operation, operation)
+        if operation in TENSOR_OPERATIONS and entry.model.takes_documents:
+            return await self._dataplane.document(entry, operation, body, event.headers, event.id)
         if operation in TENSOR_OPERATIONS:
             return await self._dataplane.infer(
                 entry, operation, body, event.headers, InferenceResult.as_value, event.id

@@ -73,6 +73,9 @@ class Model:
     """Default deadline of a request; a request's ``parameters.timeout`` (microseconds) overrides it."""
     warmup_inputs: Mapping[str, Any] | None = None
     """Sample inputs run once through predict after load, before the model is marked ready."""
+    takes_documents: bool = False
+    """The model takes request documents as they were sent, not tensors (MLRun's classes, see
+    ``v2serve.models.mlrun``); its ``serve_document(operation, body, event_id)`` answers infer and explain."""
     bytes_content_type: str = "application/octet-stream"
     """The content type of a response that is one BYTES value sent as it is (TorchServe's /predictions: an
     image a model produced, say); a str value goes as text/plain."""

@@ -1,0 +1,79 @@
+"""Model classes written as for MLRun serving; only the import differs."""
+
+from __future__ import annotations
+
+import json
+
+from v2serve.models.mlrun import V2ModelServer  # MLRun: from mlrun.serving import V2ModelServer
+
+
+class ClassifierModel(V2ModelServer):
+    """Thresholds each data point's sum with weights read from its model file; records the calls it gets."""
+
+    def load(self):
+        model_file, extra_data = self.get_model(".json")
+        with open(model_file) as handle:
+            self.weights = json.load(handle)["weights"]
+        self.calls = []
+        self.context.logger.info(f"loaded {model_file}")
+
+    def preprocess(self, request, operation):
+        self.calls.append(("preprocess", operation))
+        return request
+
+    def validate(self, request, operation):
+        self.calls.append(("validate", operation))
+        return super().validate(request, operation)
+
+    def predict(self, body: dict) -> list:
+        threshold = self.get_param("threshold", 10)
+        return [
+            int(sum(w * x for w, x in zip(self.weights, point, strict=True)) > threshold) for point in body["inputs"]
+        ]
+
+    def explain(self, body: dict) -> dict:
+        return {"weights": self.weights}
+
+    def postprocess(self, response: dict) -> dict:
+        self.calls.append(("postprocess", None))
+        return response
+
+    def op_weights(self, body):
+        return {"weights": self.weights, "asked": body}
+
+
+class EchoInputs(V2ModelServer):
+    """Answers with the type of its inputs and the inputs themselves, as MLRun passed them."""
+
+    def load(self):
+        pass
+
+    def predict(self, body: dict) -> list:
+        inputs = body["inputs"]
+        return [type(inputs).__name__, inputs if isinstance(inputs, list | str) else len(inputs)]
+
+
+class Greeter(V2ModelServer):
+    """A model that answers a string, and bytes from its op_image (what MLRun sends as text and bytes)."""
+
+    def load(self):
+        pass
+
+    def postprocess(self, response: dict) -> str:
+        return f"hello {response['outputs'][0]}"
+
+    def predict(self, body: dict) -> list:
+        return [body["inputs"][0]]
+
+    def op_image(self, body):
+        return b"\x89PNG\r\n"
+
+
+def shout(body):
+    """A flow step that answers a string."""
+    return str(body["text"]).upper()
+
+
+def raw_bytes(body):
+    """A flow step that answers bytes."""
+    return bytes(body["values"])

@@ -1,0 +1,114 @@
+"""An MLRun model class (V2ModelServer) runs with only its import changed: the body as sent, MLRun's
+response shape, its hooks in MLRun's order, class arguments through get_param, get_model, op_<name>."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.mlrun.models import ClassifierModel, EchoInputs, Greeter
+from v2serve.graph.spec import GraphSpec
+from v2serve.mock import MockServer
+from v2serve.server import ModelServer
+from v2serve.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("classifier")
+    (folder / "model.json").write_text(json.dumps({"weights": [1, 2]}))
+    (folder / "notes.txt").write_text("not the model")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    models = [
+        ClassifierModel(name="m1", model_path=str(model_dir), threshold=4),
+        ClassifierModel(name="m3", version="v1", model_path=str(model_dir / "model.json")),
+        EchoInputs(name="echo"),
+        Greeter(name="greeter"),
+    ]
+    with MockServer(ModelServer(models, Settings(models=[]))) as mock:
+        yield mock
+
+
+def test_predict_gets_the_body_and_answers_in_mlruns_shape(server):
+    answer = server.test("/v2/models/m1/infer", {"id": "r1", "inputs": [[1, 1], [3, 4]]})
+    assert answer["id"] == "r1" and answer["model_name"] == "m1" and "model_version" not in answer
+    assert answer["outputs"] == [0, 1]  # 1+2=3 <= 4, 3+8=11 > 4 (threshold from the class arguments)
+    assert isinstance(answer["timestamp"], str) and answer["timestamp"][:4].isdigit()
+
+
+def test_a_versioned_model_names_its_version_and_the_id_is_generated(server):
+    answer = server.test("/v2/models/m3/versions/v1/predict", {"inputs": [[5, 5]]})
+    assert answer["model_version"] == "v1" and answer["outputs"] == [1]  # default threshold 10, 15 > 10
+    assert len(answer["id"]) >= 16
+
+
+def test_the_hooks_run_in_mlruns_order(server):
+    model = server.server.registry.resolve("m1").model
+    model.calls.clear()
+    server.test("/v2/models/m1/infer", {"inputs": [[1, 1]]})
+    assert model.calls == [("preprocess", "infer"), ("validate", "infer"), ("postprocess", None)]
+
+
+def test_explain_and_custom_operations(server):
+    assert server.test("/v2/models/m1/explain", {"inputs": [[1, 1]]})["outputs"] == {"weights": [1, 2]}
+    assert server.test("/v2/models/m1/weights", {"x": 1}) == {"weights": [1, 2], "asked": {"x": 1}}
+
+
+def test_inputs_arrive_exactly_as_sent(server):
+    mixed = [[1, "a", None, {"k": [1.5]}], [2, "b", True, {}]]
+    assert server.test("/v2/models/echo/infer", {"inputs": mixed})["outputs"] == ["list", mixed]
+    text = server.test("/v2/models/echo/infer", "plain words", headers={"content-type": "text/plain"})
+    assert text["outputs"] == ["str", "plain words"]
+    image = server.test("/v2/models/echo/infer", b"\xff\xd8\xff" * 10, headers={"content-type": "image/jpeg"})
+    assert image["outputs"] == ["bytes", 30]
+
+
+def test_a_string_answer_is_text_and_bytes_are_octets(server):
+    text = server.test("/v2/models/greeter/infer", {"inputs": ["world"]}, get_body=False)
+    assert text.content_type.startswith("text/plain") and text.body == b"hello world"
+    image = server.test("/v2/models/greeter/image", {}, get_body=False)
+    assert image.content_type == "application/octet-stream" and image.body == b"\x89PNG\r\n"
+
+
+def test_a_request_without_inputs_is_a_json_400(server):
+    answer = server.test("/v2/models/m1/infer", {"data": [1]}, get_body=False, silent=True)
+    assert answer.status_code == 400 and "inputs" in answer.json()["error"]
+
+
+def test_a_graph_passes_class_arguments(model_dir, tmp_path):
+    spec = GraphSpec.model_validate(
+        {
+            "topology": "router",
+            "steps": [
+                {
+                    "name": "m1",
+                    "kind": "model",
+                    "class_name": "tests.mlrun.models:ClassifierModel",
+                    "model_path": str(model_dir),
+                    "class_args": {"threshold": 100},
+                }
+            ],
+        }
+    )
+    with MockServer(ModelServer([], Settings(models=[]), graph=spec, graph_dir=tmp_path)) as mock:
+        assert mock.test("/v2/models/m1/infer", {"inputs": [[3, 4]]})["outputs"] == [0]
+
+
+@pytest.mark.parametrize(
+    ("handler", "body", "content_type", "answer"),
+    [
+        ("tests.mlrun.models:shout", {"text": "hi"}, "text/plain; charset=utf-8", b"HI"),
+        ("tests.mlrun.models:raw_bytes", {"values": [1, 2]}, "application/octet-stream", b"\x01\x02"),
+    ],
+)
+def test_a_flow_step_that_answers_a_string_or_bytes_is_not_json(tmp_path, handler, body, content_type, answer):
+    spec = GraphSpec.model_validate({"topology": "flow", "steps": [{"name": "s", "handler": handler}]})
+    with MockServer(ModelServer([], Settings(models=[]), graph=spec, graph_dir=tmp_path)) as mock:
+        reply = mock.test("/", body, get_body=False)
+    assert reply.content_type == content_type and reply.body == answer
