@@ -11,7 +11,7 @@ class ClassifierModel(V2ModelServer):
     """Thresholds each data point's sum with weights read from its model file; records the calls it gets."""
 
     def load(self):
-        model_file, extra_data = self.get_model(".json")
+        model_file, _extra_data = self.get_model(".json")
         with open(model_file) as handle:
             self.weights = json.load(handle)["weights"]
         self.calls = []
