@@ -42,7 +42,7 @@ class Graph:
     def add_ensemble(
         self,
         name: str,
-        vote_type: Literal["classification", "regression"] = "classification",
+        vote_type: Literal["classification", "regression"] | None = None,
         weights: dict[str, float] | None = None,
     ) -> EnsembleBuilder:
         """Add a voting ensemble; add its members with ``.add_model`` on the returned builder."""

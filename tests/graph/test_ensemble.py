@@ -30,7 +30,7 @@ def test_classification_takes_the_weighted_majority_and_members_stay_addressable
 
 def test_regression_takes_the_weighted_mean():
     graph = Graph()
-    vote = graph.add_ensemble("avg", vote_type="regression", weights={"b": 3.0})
+    vote = graph.add_ensemble("avg", vote_type="regression", weights={"a": 1.0, "b": 3.0})
     vote.add_model("a", steps.Affine, a=1).add_model("b", steps.Affine, a=2)
     with graph.to_mock_server() as server:
         outputs = server.test("/v2/models/avg/infer", body=request([4.0]))["outputs"]

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
+from v2serve.models.base import Model
 from v2serve.models.mlrun import V2ModelServer  # MLRun: from mlrun.serving import V2ModelServer
+from v2serve.protocol.types import TensorSpec
 
 
 class ClassifierModel(V2ModelServer):
@@ -77,3 +81,31 @@ def shout(body):
 def raw_bytes(body):
     """A flow step that answers bytes."""
     return bytes(body["values"])
+
+
+class Above(Model):
+    """Class 1 where x is above the threshold, else 0 (integers: an ensemble of these votes by class)."""
+
+    inputs = [TensorSpec("x", "FP32", [-1])]
+    outputs = [TensorSpec("label", "INT64", [-1])]
+
+    def __init__(self, name=None, version=None, threshold=0.0):
+        super().__init__(name=name, version=version)
+        self.threshold = threshold
+
+    def predict(self, inputs):
+        return (inputs["x"] > self.threshold).astype(np.int64)
+
+
+class Scale(Model):
+    """x times a factor (floats: an ensemble of these takes the weighted mean)."""
+
+    inputs = [TensorSpec("x", "FP32", [-1])]
+    outputs = [TensorSpec("label", "FP32", [-1])]
+
+    def __init__(self, name=None, version=None, factor=1.0):
+        super().__init__(name=name, version=version)
+        self.factor = factor
+
+    def predict(self, inputs):
+        return inputs["x"] * np.float32(self.factor)

@@ -95,6 +95,9 @@ class V2Router:
         self.repository = repository
         self.dataplane = DataPlane(registry, debug=debug, data=data)
         self.generate = GenerateEndpoints(self.dataplane, self.entry)
+        self.default_model: str | None = None
+        """The model (``name`` or ``name:version``) that answers a request naming none (a graph's default
+        route); without one, such a request goes to the only model, or is a 400 when there are several."""
         self.table = RouteTable(
             [*v2_routes(self), *extra_routes, *(route for frontend in frontends for route in frontend(self))]
         )
@@ -231,6 +234,32 @@ class V2Router:
 
     # ------------------------------------------------------------ helpers
 
+    def unnamed_model(self) -> str:
+        """The model a request that names none goes to: the default route, else the only model."""
+        if self.default_model is not None:
+            return self.default_model
+        names = self.registry.names()
+        if len(names) != 1:
+            raise InvalidRequest(
+                f"the request names no model (field 'model' or header v2-model) and "
+                f"this server has {len(names)}: {', '.join(names) or 'none'}"
+            )
+        return names[0]
+
+    def default_operation(self, operation: str) -> Handler:
+        """The handler of ``POST /v2/models/<operation>``, which names no model (MLRun's ensemble calls)."""
+        handler = self.operation(BODY_OPERATIONS[operation])
+
+        async def unnamed(event: Event, params: Mapping[str, str]) -> Reply:
+            try:
+                model = self.unnamed_model()
+            except V2ServeError as exc:
+                self._count_unrouted(exc)
+                raise
+            return await handler(event, {"model": model})
+
+        return unnamed
+
     def _count_unrouted(self, exc: V2ServeError) -> None:
         if self.metrics is not None:
             self.metrics.unrouted(exc.status_code)
@@ -246,15 +275,7 @@ class V2Router:
     def _body_target(self, addressed: Addressed, event: Event, raw: Any) -> tuple[dict[str, str], Event]:
         """Model, version and operation as route parameters; a body that names no model goes to the only
         model, and is an error when there are several."""
-        model = addressed.model
-        if model is None:
-            names = self.registry.names()
-            if len(names) != 1:
-                raise InvalidRequest(
-                    f"the request names no model (field 'model' or header v2-model) and "
-                    f"this server has {len(names)}: {', '.join(names) or 'none'}"
-                )
-            model = names[0]
+        model = addressed.model or self.unnamed_model()
         operation = addressed.operation or "infer"
         operation = BODY_OPERATIONS.get(operation, operation)
         if operation not in TENSOR_OPERATIONS and raw is not event.body:

@@ -56,6 +56,7 @@ class V2Handlers(Protocol):
     @property
     def generate(self) -> GenerateEndpoints: ...
     def operation(self, operation: str) -> Handler: ...
+    def default_operation(self, operation: str) -> Handler: ...
     async def server_metadata(self, event: Event, params: Mapping[str, str]) -> Reply: ...
     async def openapi(self, event: Event, params: Mapping[str, str]) -> Reply: ...
     async def body_routed(self, event: Event, params: Mapping[str, str]) -> Reply: ...
@@ -102,7 +103,13 @@ def v2_routes(router: V2Handlers) -> list[Route]:
             Route("POST", f"{prefix}/unload", router.repository_unload, "Unload a model", None,
                   "RepositoryModelRequest", (400, 401, 403, 404), request_required=False, server_level=True)
         )  # fmt: skip
-    models: list[Route] = []
+    # MLRun's calls that name no model: the graph's default route (an ensemble) answers them.
+    models = [
+        Route("POST", f"/v2/models/{operation}", router.default_operation(operation),
+              f"{operation.capitalize()} on the default route (MLRun: the ensemble)", "InferenceResponse",
+              "InferenceRequest", (*_TENSOR_ERRORS, 501) if operation == "explain" else _TENSOR_ERRORS)
+        for operation in ("infer", "predict", "explain")
+    ]  # fmt: skip
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         models += [
             Route("GET", prefix, router.model_metadata, "Model metadata", "ModelMetadata", errors=(404,)),

@@ -18,6 +18,7 @@ from v2serve.graph.steps import ModelStep, ParallelStep, RouterStep, Step, TaskS
 from v2serve.models.base import Model
 from v2serve.models.invoker import Runner, bind
 from v2serve.models.loader import import_object
+from v2serve.models.mlrun import ServingContext, V2ModelServer
 from v2serve.models.registry import ModelEntry, ModelRegistry
 
 Handler = V2Router | Flow
@@ -29,8 +30,10 @@ class GraphCompiler:
         self._router = router
         self._runner = runner
         self._base_dir = base_dir
+        self._parameters: dict[str, Any] = {}
 
     def compile(self, spec: GraphSpec) -> Handler:
+        self._parameters = spec.parameters
         if spec.topology == "router":
             for step in spec.steps:
                 if step.kind not in ("model", "ensemble"):
@@ -38,7 +41,10 @@ class GraphCompiler:
                         f"step {step.name!r}: a router graph routes to model or ensemble steps, not {step.kind}"
                     )
                 self._register(step)
+            self._router.default_model = _default_route(spec)
             return self._router
+        if spec.default_route is not None:
+            raise GraphError("default_route is for router graphs; a flow answers every request itself")
         return self._flow(spec)
 
     # ------------------------------------------------------------ models
@@ -48,14 +54,12 @@ class GraphCompiler:
             if not spec.routes:
                 raise GraphError(f"step {spec.name!r}: an ensemble needs routes")
             members = [self._register(route) for route in spec.routes]
-            model: Model = VotingEnsemble(
-                spec.name,
-                members,
-                spec.vote_type or "classification",
-                spec.weights,
-                spec.version,
-                resolve=self._registry.resolve,
-            )
+            try:
+                model: Model = VotingEnsemble(
+                    spec.name, members, spec.vote_type, spec.weights, spec.version, resolve=self._registry.resolve
+                )
+            except ValueError as exc:
+                raise GraphError(f"step {spec.name!r}: {exc}") from None
         elif spec.kind == "model":
             model = self._model(spec)
         else:
@@ -74,6 +78,10 @@ class GraphCompiler:
             kwargs["version"] = spec.version
         if spec.model_path is not None:
             kwargs["model_path"] = spec.model_path
+        if issubclass(cls, V2ModelServer):
+            # MLRun's routes take input_path and result_path, and read the graph's parameters.
+            kwargs["context"] = ServingContext(parameters=self._parameters)
+            kwargs.update({k: v for k, v in (("input_path", spec.input_path), ("result_path", spec.result_path)) if v})
         model: Model = self._instantiate(spec, cls, kwargs)
         return model
 
@@ -176,3 +184,14 @@ def _responder(steps: list[StepSpec]) -> str:
     if len(sinks) != 1:
         raise GraphError(f"the flow ends in several steps {sinks}; mark the one that responds with respond()")
     return sinks[0]
+
+
+def _default_route(spec: GraphSpec) -> str | None:
+    """The route that answers requests naming no model: ``default_route``, else the graph's only ensemble."""
+    keys = {step.name if step.version is None else f"{step.name}:{step.version}" for step in spec.steps}
+    if spec.default_route is not None:
+        if spec.default_route not in keys:
+            raise GraphError(f"default_route {spec.default_route!r} is not one of the routes {sorted(keys)}")
+        return spec.default_route
+    ensembles = [step.name for step in spec.steps if step.kind == "ensemble"]
+    return ensembles[0] if len(ensembles) == 1 else None

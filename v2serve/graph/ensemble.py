@@ -19,16 +19,22 @@ VoteType = Literal["classification", "regression"]
 class VotingEnsemble(Model):
     """Runs every member on the request concurrently and combines their outputs, output by output.
 
-    ``classification``: each row takes the label with the highest total member weight (ties go to the label
-    seen first). ``regression``: the weighted mean. Members stay addressable on their own; the ensemble's
-    metadata is its first member's.
+    ``classification``: each row takes the label with the highest total member weight (a tie goes to the
+    smallest label, as MLRun's argmax over class numbers does). ``regression``: the weighted mean. Without
+    a ``vote_type``, each output is voted as MLRun infers it: classification when every member answers
+    integers (or labels), regression when they answer floats.
+
+    ``weights`` are keyed by route key (``name``, or ``name:version`` for a versioned member) and
+    normalised to sum to 1; a member the dict leaves out weighs 0 (MLRun's rule), and no dict at all weighs
+    every member the same. Members stay addressable on their own; the ensemble's metadata is its first
+    member's.
     """
 
     def __init__(
         self,
         name: str,
         members: Sequence[ModelEntry],
-        vote_type: VoteType = "classification",
+        vote_type: VoteType | None = None,
         weights: dict[str, float] | None = None,
         version: str | None = None,
         resolve: Callable[[str, str | None], ModelEntry] | None = None,
@@ -42,7 +48,7 @@ class VotingEnsemble(Model):
         self._member_keys = [(m.name, m.version) for m in self.members]
         self._resolve = resolve
         self.vote_type = vote_type
-        self.weights = np.array([(weights or {}).get(m.name, 1.0) for m in self.members], dtype=np.float64)
+        self.weights = _normalised_weights(name, [route_key(m) for m in self.members], weights)
         self.inputs = members[0].model.inputs
         self.outputs = members[0].model.outputs
         self.feature_names = members[0].model.feature_names
@@ -63,17 +69,39 @@ class VotingEnsemble(Model):
         names = outputs[0].keys()
         if any(out.keys() != names for out in outputs):
             raise InferenceError(f"ensemble {self.name!r}: members returned different outputs")
-        combine = _vote if self.vote_type == "classification" else _mean
-        return {name: combine(np.stack([out[name] for out in outputs]), self.weights) for name in names}
+        voted = {}
+        for name in names:
+            stacked = np.stack([out[name] for out in outputs])
+            vote_type = self.vote_type or ("regression" if stacked.dtype.kind in "fc" else "classification")
+            voted[name] = (_vote if vote_type == "classification" else _mean)(stacked, self.weights)
+        return voted
+
+
+def route_key(entry: ModelEntry) -> str:
+    """How a graph's routes name a member: ``name``, or ``name:version``."""
+    return entry.name if entry.version is None else f"{entry.name}:{entry.version}"
+
+
+def _normalised_weights(name: str, keys: list[str], weights: dict[str, float] | None) -> np.ndarray:
+    if weights is None:
+        return np.full(len(keys), 1 / len(keys))
+    unknown = sorted(set(weights) - set(keys))
+    if unknown:
+        raise ValueError(f"ensemble {name!r}: weights name {unknown}, which are not its routes {keys}")
+    raw = np.array([float(weights.get(key, 0.0)) for key in keys])
+    if (raw < 0).any() or raw.sum() <= 0:
+        raise ValueError(f"ensemble {name!r}: weights must be non-negative with a positive sum, got {weights}")
+    normalised: np.ndarray = raw / raw.sum()
+    return normalised
 
 
 def _mean(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    mean: np.ndarray = np.tensordot(weights, stacked.astype(np.float64), axes=1) / weights.sum()
+    mean: np.ndarray = np.tensordot(weights, stacked.astype(np.float64), axes=1)
     return mean.astype(stacked.dtype) if stacked.dtype.kind == "f" else mean
 
 
 def _vote(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    labels = list(dict.fromkeys(stacked.reshape(-1).tolist()))
+    labels = sorted(set(stacked.reshape(-1).tolist()))  # argmax keeps the first: a tie goes to the smallest
     shaped = weights.reshape((-1,) + (1,) * (stacked.ndim - 1))
     scores = np.stack([np.where(stacked == label, shaped, 0.0).sum(axis=0) for label in labels])
     winners = scores.argmax(axis=0)

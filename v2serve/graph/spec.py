@@ -67,6 +67,11 @@ class GraphSpec(BaseModel):
     """Router: the routes (model and ensemble steps). Flow: the steps, linked by ``after``."""
     error_handler: StepSpec | None = None
     """A task step whose output answers any request in which a step failed without its own ``on_error``."""
+    default_route: str | None = None
+    """Router: the route (step name, or ``name:version``) that answers a request naming no model (``POST /``
+    without a ``model``, ``POST /v2/models/infer``); by default the graph's only ensemble, if it has one."""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    """Function-level parameters: every MLRun-style model reads them with ``get_param``."""
 
     # ------------------------------------------------------------ serialisation
 
