@@ -130,9 +130,16 @@ class StepRef:
     def name(self) -> str:
         return self.spec.name
 
-    def to(self, class_name: Any = None, name: str | None = None, **options: Any) -> StepRef:
-        """Add a step that receives this step's output."""
-        return self.graph.add_step(class_name, name, after=self.spec.name, **options)
+    def to(self, class_name: Any = None, name: str | None = None, before: str | None = None, **options: Any) -> StepRef:
+        """Add a step that receives this step's output; ``before``: insert it between this step and the step
+        of that name, which then receives the new step's output instead (MLRun's ``before``)."""
+        added = self.graph.add_step(class_name, name, after=self.spec.name, **options)
+        if before is not None:
+            following = [step for step in self.graph.spec.steps if step.name == before]
+            if not following or self.spec.name not in following[0].after:
+                raise ValueError(f"step {before!r} does not come after {self.spec.name!r}")
+            following[0].after = [added.name if n == self.spec.name else n for n in following[0].after]
+        return added
 
     def respond(self) -> StepRef:
         """Make this step's output the response."""
@@ -140,8 +147,8 @@ class StepRef:
         return self
 
     def error_handler(self, handler: Any = None, class_name: Any = None, **class_args: Any) -> StepRef:
-        """A task that turns this step's failure into its output; it receives
-        ``{"error", "status", "step", "body"}``."""
+        """A task whose output answers the request when this step fails, ending the flow (MLRun's rule); it
+        receives ``{"body": <the request body>, "origin_state": <this step>, "error", "status"}``."""
         self.spec.on_error = _handler_spec(f"{self.spec.name}_on_error", handler, class_name, class_args)
         return self
 
@@ -169,7 +176,10 @@ def _model_spec(key: str, class_name: Any, model_path: str | None, class_args: d
     )
 
 
-_STEP_OPTIONS = ("handler", "model_path", "version", "input_path", "result_path", "routes", "vote_type", "weights")
+_STEP_OPTIONS = (
+    "handler", "model_path", "version", "input_path", "result_path", "routes", "vote_type", "weights", "merge",
+    "extend_event",
+)  # fmt: skip
 
 
 def _step_spec(class_name: Any, name: str | None, options: dict[str, Any]) -> StepSpec:

@@ -23,6 +23,12 @@ def negate(body):
 
 
 def merge(body):
+    """After double and negate: their outputs as a list in branch order (MLRun's merge)."""
+    doubled, negated = body
+    return {"sum": [a + b for a, b in zip(doubled, negated, strict=True)]}
+
+
+def merge_by_step(body):
     return {"sum": [a + b for a, b in zip(body["double"], body["negate"], strict=True)]}
 
 
@@ -31,7 +37,12 @@ def explode(body):
 
 
 def recover(error):
-    return {"recovered_from": error["step"], "status": error["status"], "error": error["error"]}
+    return {
+        "recovered_from": error["origin_state"],
+        "status": error["status"],
+        "error": error["error"],
+        "body": error["body"],
+    }
 
 
 def first_output(response):
@@ -72,3 +83,22 @@ class Label(Model):
 
     def predict(self, inputs):
         return {"label": np.where(inputs["x"] > self.threshold, "big", "small").astype(object)}
+
+
+def total(body):
+    return {"total": sum(body["values"])}
+
+
+def count(body):
+    return {"count": len(body["values"])}
+
+
+class Named:
+    """A step class that takes MLRun's ``name`` and ``context`` arguments."""
+
+    def __init__(self, name=None, context=None):
+        self.name = name
+        self.context = context
+
+    def do(self, body):
+        return {"step": self.name, "greeting": self.context.parameters["greeting"]}

@@ -22,6 +22,15 @@ def test_branch_merge_and_a_step_error_handler():
         result = server.test("/", body={"values": [1, 2]})
     assert result["recovered_from"] == "explode" and result["status"] == 500
     assert "ZeroDivisionError: exploded on purpose" in result["error"]
+    assert result["body"] == {"values": [1, 2]}  # the request's body, as MLRun gives it
+
+
+def test_a_step_error_handler_answers_and_ends_the_flow():
+    graph = Graph("flow")
+    graph.to(steps.explode, name="explode").error_handler(steps.recover).to(steps.double, name="after")
+    with graph.to_mock_server() as server:
+        # MLRun's rule: the handler's output is the response; the step after the failed one does not run.
+        assert server.test("/", body={"values": [1]})["recovered_from"] == "explode"
 
 
 def test_without_a_handler_the_failed_step_is_named_in_a_500():
@@ -33,22 +42,34 @@ def test_without_a_handler_the_failed_step_is_named_in_a_500():
             server.test("/", body={"values": [1, 2]})
 
 
-def test_merge_receives_outputs_by_step_name():
+@pytest.mark.parametrize(("merge", "handler"), [("list", steps.merge), ("by_step", steps.merge_by_step)])
+def test_a_step_after_branches_receives_their_outputs_in_branch_order_or_by_step(merge, handler):
     graph = Graph("flow")
     start = graph.to(steps.Scale, "scale", factor=10)
     start.to(steps.double, name="double")
     start.to(steps.negate, name="negate")
-    graph.add_step(steps.merge, name="merge", after=["double", "negate"])
+    graph.add_step(handler, name="merge", after=["double", "negate"], merge=merge)
     with graph.to_mock_server() as server:
         assert server.test("/", body={"values": [1, 2]}) == {"sum": [10.0, 20.0]}
 
 
+def test_to_before_inserts_a_step():
+    graph = Graph("flow")
+    first = graph.to(steps.Scale, "first", factor=2)
+    first.to(steps.negate, name="last").respond()
+    first.to(steps.Scale, "inserted", before="last", factor=10)
+    assert [s.after for s in graph.spec.steps] == [[], ["inserted"], ["first"]]
+    with graph.to_mock_server() as server:
+        assert server.test("/", body={"values": [1, 2]}) == [-20, -40]
+
+
 def test_graph_level_error_handler_answers_when_no_step_handler_does():
     graph = Graph("flow")
-    graph.to(steps.explode, name="explode")
+    graph.to(steps.double, name="double", result_path="doubled").to(steps.explode, name="explode")
     graph.error_handler(steps.recover)
     with graph.to_mock_server() as server:
-        assert server.test("/", body={})["recovered_from"] == "explode"
+        answer = server.test("/", body={"values": [3]})
+    assert answer["recovered_from"] == "explode" and answer["body"] == {"values": [3]}
 
 
 def test_model_step_between_tasks_with_input_and_result_paths():
@@ -86,6 +107,29 @@ def test_parallel_step_merges_child_results():
     )
     with graph.to_mock_server() as server:
         assert server.test("/", body={"values": [1, 2]}) == {"double": [2, 4], "negate": [-1, -2]}
+
+
+def test_a_parallel_step_can_extend_the_event_with_its_childrens_results():
+    graph = Graph("flow")
+    graph.to(
+        name="enrich",
+        kind="parallel",
+        extend_event=True,
+        routes=[
+            {"name": "total", "kind": "task", "handler": steps.total},
+            {"name": "count", "kind": "task", "handler": steps.count},
+        ],
+    )
+    with graph.to_mock_server() as server:
+        assert server.test("/", body={"values": [1, 2]}) == {"values": [1, 2], "total": 3, "count": 2}
+
+
+def test_step_classes_receive_their_name_and_context(tmp_path):
+    graph = Graph("flow")
+    graph.spec.parameters = {"greeting": "hi"}
+    graph.to(steps.Named, name="namer")
+    with graph.to_mock_server() as server:
+        assert server.test("/", body={}) == {"step": "namer", "greeting": "hi"}
 
 
 def test_router_step_in_a_flow_routes_by_the_body_model_field():

@@ -7,6 +7,7 @@ steps and an unclear responder.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ class GraphCompiler:
         if spec.version is not None:
             kwargs["version"] = spec.version
         if spec.model_path is not None:
-            kwargs["model_path"] = spec.model_path
+            kwargs["model_path"] = self._located(spec.model_path)
         if issubclass(cls, V2ModelServer):
             # MLRun's routes take input_path and result_path, and read the graph's parameters.
             kwargs["context"] = ServingContext(parameters=self._parameters)
@@ -113,7 +114,7 @@ class GraphCompiler:
             raise GraphError(f"step {spec.name!r}: a {spec.kind} step needs routes")
         children = [self._step(route) for route in spec.routes]
         if spec.kind == "parallel":
-            return ParallelStep(spec.name, children)
+            return ParallelStep(spec.name, children, spec.extend_event)
         keys = {
             (r.name if r.version is None else f"{r.name}:{r.version}"): c
             for r, c in zip(spec.routes, children, strict=True)
@@ -127,10 +128,30 @@ class GraphCompiler:
                 raise GraphError(f"step {spec.name!r}: handler {spec.handler!r} is not callable")
             return TaskStep(spec.name, bind(function, 2), self._runner)
         cls = self._import(spec, spec.class_name, "handler or class_name")
-        instance = self._instantiate(spec, cls, dict(spec.class_args))
+        instance = self._instantiate(spec, cls, self._task_arguments(spec, cls))
         if not callable(getattr(instance, "do", None)):
             raise GraphError(f"step {spec.name!r}: {cls.__name__} has no do(body) method")
         return TaskStep(spec.name, bind(instance.do, 2), self._runner)
+
+    def _located(self, model_path: str) -> str:
+        """A relative local model_path is relative to the graph file's folder (URLs are left as they are)."""
+        if self._base_dir is None or "://" in model_path or Path(model_path).is_absolute():
+            return model_path
+        return str(self._base_dir / model_path)
+
+    def _task_arguments(self, spec: StepSpec, cls: type) -> dict[str, Any]:
+        """The class arguments, plus ``name`` and ``context`` when the constructor takes them (MLRun's steps)."""
+        kwargs = dict(spec.class_args)
+        try:
+            parameters = inspect.signature(cls).parameters
+        except (TypeError, ValueError):
+            return kwargs
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        if "name" in parameters or takes_any:
+            kwargs.setdefault("name", spec.name)
+        if "context" in parameters or takes_any:
+            kwargs.setdefault("context", ServingContext(parameters=self._parameters))
+        return kwargs
 
     def _flow(self, spec: GraphSpec) -> Flow:
         by_name = _unique_steps(spec.steps)
@@ -140,7 +161,9 @@ class GraphCompiler:
             if unknown:
                 raise GraphError(f"step {step.name!r} comes after unknown step(s) {unknown}")
             on_error = self._task(step.on_error) if step.on_error is not None else None
-            nodes[step.name] = FlowNode(self._step(step), list(step.after), step.input_path, step.result_path, on_error)
+            nodes[step.name] = FlowNode(
+                self._step(step), list(step.after), step.input_path, step.result_path, on_error, step.merge
+            )
         levels = _levels(by_name)
         handler = self._task(spec.error_handler) if spec.error_handler is not None else None
         return Flow(nodes, levels, _responder(spec.steps), self._router, handler)

@@ -53,6 +53,10 @@ class VotingEnsemble(Model):
         self.outputs = members[0].model.outputs
         self.feature_names = members[0].model.feature_names
         self.platform = "ensemble"
+        kinds = {m.model.takes_documents for m in self.members}
+        if len(kinds) > 1:
+            raise ValueError(f"ensemble {name!r} mixes MLRun-style models with tensor models; use one kind")
+        self.takes_documents = kinds.pop()
 
     async def predict(self, inputs: Tensors, context: RequestContext) -> Any:
         members = self.members if self._resolve is None else [self._resolve(*key) for key in self._member_keys]
@@ -75,6 +79,33 @@ class VotingEnsemble(Model):
             vote_type = self.vote_type or ("regression" if stacked.dtype.kind in "fc" else "classification")
             voted[name] = (_vote if vote_type == "classification" else _mean)(stacked, self.weights)
         return voted
+
+    def serve_document(self, operation: str, body: Any, event_id: str | None) -> Any:
+        """The vote of MLRun-style members (they take documents): each member's ``outputs``, one
+        prediction per data point, voted point by point; answered in MLRun's shape."""
+        members = self.members if self._resolve is None else [self._resolve(*key) for key in self._member_keys]
+        for member in members:
+            member.require_ready()
+        answers = [member.model.serve_document(operation, body, event_id) for member in members]  # type: ignore[attr-defined]
+        try:
+            predictions = np.array([answer["outputs"] for answer in answers], dtype=np.float64)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise InferenceError(
+                f"ensemble {self.name!r}: members answered no numeric outputs to vote on: {exc}"
+            ) from None
+        integral = bool(np.all(np.mod(predictions, 1) == 0))
+        vote_type = self.vote_type or ("classification" if integral else "regression")
+        if vote_type == "classification":
+            votes = _vote(predictions.astype(np.int64), self.weights).tolist()
+        else:
+            votes = _mean(predictions, self.weights).tolist()
+        response = dict(answers[0])
+        response.update({"model_name": self.name, "outputs": votes})
+        if self.version:
+            response["model_version"] = self.version
+        else:
+            response.pop("model_version", None)
+        return response
 
 
 def route_key(entry: ModelEntry) -> str:

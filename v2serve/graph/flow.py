@@ -26,6 +26,7 @@ class FlowNode:
     input_path: str | None = None
     result_path: str | None = None
     on_error: Step | None = None
+    merge: str = "list"
 
 
 class StepFailed(Exception):
@@ -35,12 +36,23 @@ class StepFailed(Exception):
         self.error = error
 
 
+class Answered(Exception):
+    """A step's error handler answered: its output is the response, and the flow ends (MLRun's rule)."""
+
+    def __init__(self, answer: Any) -> None:
+        super().__init__("answered by an error handler")
+        self.answer = answer
+
+
 class Flow:
     """Runs a request through the flow's steps and answers with the responder's output.
 
-    A step with one upstream step receives that step's output; one with several receives an object of their
-    outputs by step name (the merge); steps with none receive the request body. Server-level GET endpoints
-    (health, metadata) are answered by the router, so probes work on a flow as on a router.
+    A step with one upstream step receives that step's output; one with several receives their outputs as
+    a list in ``after`` order (MLRun's merge; ``merge: by_step`` gives an object by step name); steps with
+    none receive the request body. A failed step's error handler (its own, else the graph's) receives
+    ``{"body": <the request body>, "origin_state": <the step>, "error": <message>, "status": <code>}``, and
+    its output answers the request. Server-level GET endpoints (health, metadata) are answered by the
+    router, so probes work on a flow as on a router.
     """
 
     def __init__(
@@ -60,11 +72,14 @@ class Flow:
     async def handle(self, event: Event) -> Reply:
         if self._router.is_server_request(event.method, event.path):
             return await self._router.handle(event)
+        body = None
         try:
             body = loads(event.body) if isinstance(event.body, bytes | bytearray | memoryview) else event.body
             return value_reply(await self._run(body, event))
+        except Answered as answered:
+            return value_reply(answered.answer)
         except StepFailed as failure:
-            return await self._answer_failure(failure, event)
+            return await self._answer_failure(failure, body, event)
         except V2ServeError as exc:
             return error_reply(exc)
 
@@ -81,8 +96,10 @@ class Flow:
             body = request_body
         elif len(node.after) == 1:
             body = results[node.after[0]]
-        else:
+        elif node.merge == "by_step":
             body = {parent: results[parent] for parent in node.after}
+        else:
+            body = [results[parent] for parent in node.after]
         given = _get_path(body, node.input_path, name) if node.input_path else body
         try:
             result = await node.step.run(given, event)
@@ -90,17 +107,21 @@ class Flow:
             error = _as_step_error(name, exc)
             if node.on_error is None:
                 raise StepFailed(name, error) from exc
-            result = await node.on_error.run(_error_body(name, error, given), event)
+            try:
+                answer = await node.on_error.run(_error_body(name, error, request_body), event)
+            except Exception as handler_exc:
+                raise StepFailed(f"{name}_on_error", _as_step_error(f"{name}_on_error", handler_exc)) from exc
+            raise Answered(answer) from exc
         if node.result_path:
             body = copy.copy(body) if isinstance(body, dict) else {}
             _set_path(body, node.result_path, result)
             return body
         return result
 
-    async def _answer_failure(self, failure: StepFailed, event: Event) -> Reply:
+    async def _answer_failure(self, failure: StepFailed, request_body: Any, event: Event) -> Reply:
         if self._error_handler is None:
             return error_reply(failure.error)
-        body = _error_body(failure.step, failure.error, None)
+        body = _error_body(failure.step, failure.error, request_body)
         try:
             return value_reply(await self._error_handler.run(body, event))
         except Exception as exc:
@@ -120,7 +141,8 @@ def _as_step_error(step: str, exc: Exception) -> V2ServeError:
 
 
 def _error_body(step: str, error: V2ServeError, body: Any) -> dict[str, Any]:
-    return {"error": error.message, "status": error.status_code, "step": step, "body": body}
+    """What an error handler receives (MLRun's names): the request body, the step that failed, the error."""
+    return {"body": body, "origin_state": step, "error": error.message, "status": int(error.status_code)}
 
 
 def _get_path(body: Any, path: str, step: str) -> Any:

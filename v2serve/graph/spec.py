@@ -7,7 +7,8 @@ A graph is a **router** (the default: requests pick a model by URL or by the mes
 - ``task``: a function (``handler``) or a class with ``do(body)`` (``class_name``) transforming the body;
 - ``router``: routes the body to one of its ``routes`` (model steps) by URL or ``model`` field;
 - ``ensemble``: a voting ensemble over its ``routes`` (``vote_type`` classification or regression);
-- ``parallel``: runs all its ``routes`` on the same body and merges their results by route name.
+- ``parallel``: runs all its ``routes`` on the same body and merges their results by route name (or, with
+  ``extend_event``, into the body).
 
 Classes and functions are import paths (``package.module:Name`` or ``file.py:Name``) in the serialised form;
 the Python SDK also accepts the objects themselves and turns them into import paths when serialising.
@@ -48,7 +49,13 @@ class StepSpec(BaseModel):
     result_path: str | None = None
     """Dotted path at which the step's result is written into the body it received, instead of replacing it."""
     on_error: StepSpec | None = None
-    """A task step that turns this step's failure into its output."""
+    """A task step whose output answers the request when this step fails (MLRun: it ends the flow)."""
+    merge: Literal["list", "by_step"] = "list"
+    """A step after several steps receives their outputs as a list in ``after`` order (MLRun's merge), or
+    with ``by_step`` as an object of outputs by step name."""
+    extend_event: bool = False
+    """Parallel: merge the children's results (objects) into the body the step received (MLRun's
+    ``extend_event``), instead of answering an object of results by child name."""
     routes: list[StepSpec] = Field(default_factory=list)
     vote_type: Literal["classification", "regression"] | None = None
     weights: dict[str, float] | None = None

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from v2serve.core.dataplane import TENSOR_OPERATIONS, DataPlane
 from v2serve.core.v2_routes import BODY_OPERATIONS, model_in_path
-from v2serve.errors import InvalidRequest, ModelNotFound
+from v2serve.errors import InferenceError, InvalidRequest, ModelNotFound
 from v2serve.event import Event
 from v2serve.models.invoker import BoundMethod, Runner
 from v2serve.models.registry import ModelRegistry
@@ -60,15 +60,26 @@ class ModelStep:
 
 
 class ParallelStep:
-    """Runs every child on the same body concurrently; the result maps child name to child result."""
+    """Runs every child on the same body concurrently; the result maps child name to child result, or, with
+    ``extend_event``, is the body with every child's (object) result merged into it, in child order."""
 
-    def __init__(self, name: str, children: list[Step]) -> None:
+    def __init__(self, name: str, children: list[Step], extend_event: bool = False) -> None:
         self.name = name
         self._children = children
+        self._extend_event = extend_event
 
     async def run(self, body: Any, event: Event) -> Any:
         results = await asyncio.gather(*(child.run(body, event) for child in self._children))
-        return {child.name: result for child, result in zip(self._children, results, strict=True)}
+        if not self._extend_event:
+            return {child.name: result for child, result in zip(self._children, results, strict=True)}
+        if not isinstance(body, dict):
+            raise InvalidRequest(f"parallel step {self.name!r} extends the event, which must be a JSON object")
+        extended = dict(body)
+        for child, result in zip(self._children, results, strict=True):
+            if not isinstance(result, dict):
+                raise InferenceError(f"step {child.name!r} answered {type(result).__name__}, not an object to merge")
+            extended.update(result)
+        return extended
 
 
 class RouterStep:
