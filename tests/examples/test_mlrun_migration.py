@@ -41,3 +41,11 @@ def test_the_flow_branches_merges_and_handles_errors():
         failed = server.test("/", {"nothing": 1})
         assert failed["failed_step"] == "clean" and failed["request"] == {"nothing": 1}
         assert "no 'points'" in failed["error"]
+
+
+def test_model_probes_on_a_flow_answer_without_running_it():
+    with Graph.from_file(EXAMPLE / "flow.yaml").to_mock_server() as server:
+        # The flow would answer {"failed_step": "clean", ...} to anything it ran: these never reach it.
+        assert server.test("/v2/models/classify/ready") == {"name": "classify", "ready": True}
+        assert server.test("/v2/models/classify")["name"] == "classify"
+        assert server.test("/v2/models/classify/stats")["model_stats"][0]["inference_count"] == 0

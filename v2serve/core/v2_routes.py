@@ -112,13 +112,17 @@ def v2_routes(router: V2Handlers) -> list[Route]:
     ]  # fmt: skip
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         models += [
-            Route("GET", prefix, router.model_metadata, "Model metadata", "ModelMetadata", errors=(404,)),
+            # Model probes are answered by the router even when a flow answers the rest: they never run it.
+            Route("GET", prefix, router.model_metadata, "Model metadata", "ModelMetadata", errors=(404,),
+                  server_level=True),
             Route("POST", prefix, router.operation("infer"), "Inference (MLRun's POST to the model)",
                   "InferenceResponse", "InferenceRequest", _TENSOR_ERRORS),
             Route("GET", f"{prefix}/ready", router.model_ready, "Model readiness", "ModelReadiness", errors=(404,),
+                  server_level=True,
                   responses={"200": _json(_ref("ModelReadiness")), "404": _json(_ref("ErrorBody"), "Unknown model"),
                              "503": _json(_ref("ModelReadiness"), "Not ready")}),
-            Route("GET", f"{prefix}/stats", router.model_stats, "Model statistics", "StatisticsBody", errors=(404,)),
+            Route("GET", f"{prefix}/stats", router.model_stats, "Model statistics", "StatisticsBody", errors=(404,),
+                  server_level=True),
             Route("POST", f"{prefix}/infer", router.operation("infer"), "Inference", "InferenceResponse",
                   "InferenceRequest", _TENSOR_ERRORS),
             Route("POST", f"{prefix}/infer_dict", router.operation("infer_dict"),
