@@ -98,3 +98,19 @@ def test_kinesis_is_refused_with_several_workers():
     )
     with pytest.raises(SystemExit, match="Kinesis consumer runs in one process"):
         serve(settings_from_args(args))
+
+
+def test_with_two_workers_the_repository_refuses_changes_and_every_connection_agrees():
+    server = CLIServer(
+        str(ROOT / "examples" / "add_sub"), "--workers", "2", "--repository", str(ROOT / "examples"), cwd=str(ROOT)
+    )
+    try:
+        server.wait_started()
+        assert server.wait_for_line("Application startup complete", 60)
+        refused = httpx.post(f"{server.url}/v2/repository/models/add_sub/unload", timeout=10)
+        assert refused.status_code == 409 and "worker processes" in refused.json()["error"]
+        # Nothing was unloaded anywhere: 50 fresh connections (spread over both workers) all see it ready.
+        statuses = [httpx.get(f"{server.url}/v2/models/add_sub/ready", timeout=10).status_code for _ in range(50)]
+        assert statuses == [200] * 50
+    finally:
+        assert server.stop() == 0

@@ -11,6 +11,7 @@ the error once (HTTP: ``{"error": message}`` with the status; streams: an error 
     │   ├── ModelNotFound (404)          unknown model or version; names the available ones
     │   └── OperationNotFound (404)      unknown path or custom operation
     ├── MethodNotAllowed (405)
+    ├── Conflict (409)                   the request cannot be honoured as the server runs (several workers)
     ├── PayloadTooLarge (413)
     ├── InferenceError (500)             the model itself raised
     ├── NotImplementedOperation (501)    e.g. explain on a model without an explainer
@@ -70,6 +71,10 @@ class OperationNotFound(NotFound):
 
 class MethodNotAllowed(V2ServeError):
     status_code = HTTPStatus.METHOD_NOT_ALLOWED
+
+
+class Conflict(V2ServeError):
+    status_code = HTTPStatus.CONFLICT
 
 
 class PayloadTooLarge(V2ServeError):

@@ -69,6 +69,7 @@ class ModelServer:
                 ModelRepository(self.registry, self.settings.repository.root, self.settings.implementation_packages),
                 self.settings.repository,
                 reachable_beyond_loopback=not is_loopback(self.settings.http.host),
+                processes=self.settings.http.workers,
             ),
             extra_routes=extra_routes,
             frontends=frontends_of(self.settings),

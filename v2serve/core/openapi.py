@@ -67,6 +67,7 @@ _ERRORS = {
     403: "Refused by the server's policy",
     404: "Unknown model, version or operation",
     405: "Method not allowed",
+    409: "Not possible as the server runs (several worker processes)",
     413: "Request body too large",
     500: "The model failed",
     501: "Not implemented by the model",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from v2serve.errors import Forbidden, InvalidRequest, OperationNotFound, Unauthorized
+from v2serve.errors import Conflict, Forbidden, InvalidRequest, OperationNotFound, Unauthorized
 from v2serve.event import Event
 from v2serve.models.repository import ModelRepository
 from v2serve.protocol.jsonio import loads
@@ -21,12 +21,20 @@ class RepositoryEndpoints:
     """
 
     def __init__(
-        self, repository: ModelRepository, settings: RepositorySettings, *, reachable_beyond_loopback: bool = False
+        self,
+        repository: ModelRepository,
+        settings: RepositorySettings,
+        *,
+        reachable_beyond_loopback: bool = False,
+        processes: int = 1,
     ) -> None:
+        """``processes``: the worker processes serving the port. A load or unload changes the process that
+        takes it, so with several they are refused (409) rather than leave the workers disagreeing."""
         self.repository = repository
         self.enabled = settings.enabled
         self._token = None if settings.token is None else settings.token.encode()
         self._changes_refused = self._token is None and reachable_beyond_loopback
+        self._processes = processes
 
     async def index(self, event: Event) -> list[RepositoryIndexEntry]:
         body = self._checked(event)
@@ -51,6 +59,11 @@ class RepositoryEndpoints:
             raise OperationNotFound(f"no route for {event.method} {event.path} (the repository API is disabled)")
         self._authorize(event)
         body = _json_object(event)
+        if changes and self._processes > 1:
+            raise Conflict(
+                f"loading and unloading would change one of the {self._processes} worker processes only: run one "
+                "worker per container and scale out with replicas (README: Scaling out), or use --workers 1"
+            )
         if changes and self._changes_refused:
             raise Forbidden(
                 "loading and unloading models needs a token when the server listens beyond loopback: "

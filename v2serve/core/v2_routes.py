@@ -96,12 +96,12 @@ def v2_routes(router: V2Handlers) -> list[Route]:
               None, "RepositoryIndexRequest", (400, 401, 404), request_required=False, server_level=True,
               responses={"200": _json({"type": "array", "items": _ref("RepositoryIndexEntry")})}),
         Route("POST", "/v2/repository/models/{model}/load", router.repository_load, "Load a model", None,
-              "RepositoryModelRequest", (400, 401, 403, 404, 500), request_required=False, server_level=True),
+              "RepositoryModelRequest", (400, 401, 403, 404, 409, 500), request_required=False, server_level=True),
     ]  # fmt: skip
     for prefix in ("/v2/repository/models/{model}", "/v2/repository/models/{model}/versions/{version}"):
         server.append(
             Route("POST", f"{prefix}/unload", router.repository_unload, "Unload a model", None,
-                  "RepositoryModelRequest", (400, 401, 403, 404), request_required=False, server_level=True)
+                  "RepositoryModelRequest", (400, 401, 403, 404, 409), request_required=False, server_level=True)
         )  # fmt: skip
     # MLRun's calls that name no model: the graph's default route (an ensemble) answers them.
     models = [

@@ -50,6 +50,7 @@ class GrpcServer:
                 repository.repository,
                 self._model_server.settings.repository,
                 reachable_beyond_loopback=not is_loopback(host),
+                processes=self._model_server.settings.http.workers,
             )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(router, repository), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
