@@ -4,10 +4,10 @@ trip), and agrees with the code it starts (routes, settings, extras, the Nuclio 
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from kubernetes import client
 
