@@ -114,3 +114,30 @@ def test_with_two_workers_the_repository_refuses_changes_and_every_connection_ag
         assert statuses == [200] * 50
     finally:
         assert server.stop() == 0
+
+
+def test_with_two_workers_metrics_and_statistics_are_exact_totals():
+    server = CLIServer(str(ROOT / "examples" / "add_sub"), "--workers", "2", cwd=str(ROOT))
+    body = {"inputs": [{"name": f"INPUT{i}", "shape": [1, 16], "datatype": "INT32", "data": [1] * 16} for i in (0, 1)]}
+    try:
+        server.wait_started()
+        assert server.wait_for_line("Application startup complete", 60)
+        requests = 40
+        for _ in range(requests):  # a fresh connection each: the kernel spreads them over both workers
+            assert httpx.post(f"{server.url}/v2/models/add_sub/infer", json=body, timeout=10).status_code == 200
+        for _ in range(6):  # whichever worker takes the scrape, it reports both
+            text = httpx.get(f"{server.url}/metrics", timeout=10).text
+            counted = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("v2serve_requests_total{") and 'model="add_sub"' in line
+            )
+            assert counted == requests
+            stats = httpx.get(f"{server.url}/v2/models/add_sub/stats", timeout=10).json()["model_stats"]
+            assert [s["inference_count"] for s in stats] == [requests]
+            assert (
+                httpx.get(f"{server.url}/v2/models/stats", timeout=10).json()["model_stats"][0]["inference_count"]
+                == requests
+            )
+    finally:
+        assert server.stop() == 0

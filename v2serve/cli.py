@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -165,8 +167,13 @@ def serve(settings: Settings) -> None:
         if settings.kinesis.input_stream:
             # Every worker would read every shard and share one checkpoint file: run `consume` beside instead.
             raise SystemExit("v2serve serve: a Kinesis consumer runs in one process; use --workers 1 or `consume`")
+        peers = tempfile.mkdtemp(prefix="v2serve-workers-")
+        settings = settings.model_copy(update={"http": settings.http.model_copy(update={"peers_dir": peers})})
         export_to_environment(settings)
-        run_uvicorn(_APP_FACTORY, settings, factory=True, workers=settings.http.workers)
+        try:
+            run_uvicorn(_APP_FACTORY, settings, factory=True, workers=settings.http.workers)
+        finally:
+            shutil.rmtree(peers, ignore_errors=True)
         return
     from v2serve.serving import create_app_from_settings
 

@@ -21,6 +21,7 @@ from v2serve.frontends.torchserve import torchserve_routes
 from v2serve.graph.compile import GraphCompiler, Handler
 from v2serve.graph.spec import GraphSpec
 from v2serve.logs import REQUEST_ID
+from v2serve.metrics.peers import Snapshot, WorkerPeers
 from v2serve.metrics.server import ServerMetrics
 from v2serve.models.base import Model
 from v2serve.models.invoker import Runner
@@ -99,12 +100,22 @@ class ModelServer:
         return cls(models, settings, graph=GraphSpec.from_file(graph_file), graph_dir=graph_file.parent)
 
     async def start(self) -> None:
+        if self.settings.http.peers_dir:
+            peers = WorkerPeers(self.settings.http.peers_dir, self._metrics_snapshot)
+            await peers.start()
+            self.metrics.peers = peers
         if self.settings.load_in_background:
             self._loading = asyncio.create_task(self.registry.load_all())
         else:
             await self.registry.load_all()
 
+    def _metrics_snapshot(self) -> Snapshot:
+        return {"samples": self.metrics.samples(), "statistics": self.router.dataplane.statistics()}
+
     async def stop(self) -> None:
+        if self.metrics.peers is not None:
+            await self.metrics.peers.stop()
+            self.metrics.peers = None
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
         await self.registry.unload_all()

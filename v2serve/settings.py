@@ -57,6 +57,9 @@ class HTTPSettings(BaseModel):
     """Open connections at most; a further one is answered 503 and closed at once. By default half the
     process's file descriptor limit (at most 4096), so that models and files always have descriptors left."""
 
+    peers_dir: str | None = None
+    """Set by ``serve --workers N``: the folder where the workers answer each other's metrics, so that a
+    scrape of any one reports the totals of all (see ``metrics/peers.py``)."""
     access_log: bool = False
     """Log one line per request (off by default: it costs throughput)."""
 

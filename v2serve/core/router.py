@@ -166,7 +166,14 @@ class V2Router:
 
     async def model_stats(self, event: Event, params: Mapping[str, str]) -> Reply:
         pinned = "version" in params or ":" in params["model"]
-        return Reply.json(self.dataplane.statistics(self.entry(params), every_version=not pinned))
+        entry = self.entry(params)
+        statistics = self.dataplane.statistics(entry, every_version=not pinned)
+        if self.metrics is not None and self.metrics.peers is not None:
+            # Every worker's counts of this model (or version), added up.
+            total = await self.metrics.statistics_total(dict(self.dataplane.statistics()))
+            wanted = {(s["name"], s["version"]) for s in statistics["model_stats"]}
+            statistics["model_stats"] = [s for s in total["model_stats"] if (s["name"], s["version"]) in wanted]
+        return Reply.json(statistics)
 
     async def body_routed(self, event: Event, params: Mapping[str, str]) -> Reply:
         """A request posted to ``/`` (streams, serverless): the body's ``model``, ``version`` and
@@ -206,12 +213,15 @@ class V2Router:
         return Reply.json({"models": self.registry.listing()})
 
     async def all_stats(self, event: Event, params: Mapping[str, str]) -> Reply:
-        return Reply.json(self.dataplane.statistics())
+        statistics = self.dataplane.statistics()
+        if self.metrics is not None:
+            return Reply.json(await self.metrics.statistics_total(dict(statistics)))
+        return Reply.json(statistics)
 
     async def metrics_text(self, event: Event, params: Mapping[str, str]) -> Reply:
         if self.metrics is None:
             raise OperationNotFound("this server keeps no metrics")
-        return Reply(200, self.metrics.render(), PROMETHEUS_CONTENT_TYPE)
+        return Reply(200, await self.metrics.render_total(), PROMETHEUS_CONTENT_TYPE)
 
     async def openapi(self, event: Event, params: Mapping[str, str]) -> Reply:
         if self._openapi is None:

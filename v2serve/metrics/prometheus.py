@@ -137,3 +137,50 @@ class StreamCollector(Collector):
             for (stream, shard), value in stats.behind_ms.items():
                 behind.add_metric([transport, stream, shard], value)
         yield from (consumed, results, errors, lag, behind)
+
+
+_Values = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""A family's values by (sample name, sorted labels)."""
+
+# Gauges that describe a state rather than an amount: over several workers their largest value is the
+# state (every worker loads the same models), where amounts (queue depth, in flight) add up.
+_MAX_GAUGES = frozenset({"v2serve_model_state", "v2serve_model_load_seconds"})
+
+
+def samples(registry: CollectorRegistry) -> list[list[Any]]:
+    """The registry's samples as plain values: [family, type, help, sample name, labels, value]."""
+    return [
+        [family.name, family.type, family.documentation, sample.name, sample.labels, sample.value]
+        for family in registry.collect()
+        for sample in family.samples
+    ]
+
+
+def render_merged(snapshots: Sequence[Sequence[list[Any]]]) -> bytes:
+    """The text exposition of several workers' samples added up (largest value for state gauges)."""
+    from prometheus_client import generate_latest
+
+    families: dict[str, tuple[str, str, _Values]] = {}
+    for worker in snapshots:
+        for name, kind, documentation, sample, labels, value in worker:
+            _, _, values = families.setdefault(name, (kind, documentation, {}))
+            key = (sample, tuple(sorted(labels.items())))
+            if key in values and kind == "gauge" and name in _MAX_GAUGES:
+                values[key] = max(values[key], value)
+            else:
+                values[key] = values.get(key, 0.0) + value
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_MergedCollector(families))
+    return bytes(generate_latest(registry))
+
+
+class _MergedCollector(Collector):
+    def __init__(self, families: dict[str, tuple[str, str, _Values]]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (kind, documentation, values) in self._families.items():
+            family = Metric(name, documentation, kind)
+            for (sample, labels), value in values.items():
+                family.add_sample(sample, dict(labels), value)
+            yield family

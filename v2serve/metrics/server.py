@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from v2serve.metrics.model import ModelGauge, ModelRecorder
+from v2serve.metrics.peers import WorkerPeers, merge_statistics
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -22,6 +23,8 @@ class ServerMetrics:
         self._gauges: Callable[[], Iterable[ModelGauge]] = tuple
         self._registry: Any = None
         self._collectors: list[Any] = []
+        self.peers: WorkerPeers | None = None
+        """The other worker processes of this server, when there are several (see ``peers.py``)."""
 
     def for_model(self, name: str, version: str | None) -> ModelRecorder:
         key = (name, version or "")
@@ -60,3 +63,23 @@ class ServerMetrics:
         from prometheus_client import generate_latest
 
         return bytes(generate_latest(self.registry))
+
+    def samples(self) -> list[list[Any]]:
+        """This process's samples, for a peer that adds them up (``render_total``)."""
+        from v2serve.metrics.prometheus import samples
+
+        return samples(self.registry)
+
+    async def render_total(self) -> bytes:
+        """The text exposition of every worker's metrics added up (this process's alone without peers)."""
+        if self.peers is None:
+            return self.render()
+        from v2serve.metrics.prometheus import render_merged
+
+        return render_merged([snapshot["samples"] for snapshot in await self.peers.snapshots()])
+
+    async def statistics_total(self, local: dict[str, Any]) -> dict[str, Any]:
+        """Triton statistics of every worker added up; ``local``: this process's (every model)."""
+        if self.peers is None:
+            return local
+        return merge_statistics([snapshot["statistics"] for snapshot in await self.peers.snapshots()])
