@@ -48,11 +48,34 @@ def moto_endpoint() -> Iterator[str]:
     """moto's server (S3, Kinesis, ...) on a free loopback port; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
+    _serialise_kinesis_appends()
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+def _serialise_kinesis_appends() -> None:
+    """moto's server handles requests in threads, but its Kinesis shard append is not thread-safe ("not safe
+    for concurrency" in moto's source): two consumers writing results to one shard at once can be given the
+    same sequence number, and one record silently replaces the other. Real Kinesis serialises appends to a
+    shard; so does this lock, in the test's moto server."""
+    import threading
+
+    from moto.kinesis import models
+
+    if getattr(models.Shard.put_record, "serialised", False):
+        return
+    lock = threading.Lock()
+    append = models.Shard.put_record
+
+    def put_record(self, *args, **kwargs):
+        with lock:
+            return append(self, *args, **kwargs)
+
+    put_record.serialised = True
+    models.Shard.put_record = put_record
 
 
 def free_port() -> int:

@@ -91,6 +91,7 @@ def _add_stream_arguments(parser: argparse.ArgumentParser) -> None:
     kinesis.add_argument("--kinesis-region", help="AWS region")
     kinesis.add_argument("--kinesis-endpoint-url", help="for a Kinesis-compatible server")
     kinesis.add_argument("--kinesis-checkpoint-dir", help="where per-shard checkpoints are kept")
+    kinesis.add_argument("--kinesis-lease-table", help="DynamoDB table of shard leases: several consumers split")
 
 
 # (flag, settings section or None for the top level, field)
@@ -127,6 +128,7 @@ _FLAG_FIELDS = (
     ("kinesis_region", "kinesis", "region_name"),
     ("kinesis_endpoint_url", "kinesis", "endpoint_url"),
     ("kinesis_checkpoint_dir", "kinesis", "checkpoint_dir"),
+    ("kinesis_lease_table", "kinesis", "lease_table"),
 )
 
 

@@ -212,7 +212,18 @@ class KinesisSettings(BaseModel):
     """For a Kinesis-compatible server (localstack, moto)."""
 
     checkpoint_dir: str = "~/.cache/v2serve/kinesis"
-    """Where the last served sequence number of each shard is kept, so that a restart resumes there."""
+    """Where the last served sequence number of each shard is kept, so that a restart resumes there (without
+    a lease table: one consumer process per stream)."""
+
+    lease_table: str | None = None
+    """A DynamoDB table (created if absent) of shard leases and checkpoints, as the Kinesis Client Library
+    keeps them: several consumer processes then split the stream's shards and take over a dead one's."""
+
+    lease_duration_s: float = Field(10.0, gt=0)
+    """A lease whose owner has not renewed it for this long may be taken (it renews every third of it)."""
+
+    worker_id: str | None = None
+    """This consumer's name in the lease table; by default host name and process id."""
 
     initial_position: str = "TRIM_HORIZON"
     """Where a shard without a checkpoint starts: TRIM_HORIZON (nothing missed) or LATEST."""

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import free_port
+from tests.streams.kinesis_tools import CREDENTIALS, Streams
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 30) -> None:
@@ -51,3 +52,11 @@ def kafka_broker() -> Iterator[str]:
     yield f"127.0.0.1:{port}"
     process.terminate()
     process.wait(10)
+
+
+@pytest.fixture
+def kinesis(moto_endpoint, monkeypatch) -> Streams:
+    """Fresh Kinesis streams on moto's server, with credentials for boto3 in the environment."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    return Streams(moto_endpoint)

@@ -1,4 +1,5 @@
-"""The Kinesis consumer: every shard of the input stream in, result and error streams out, checkpointed.
+"""The Kinesis consumer: every shard of the input stream in (or, with a lease table, the shards this process
+holds leases of: see ``leases.py``), result and error streams out, checkpointed.
 
 Each shard is read batch by batch. A batch's records are served concurrently; their result and error
 records are written, and only once Kinesis has accepted all of them is the batch's last sequence number
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +25,7 @@ from v2serve.errors import InferenceError
 from v2serve.metrics.streams import StreamStats
 from v2serve.settings import KinesisSettings
 from v2serve.streams.checkpoints import ShardCheckpoints
+from v2serve.streams.leases import LeaseLost, ShardLeases
 from v2serve.streams.messages import OutgoingRecord, error_record, event_from_message, record_for_reply
 from v2serve.streams.retry import Backoff, Handle, serve_event, wait_or_stop
 
@@ -54,9 +58,17 @@ class KinesisWorker:
         )
         checkpoint_dir = Path(settings.checkpoint_dir).expanduser()
         self.checkpoints = ShardCheckpoints(checkpoint_dir / f"{settings.input_stream}.json")
+        self.leases: ShardLeases | None = None
+        if settings.lease_table:
+            dynamodb = boto3.client("dynamodb", region_name=settings.region_name, endpoint_url=settings.endpoint_url)
+            worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+            self.leases = ShardLeases(dynamodb, settings.lease_table, worker_id, settings.lease_duration_s)
         self._slots = asyncio.Semaphore(settings.max_in_flight)
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.leases is not None:
+            await self._run_leased(self.leases, stop)
+            return
         readers: dict[str, asyncio.Task[None]] = {}
         while not stop.is_set():
             for shard_id in await self._shard_ids(stop):
@@ -65,6 +77,29 @@ class KinesisWorker:
             await wait_or_stop(stop, _SHARD_REFRESH_S)
         if readers:
             await asyncio.gather(*readers.values())
+
+    async def _run_leased(self, leases: ShardLeases, stop: asyncio.Event) -> None:
+        """Read the shards this worker holds a lease of; renew and rebalance every third of a lease."""
+        await asyncio.to_thread(leases.ensure_table)
+        readers: dict[str, asyncio.Task[None]] = {}
+        try:
+            while not stop.is_set():
+                shards = await self._shard_ids(stop)
+                try:
+                    await asyncio.to_thread(leases.renew)
+                    await asyncio.to_thread(leases.balance, shards)
+                except (ClientError, BotoCoreError) as exc:
+                    logger.warning("the lease table could not be read or written (%s); retrying", exc)
+                for shard_id in list(leases.held):
+                    if shard_id not in readers or readers[shard_id].done():
+                        readers[shard_id] = asyncio.create_task(self._read_shard(shard_id, stop))
+                        readers[shard_id].add_done_callback(_log_failure)
+                await wait_or_stop(stop, self.settings.lease_duration_s / 3)
+        finally:
+            if readers:
+                await asyncio.gather(*readers.values(), return_exceptions=True)
+            # A clean stop hands the leases back, so that the other workers take them without waiting.
+            await asyncio.to_thread(leases.release_all)
 
     async def _shard_ids(self, stop: asyncio.Event) -> list[str]:
         shards: list[str] = []
@@ -82,6 +117,9 @@ class KinesisWorker:
     async def _read_shard(self, shard_id: str, stop: asyncio.Event) -> None:
         iterator = await self._iterator(shard_id, stop)
         while iterator is not None and not stop.is_set():
+            if self.leases is not None and shard_id not in self.leases.held:
+                logger.info("stopped reading shard %s: its lease is held elsewhere now", shard_id)
+                return
             try:
                 response = await asyncio.to_thread(
                     self._client.get_records, ShardIterator=iterator, Limit=self.settings.batch_size
@@ -97,15 +135,31 @@ class KinesisWorker:
             self.stats.behind_ms[(str(self.settings.input_stream), shard_id)] = response.get("MillisBehindLatest", 0)
             if records:
                 await self._serve_batch(records, stop)
-                self.checkpoints.save(shard_id, records[-1]["SequenceNumber"])
+                if not await self._checkpoint(shard_id, records[-1]["SequenceNumber"]):
+                    return
             iterator = response.get("NextShardIterator")
             if not records:
                 await wait_or_stop(stop, self.settings.poll_interval_s)
         if iterator is None:
             logger.info("shard %s is closed and fully served", shard_id)
 
+    async def _checkpoint(self, shard_id: str, sequence_number: str) -> bool:
+        """Save the shard's position; False when the lease was lost (the batch will be served again)."""
+        if self.leases is None:
+            self.checkpoints.save(shard_id, sequence_number)
+            return True
+        try:
+            await asyncio.to_thread(self.leases.checkpoint, shard_id, sequence_number)
+        except LeaseLost:
+            logger.info("shard %s: lease lost before its checkpoint; its new owner serves the batch again", shard_id)
+            return False
+        return True
+
     async def _iterator(self, shard_id: str, stop: asyncio.Event) -> str | None:
-        position = self.checkpoints.get(shard_id)
+        if self.leases is None:
+            position = self.checkpoints.get(shard_id)
+        else:
+            position = await asyncio.to_thread(self.leases.checkpoint_of, shard_id)
         args: dict[str, str] = {"StreamName": str(self.settings.input_stream), "ShardId": shard_id}
         if position is None:
             args["ShardIteratorType"] = self.settings.initial_position
@@ -170,6 +224,11 @@ class KinesisWorker:
                 logger.warning("Kinesis %s failed (%s); retrying in %.1f s", method.__name__, exc, delay)
                 await wait_or_stop(stop, delay)
         return None
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("a shard reader failed; it starts again while the lease is held", exc_info=task.exception())
 
 
 def _partition_key(record: OutgoingRecord) -> str:
