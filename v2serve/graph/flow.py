@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from v2serve.core.router import V2Router, error_reply, value_reply
-from v2serve.errors import InferenceError, InvalidRequest, V2ServeError
+from v2serve.errors import InferenceError, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.graph.steps import Step
 from v2serve.protocol.jsonio import loads
+from v2serve.protocol.paths import get_path, set_path
 
 logger = logging.getLogger("v2serve.flow")
 
@@ -100,7 +101,7 @@ class Flow:
             body = {parent: results[parent] for parent in node.after}
         else:
             body = [results[parent] for parent in node.after]
-        given = _get_path(body, node.input_path, name) if node.input_path else body
+        given = get_path(body, node.input_path, f"step {name!r}") if node.input_path else body
         try:
             result = await node.step.run(given, event)
         except Exception as exc:
@@ -114,7 +115,7 @@ class Flow:
             raise Answered(answer) from exc
         if node.result_path:
             body = copy.copy(body) if isinstance(body, dict) else {}
-            _set_path(body, node.result_path, result)
+            set_path(body, node.result_path, result)
             return body
         return result
 
@@ -143,22 +144,3 @@ def _as_step_error(step: str, exc: Exception) -> V2ServeError:
 def _error_body(step: str, error: V2ServeError, body: Any) -> dict[str, Any]:
     """What an error handler receives (MLRun's names): the request body, the step that failed, the error."""
     return {"body": body, "origin_state": step, "error": error.message, "status": int(error.status_code)}
-
-
-def _get_path(body: Any, path: str, step: str) -> Any:
-    value = body
-    for key in path.split("."):
-        if not isinstance(value, dict) or key not in value:
-            raise InvalidRequest(f"step {step!r}: the body has no {path!r}")
-        value = value[key]
-    return value
-
-
-def _set_path(body: dict[str, Any], path: str, value: Any) -> None:
-    *parents, last = path.split(".")
-    target = body
-    for key in parents:
-        child = target.get(key)
-        target[key] = child = dict(child) if isinstance(child, dict) else {}
-        target = child
-    target[last] = value

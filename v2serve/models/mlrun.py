@@ -29,6 +29,7 @@ from typing import Any
 
 from v2serve.errors import InvalidRequest, NotImplementedOperation
 from v2serve.models.base import Model
+from v2serve.protocol.paths import get_path, set_path
 
 DOCUMENT_OPERATIONS = ("infer", "predict", "explain")
 
@@ -117,7 +118,7 @@ class V2ModelServer(Model):
         started = datetime.datetime.now(datetime.timezone.utc)
         original = body
         if self.input_path:
-            body = _get_path(body, self.input_path)
+            body = get_path(body, self.input_path, f"model {self.name!r} (its input_path)")
         if not isinstance(body, dict):
             body = {"inputs": body}
         request = self.preprocess(body, operation)
@@ -138,27 +139,7 @@ class V2ModelServer(Model):
         if self.result_path:
             if not isinstance(original, dict):
                 raise InvalidRequest(f"result_path {self.result_path!r} needs a JSON object body")
-            _set_path(original, self.result_path, response)
+            original = dict(original)
+            set_path(original, self.result_path, response)
             return original
         return response
-
-
-def _get_path(body: Any, path: str) -> Any:
-    """``body["a"]["b"]`` for ``path`` "a.b" (MLRun's input_path)."""
-    value = body
-    for key in path.split("."):
-        if not isinstance(value, dict) or key not in value:
-            raise InvalidRequest(f"the request has no {path!r} (the model's input_path)")
-        value = value[key]
-    return value
-
-
-def _set_path(body: dict[str, Any], path: str, value: Any) -> None:
-    """Write ``value`` at ``path`` "a.b" into ``body``, making the objects on the way (MLRun's result_path)."""
-    *parents, last = path.split(".")
-    target = body
-    for key in parents:
-        target = target.setdefault(key, {})
-        if not isinstance(target, dict):
-            raise InvalidRequest(f"result_path {path!r} runs through a value that is not an object")
-    target[last] = value
