@@ -135,13 +135,13 @@ async def _child(stage: str, loops: int) -> None:
             entry = server.registry.resolve("add_sub")
             event = Event(body, path, "POST", {"content-type": "application/json"}, "application/json")
             request = parse_inference_request(orjson.loads(body))
-            inputs = decode._decode_inputs(entry.schema, request, None)
+            inputs = decode.decode_tensors(entry.schema, request, None)
             outputs = await entry.model.predict(inputs)
             context = RequestContext(id="bench")
             call = {
                 "core": lambda: _complete(server.handle(event)),
                 "parse": lambda: parse_inference_request(orjson.loads(body)),
-                "decode": lambda: decode._decode_inputs(entry.schema, request, None),
+                "decode": lambda: decode.decode_tensors(entry.schema, request, None),
                 "submit": lambda: _complete(entry.scheduler.submit(inputs, context, None)),
                 "encode": lambda: encode_inference_response(
                     model_name="add_sub",
