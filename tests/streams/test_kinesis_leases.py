@@ -44,7 +44,7 @@ async def test_three_consumers_split_the_shards_and_take_over_a_killed_ones(kine
             assert time.monotonic() < deadline, lease_report(kinesis, table) + "".join(w.output for w in workers)
             await asyncio.sleep(0.1)
     finally:
-        codes = [worker.stop(30) for worker in workers[1:]]
+        codes = [worker.stop(60) for worker in workers[1:]]
         workers[0].stop()
     assert codes == [0, 0], "".join(w.output for w in workers[1:])
     answered = kinesis.answered()

@@ -73,9 +73,11 @@ class ShardLeases:
         for shard, counter in list(self.held.items()):
             try:
                 self._update(shard, counter, counter + 1, self.worker_id)
-                self.held[shard] = counter + 1
+                if shard in self.held:
+                    self.held[shard] = counter + 1
             except LeaseLost:
-                del self.held[shard]
+                # pop: a checkpoint in another thread may have found the lease gone first.
+                self.held.pop(shard, None)
                 lost.add(shard)
                 logger.warning("lease of shard %s was lost to another worker", shard)
         return lost
