@@ -33,10 +33,18 @@ async def test_three_consumers_one_killed_one_added_answer_every_id(kafka_broker
             added = consumer(*args, delay_s=0.002)
             answered_at_kill = len(set(ids_of(await reader.to_end())))
             assert answered_at_kill < MESSAGES, "the kill came too late to be mid-stream"
+            # It must be up (and so answer SIGTERM) before the end: it joins the group and takes partitions.
+            assert added.wait_for_line("partitions assigned", 60), added.output
             await reader.until(has_ids(ids), timeout_s=120)
     finally:
         survivors = [p for p in (*group[1:], added) if p is not None]
-        codes = [p.stop(60) for p in survivors]  # a member leaving a busy group may wait out a rebalance
+        for process in survivors:  # all at once: members leaving one by one would rebalance each time
+            process.process.terminate()
+        # A member's shutdown is bounded (drain, commit, leave: 30 s each at most) but a loaded group can
+        # take a while to let it go.
+        codes = [p.process.wait(150) for p in survivors]  # one SIGTERM each: a second one means "now"
+        for process in survivors:
+            process.stop()
         group[0].stop()
     assert codes == [0] * len(survivors), "".join(p.output for p in survivors)
     per_id = collections.Counter(ids_of(reader.records))
