@@ -12,13 +12,12 @@ from grpc_reflection.v1alpha import reflection
 
 from v2serve.core.repository_api import RepositoryEndpoints
 from v2serve.grpc.generated import inference_pb2 as pb
-from v2serve.grpc.generated import inference_pb2_grpc as pb_grpc
-from v2serve.grpc.service import InferenceService
+from v2serve.grpc.service import SERVICE, InferenceService, method_handlers
 from v2serve.server import ModelServer, is_loopback
 
 logger = logging.getLogger("v2serve.grpc")
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+SERVICE_NAME = SERVICE.full_name
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
@@ -52,7 +51,9 @@ class GrpcServer:
                 reachable_beyond_loopback=not is_loopback(host),
                 processes=self._model_server.settings.http.workers,
             )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(router, repository), server)
+        handlers = method_handlers(InferenceService(router, repository))
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if settings.reflection:
             names = (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME)

@@ -22,7 +22,6 @@ from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event
 from v2serve.grpc.codec import decode_infer_request, encode_infer_response, parameters_of
 from v2serve.grpc.generated import inference_pb2 as pb
-from v2serve.grpc.generated import inference_pb2_grpc as pb_grpc
 from v2serve.grpc.status import rich_status
 from v2serve.models.registry import ModelEntry
 from v2serve.protocol.decode import DecodedRequest
@@ -32,8 +31,11 @@ logger = logging.getLogger("v2serve.grpc")
 
 _MICROSECONDS = 1_000_000
 
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+"""The service as the proto declares it: its full name and its methods' messages and streaming."""
 
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+
+class InferenceService:
     """The v2 gRPC service; ``repository``: the repository API as the gRPC bind address allows it."""
 
     def __init__(self, router: V2Router, repository: RepositoryEndpoints | None) -> None:
@@ -183,3 +185,23 @@ def _event(context: Any, body: dict[str, Any]) -> Event:
 async def _abort(context: Any, exc: V2ServeError) -> NoReturn:
     await context.abort_with_status(rich_status(exc))
     raise InvalidRequest("unreachable: abort raises")  # pragma: no cover
+
+
+def method_handlers(service: InferenceService) -> dict[str, grpc.RpcMethodHandler]:
+    """Each RPC of the proto's service, bound to the method of ``service`` of the same name, with its
+    messages' (de)serialisers: the table protoc's ``_grpc`` plugin would generate, read from the descriptor."""
+    handlers = {}
+    for method in SERVICE.methods:
+        request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
+        if method.client_streaming and method.server_streaming:
+            make = grpc.stream_stream_rpc_method_handler
+        elif not method.client_streaming and not method.server_streaming:
+            make = grpc.unary_unary_rpc_method_handler
+        else:
+            raise ValueError(f"{method.full_name}: only unary and bidirectional RPCs are served")
+        handlers[method.name] = make(
+            getattr(service, method.name),
+            request_deserializer=request.FromString,
+            response_serializer=response.SerializeToString,
+        )
+    return handlers
