@@ -290,30 +290,22 @@ class DataPlane:
         self, entry: ModelEntry, operation: str, body: Any, headers: Mapping[str, str], event_id: str | None = None
     ) -> Any:
         """The value the model's ``op_<operation>`` returns for ``body`` (bytes are parsed as JSON first)."""
-        started = time.perf_counter_ns()
-        status = 500
-        entry.enter()
         method = entry.invoker.operation(operation)
-        try:
-            entry.require_ready()
+
+        def call() -> Awaitable[Any]:
             if method is None:
                 raise OperationNotFound(
                     f"model {entry.name!r} has no operation {operation!r}; "
                     "operations: infer, infer_dict, explain, ready and its op_<name> methods"
                 )
+            value = body
             if isinstance(body, bytes | bytearray | memoryview):
-                body = loads(body) if len(body) else None
+                value = loads(body) if len(body) else None
             context = RequestContext(id=event_id or uuid.uuid4().hex, headers=headers)
-            value = await self._guarded(entry, entry.invoker.run(method, body, context))
-            status = 200
-            return value
-        except V2ServeError as exc:
-            status = exc.status_code
-            raise
-        finally:
-            entry.leave()
-            # Operation names come from clients: only the model's own ones become metric labels.
-            entry.stats.finished(started, operation if method else UNKNOWN_OPERATION, status, inference=False)
+            return entry.invoker.run(method, value, context)
+
+        # Operation names come from clients: only the model's own ones become metric labels.
+        return await self._counted(entry, operation if method else UNKNOWN_OPERATION, False, call)
 
     async def document(
         self, entry: ModelEntry, operation: str, body: Any, headers: Mapping[str, str], event_id: str | None = None
@@ -321,17 +313,24 @@ class DataPlane:
         """infer or explain on a model that takes documents (MLRun's classes): the body as it was sent (JSON,
         or the bytes or text of a body that is not JSON, as ``inputs``), the model's answer as it returns it.
         Counted like ``infer``."""
+
+        def call() -> Awaitable[Any]:
+            method = entry.invoker.document
+            if method is None:
+                raise InvalidRequest(f"model {entry.name!r} takes tensors, not documents")
+            return entry.invoker.run(method, operation, document_of(body, headers), event_id)
+
+        return await self._counted(entry, operation, True, call)
+
+    async def _counted(self, entry: ModelEntry, label: str, inference: bool, call: Callable[[], Awaitable[Any]]) -> Any:
+        """A call on a ready model that is not a tensor operation: model failures typed, the request counted
+        under ``label`` (``infer`` and ``infer_decoded`` keep this inline: they are the hot path)."""
         started = time.perf_counter_ns()
         status = 500
         entry.enter()
         try:
             entry.require_ready()
-            method = entry.invoker.document
-            if method is None:
-                raise InvalidRequest(f"model {entry.name!r} takes tensors, not documents")
-            value = await self._guarded(
-                entry, entry.invoker.run(method, operation, document_of(body, headers), event_id)
-            )
+            value = await self._guarded(entry, call())
             status = 200
             return value
         except V2ServeError as exc:
@@ -339,7 +338,7 @@ class DataPlane:
             raise
         finally:
             entry.leave()
-            entry.stats.finished(started, operation, status, inference=True)
+            entry.stats.finished(started, label, status, inference=inference)
 
     def _decode_with(
         self, entry: ModelEntry, decode: Callable[[ModelSchema], DecodedRequest], explain: bool
