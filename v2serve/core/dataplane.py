@@ -283,7 +283,11 @@ class DataPlane:
     def _result(
         self, entry: ModelEntry, produced: Any, wanted: dict[str, bool] | None, context: RequestContext
     ) -> InferenceResult:
-        outputs = select_outputs(entry.schema, as_output_dict(entry.model, produced), wanted)
+        produced = as_output_dict(entry.model, produced)
+        finalize = entry.invoker.finalize
+        if finalize is not None:
+            produced = finalize(produced, context)
+        outputs = select_outputs(entry.schema, produced, wanted)
         return InferenceResult(entry.model.name, entry.model.version, context.id, outputs)
 
     async def custom(

@@ -135,6 +135,13 @@ class Model:
     def postprocess(self, outputs: Tensors, *args: Any, **kwargs: Any) -> Any:
         return outputs
 
+    def finalize(self, outputs: Tensors, context: RequestContext) -> Tensors:
+        """Shape one request's outputs by that request's parameters, after predict and postprocess, once a
+        batch has been split back into its requests (an embedding's ``n_dims``, say, which differs per
+        request while the batch's rows share one width). Runs on the event loop: keep it to vectorised numpy
+        on the request's own rows. Not called unless a subclass overrides it."""
+        return outputs
+
     def explain(self, inputs: Tensors, *args: Any, **kwargs: Any) -> Any:
         """Explain a prediction. Models without an explainer answer 501."""
         raise NotImplementedOperation(f"model {self.name!r} does not implement explain")

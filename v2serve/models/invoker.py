@@ -85,6 +85,9 @@ class ModelInvoker(Runner):
         only_predict = len(self._pipeline) == 1 and not self._pipeline_is_sync
         self._async_predict = self._pipeline[0].call if only_predict else None
         self._explain = bind(model.explain, 2)
+        overrides_finalize = type(model).finalize is not Model.finalize
+        self.finalize = model.finalize if overrides_finalize else None
+        """The model's per-request ``finalize``, or None when it keeps the default (which changes nothing)."""
         serve_document = getattr(model, "serve_document", None) if model.takes_documents else None
         self.document = None if serve_document is None else bind(serve_document, 3)
         """``serve_document(operation, body, event_id)`` of a model that takes documents (MLRun's classes)."""

@@ -9,7 +9,8 @@ Every request reaches ``predict`` through its model's scheduler:
   shapes), up to ``max_batch_size`` rows. A batch smaller than the last one waits up to
   ``max_batch_delay_ms`` for the rest; a request that arrives alone after lone ones runs at once. One
   predict runs on the concatenation and the outputs are split back by rows. Requests are validated
-  before they queue, so a malformed one fails alone.
+  before they queue, so a malformed one fails alone; a batch the model rejects with a 4xx error (it found
+  one request bad: an image that does not decode) runs again one request at a time, so only that one fails.
 
 A deadline (absolute ``loop.time()``) fails a request with 504 if it is still queued when the deadline
 passes, or if its predict has not returned by then (the call itself runs on: threads cannot be killed).
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from v2serve.errors import DeadlineExceeded, InferenceError, ServerOverloaded
+from v2serve.errors import DeadlineExceeded, InferenceError, ServerOverloaded, V2ServeError
 from v2serve.metrics.model import ModelRecorder
 from v2serve.models.base import RequestContext, Tensors
 from v2serve.models.invoker import ModelInvoker
@@ -350,10 +351,24 @@ class BatchScheduler:
             result = as_output_dict(self._model, predicted)
             for job, outputs in zip(live, self._split(result, [job.rows for job in live]), strict=True):
                 _settle(job, outputs)
+        except V2ServeError as exc:
+            if len(live) > 1 and 400 <= exc.status_code < 500:
+                # The model found a request bad (an image that does not decode): run them one at a time, so
+                # that only the bad one fails and its error names its own rows.
+                await self._run_alone(live)
+            else:
+                _fail(live, exc)
         except Exception as exc:
-            for job in live:
-                if not job.future.done():
-                    job.future.set_exception(exc)
+            _fail(live, exc)
+
+    async def _run_alone(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            if job.future.done():
+                continue
+            try:
+                _settle(job, await _timed_predict(self._invoker, self._stats, job.inputs, job.context))
+            except Exception as exc:
+                _fail([job], exc)
 
     def _split(self, result: dict[str, np.ndarray], rows: list[int]) -> list[dict[str, np.ndarray]]:
         total = sum(rows)
@@ -377,6 +392,12 @@ class BatchScheduler:
 def _resolve(future: asyncio.Future[bool], value: bool) -> None:
     if not future.done():
         future.set_result(value)
+
+
+def _fail(jobs: list[_Job], exc: Exception) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(exc)
 
 
 def _settle(job: _Job, result: Any) -> None:
