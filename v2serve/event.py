@@ -29,6 +29,11 @@ class Event:
     content_type: str | None = None
     id: str | None = None
     trigger: str = "http"
+    query: str = ""
+    """The query string, undecoded, without its ``?``."""
+    listener: str | None = None
+    """Which of a transport's listeners the request came in on, when it has several (``ingrain`` for
+    Ingrain's inference port, ``ingrain-models`` for its model port); None: the main one."""
 
 
 @dataclass(frozen=True, slots=True)

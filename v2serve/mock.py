@@ -69,9 +69,11 @@ class MockServer(SyncServer):
             if isinstance(body, str)
             else (b"" if body is None else dumps(body))
         )
+        path, _, query = path.partition("?")
         event = Event(
             body=raw,
             path=path,
+            query=query,
             method=(method or ("POST" if body is not None else "GET")).upper(),
             headers={k.lower(): v for k, v in (headers or {}).items()},
             content_type=content_type,

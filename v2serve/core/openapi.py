@@ -71,6 +71,7 @@ _ERRORS = {
     413: "Request body too large",
     500: "The model failed",
     501: "Not implemented by the model",
+    502: "A URL the request named could not be read",
     503: "Not ready or overloaded (Retry-After)",
     504: "Deadline exceeded",
 }

@@ -93,6 +93,8 @@ class V2Router:
         self.serves_graph = serves_graph
         self.metrics = metrics
         self.repository = repository
+        self.data = data
+        """Reads what requests name by URL (``data_url``, Ingrain's image URLs), under the data policy."""
         self.dataplane = DataPlane(registry, debug=debug, data=data)
         self.generate = GenerateEndpoints(self.dataplane, self.entry)
         self.default_model: str | None = None

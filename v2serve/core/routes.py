@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from v2serve.errors import MethodNotAllowed, OperationNotFound
+from v2serve.errors import MethodNotAllowed, OperationNotFound, V2ServeError
 from v2serve.event import Event, Reply
 
 Handler = Callable[[Event, Mapping[str, str]], Awaitable[Reply]]
@@ -122,6 +122,19 @@ class RouteTable:
 
 
 _MEMO_LIMIT = 4096
+
+
+def errors_rendered(handler: Handler, render: Callable[[V2ServeError], Reply]) -> Handler:
+    """``handler`` with the errors it raises answered in a front-end's own shape (``render``) rather than v2's
+    ``{"error"}``."""
+
+    async def handle(event: Event, params: Mapping[str, str]) -> Reply:
+        try:
+            return await handler(event, params)
+        except V2ServeError as exc:
+            return render(exc)
+
+    return handle
 
 
 def _compile(path: str) -> re.Pattern[str]:

@@ -50,6 +50,21 @@ class ArtifactCache:
         _write_record(folder / _RECORD, {"url": url, "tag": tag, "file": target.name})
         return str(target)
 
+    def store(self, url: str, data: bytes) -> str:
+        """Keep ``data`` (read from ``url`` by the caller, under its own checks) in the cache; its path."""
+        _, path = split_url(url)
+        folder = self.root / hashlib.sha256(url.encode()).hexdigest()[:32]
+        target = folder / (Path(path.split("?", 1)[0].rstrip("/")).name or "artifact")
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".{target.name}.{uuid.uuid4().hex}.part"
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        _write_record(folder / _RECORD, {"url": url, "tag": hashlib.sha256(data).hexdigest(), "file": target.name})
+        return str(target)
+
     def _filesystem(self, protocol: str) -> Any:
         import fsspec
 

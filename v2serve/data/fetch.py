@@ -9,6 +9,7 @@ and abandons the third.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from v2serve.data.http import HttpReader
@@ -26,13 +27,15 @@ class DataFetcher:
         self._threads: dict[str, BlockingReads] = {}
         self._async_filesystems: dict[tuple[str, int], Any] = {}
 
-    async def read(self, url: Any) -> bytes:
+    async def read(self, url: Any, headers: Mapping[str, str] | None = None) -> bytes:
+        """The bytes at ``url``, under the policy. ``headers`` go with an http(s) request (a token the image
+        host wants, say); other protocols take none."""
         if not isinstance(url, str) or not url:
             raise InvalidRequest("data_url must be a non-empty string")
         location = self.policy.check(url)
         timeout = self.policy.settings.timeout_s
         try:
-            return await asyncio.wait_for(self._read(location, url), timeout)
+            return await asyncio.wait_for(self._read(location, url, headers or {}), timeout)
         except asyncio.TimeoutError:
             raise DeadlineExceeded(f"reading data_url {url!r} took longer than {timeout:g} s") from None
 
@@ -42,9 +45,9 @@ class DataFetcher:
         for fs in filesystems.values():
             await _close_session(fs)
 
-    async def _read(self, location: Location, url: str) -> bytes:
+    async def _read(self, location: Location, url: str, headers: Mapping[str, str]) -> bytes:
         if location.protocol in ("http", "https"):
-            return await self._http.read(url, self._limit)
+            return await self._http.read(url, self._limit, headers)
         try:
             import fsspec
 

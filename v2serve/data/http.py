@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 from v2serve.data.addresses import refuse_unless_public
@@ -32,12 +33,13 @@ class HttpReader:
         self._allow_private = allow_private_addresses
         self._session: Any = None
 
-    async def read(self, url: str, limit: int) -> bytes:
+    async def read(self, url: str, limit: int, headers: Mapping[str, str] | None = None) -> bytes:
         session = self._open_session()
         import aiohttp
 
+        sent = {**(headers or {}), "accept-encoding": "identity"}
         try:
-            async with session.get(url, allow_redirects=False, headers={"accept-encoding": "identity"}) as response:
+            async with session.get(url, allow_redirects=False, headers=sent) as response:
                 _check_status(url, response)
                 if response.content_length is not None and response.content_length > limit:
                     raise PayloadTooLarge(

@@ -18,7 +18,7 @@ import numpy as np
 
 from v2serve.core.dataplane import DataPlane
 from v2serve.core.router import V2Router
-from v2serve.core.routes import Handler, Route
+from v2serve.core.routes import Handler, Route, errors_rendered
 from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.frontends.forms import form_fields, is_form
@@ -108,13 +108,7 @@ def torchserve_routes(router: V2Router) -> list[Route]:
 
 
 def _errors_in_torchserve_shape(handler: Handler) -> Handler:
-    async def handle(event: Event, params: Mapping[str, str]) -> Reply:
-        try:
-            return await handler(event, params)
-        except V2ServeError as exc:
-            return torchserve_error(exc)
-
-    return handle
+    return errors_rendered(handler, torchserve_error)
 
 
 _ANY_BODY = {

@@ -228,6 +228,10 @@ class ModelRegistry:
         if version is None and ":" in name:
             name, version = name.split(":", 1)
         versions = self._models.get(name)
+        if not versions and "--" in name:
+            # A name with "/" (a Hugging Face name) cannot be one URL segment: URLs write it with "--", as the
+            # Hugging Face cache and the repository name its folder.
+            versions = self._models.get(name.replace("--", "/"))
         if not versions:
             available = ", ".join(sorted(self._models)) or "none"
             raise ModelNotFound(f"model {name!r} does not exist; available models: {available}")
