@@ -13,6 +13,26 @@ from typing import Any
 RUNTIMES: dict[str, dict[str, str]] = {
     "onnx": {"class": "v2serve.models.runtimes.onnx:OnnxModel", "module": "onnxruntime", "extra": "onnx"},
     "torch": {"class": "v2serve.models.runtimes.torch:TorchModel", "module": "torch", "extra": "torch"},
+    "sentence_transformers": {
+        "class": "v2serve.models.runtimes.sentence_transformers:SentenceTransformerModel",
+        "module": "sentence_transformers",
+        "extra": "embeddings",
+    },
+    "onnx_text": {
+        "class": "v2serve.models.runtimes.onnx_text:OnnxTextEmbeddingModel",
+        "module": "onnxruntime",
+        "extra": "embeddings",
+    },
+    "wordllama": {
+        "class": "v2serve.models.runtimes.wordllama:WordLlamaModel",
+        "module": "wordllama",
+        "extra": "wordllama",
+    },
+    "efficientnet_lite": {
+        "class": "v2serve.models.runtimes.efficientnet_lite:EfficientNetLiteModel",
+        "module": "efficientnet_lite_pytorch",
+        "extra": "embeddings",
+    },
 }
 
 

