@@ -17,6 +17,8 @@ from v2serve.logs import configure_logging
 from v2serve.settings import Settings
 
 _APP_FACTORY = "v2serve.serving:create_app_from_settings"
+INGRAIN_INFERENCE_PORT = 8686
+INGRAIN_MODEL_PORT = 8687
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="KServe v1's /v1/models routes (default on)",
     )
+    ingrain = serve.add_argument_group("Ingrain's APIs (embeddings; their routes are on by default)")
+    ingrain.add_argument(
+        "--ingrain", action=argparse.BooleanOptionalAction, default=None, help="Ingrain's inference and model routes"
+    )
+    ingrain.add_argument(
+        "--ingrain-ports",
+        action="store_true",
+        default=None,
+        help="also listen on Ingrain's ports, 8686 (inference) and 8687 (models), where its clients look",
+    )
+    ingrain.add_argument("--ingrain-inference-port", type=int, help="also listen on this port for Ingrain's client")
+    ingrain.add_argument("--ingrain-model-port", type=int, help="also listen on this port for Ingrain's model calls")
+    ingrain.add_argument("--ingrain-max-loaded-models", type=int, help="models its load routes keep (default 8)")
     _add_stream_arguments(serve)
     consume = commands.add_parser("consume", help="serve models to Kafka or Kinesis streams only, without HTTP")
     _add_model_arguments(consume)
@@ -116,6 +131,10 @@ _FLAG_FIELDS = (
     ("grpc_host", "grpc", "host"),
     ("torchserve", "frontends", "torchserve"),
     ("kserve_v1", "frontends", "kserve_v1"),
+    ("ingrain", "ingrain", "enabled"),
+    ("ingrain_inference_port", "ingrain", "inference_port"),
+    ("ingrain_model_port", "ingrain", "model_port"),
+    ("ingrain_max_loaded_models", "ingrain", "max_loaded_models"),
     ("kafka_servers", "kafka", "bootstrap_servers"),
     ("kafka_input_topic", "kafka", "input_topics"),
     ("kafka_output_topic", "kafka", "output_topic"),
@@ -138,6 +157,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     updates: dict[str | None, dict[str, Any]] = {}
     if args.targets:
         updates.setdefault(None, {})["models"] = list(args.targets)
+    if getattr(args, "ingrain_ports", None):
+        ports = {"inference_port": INGRAIN_INFERENCE_PORT, "model_port": INGRAIN_MODEL_PORT}
+        updates.setdefault("ingrain", {}).update(ports)
     for flag, section, field in _FLAG_FIELDS:
         value = getattr(args, flag, None)
         if value is not None:

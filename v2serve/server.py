@@ -16,6 +16,8 @@ from v2serve.data.artifacts import ArtifactCache
 from v2serve.data.fetch import DataFetcher
 from v2serve.data.policy import DataPolicy
 from v2serve.event import Event, Reply
+from v2serve.frontends.ingrain import ingrain_routes
+from v2serve.frontends.ingrain_models import IngrainModelEndpoints
 from v2serve.frontends.kserve_v1 import kserve_v1_routes
 from v2serve.frontends.torchserve import torchserve_routes
 from v2serve.graph.compile import GraphCompiler, Handler
@@ -24,6 +26,7 @@ from v2serve.logs import REQUEST_ID
 from v2serve.metrics.peers import Snapshot, WorkerPeers
 from v2serve.metrics.server import ServerMetrics
 from v2serve.models.base import Model
+from v2serve.models.catalogue import ModelCatalogue
 from v2serve.models.invoker import Runner
 from v2serve.models.loader import SETTINGS_FILE, models_from_target
 from v2serve.models.registry import ModelRegistry
@@ -54,7 +57,8 @@ class ModelServer:
         self.settings = settings or Settings()
         self.executor = ThreadPoolExecutor(self.settings.predict_threads, thread_name_prefix="v2serve-model")
         self.metrics = ServerMetrics()
-        self.registry = ModelRegistry(self.executor, ArtifactCache(self.settings.data), self.metrics)
+        self.artifacts = ArtifactCache(self.settings.data)
+        self.registry = ModelRegistry(self.executor, self.artifacts, self.metrics)
         self.metrics.watch_models(self.registry.gauges)
         for model in models:
             self.registry.add(model)
@@ -73,7 +77,7 @@ class ModelServer:
                 processes=self.settings.http.workers,
             ),
             extra_routes=extra_routes,
-            frontends=frontends_of(self.settings),
+            frontends=frontends_of(self.settings, self.artifacts),
         )
         self.handler: Handler = self.router
         if graph is not None:
@@ -135,13 +139,21 @@ class ModelServer:
         return reply
 
 
-def frontends_of(settings: Settings) -> list[FrontEnd]:
+def frontends_of(settings: Settings, artifacts: ArtifactCache) -> list[FrontEnd]:
     """The front-ends beside v2 that the settings turn on."""
     frontends: list[FrontEnd] = []
     if settings.frontends.torchserve:
         frontends.append(torchserve_routes)
     if settings.frontends.kserve_v1:
         frontends.append(kserve_v1_routes)
+    if settings.ingrain.enabled:
+        catalogue = ModelCatalogue(settings.repository.root, settings.implementation_packages)
+
+        def ingrain_model_routes(router: V2Router) -> list[Route]:
+            endpoints = IngrainModelEndpoints(router, catalogue, artifacts, settings.ingrain.max_loaded_models)
+            return endpoints.routes()
+
+        frontends += [ingrain_routes, ingrain_model_routes]
     return frontends
 
 

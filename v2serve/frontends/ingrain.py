@@ -1,0 +1,339 @@
+"""Ingrain's inference API over the same models: text and image embeddings, health, model statistics.
+
+``POST /infer_text`` and ``/embed_text`` (``{name, text, normalize, n_dims}`` to ``{"embeddings",
+"processingTimeMs"}``), ``/infer_image`` and ``/embed_image`` (``image``: URLs or base64, with or without a
+``data:`` prefix; ``image_download_headers``), ``/infer`` and ``/embed`` (text and images at once, computed
+concurrently; ``{"textEmbeddings", "imageEmbeddings", "processingTimeMs"}``), ``/classify_image``, ``GET
+/health`` and ``GET /metrics``. Fields are accepted in snake_case and in the camelCase of newer releases
+(``nDims``). A request is one call of the data plane per modality, so it batches with every other request to
+the same model, whatever API it came through; ``n_dims`` and ``normalize`` become request parameters that the
+model's ``finalize`` applies (``models/embeddings.py``: truncate first, then normalise).
+
+Image URLs are read through the ``data_url`` policy (``settings.data``: protocols, private addresses, size,
+time-out), with the request's ``image_download_headers``. Errors are ``{"detail", "error"}`` (FastAPI's key,
+which Ingrain's users read, and the one its Python client reads), with v2serve's status codes.
+
+``/metrics`` is both Prometheus's and Ingrain's: a request whose ``Accept`` names ``text/plain`` or
+OpenMetrics (every Prometheus scraper's does) gets the Prometheus text; one that names ``application/json``
+gets Ingrain's ``{"modelStats": [...]}``; one that names neither gets Ingrain's on Ingrain's ports and
+Prometheus's on the main port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from v2serve.core.router import V2Router
+from v2serve.core.routes import Handler, Route, errors_rendered
+from v2serve.errors import InvalidRequest, V2ServeError
+from v2serve.event import Event, Reply
+from v2serve.models.embeddings import EMBEDDING, IMAGE, TEXT, EmbeddingModel
+from v2serve.models.registry import ModelEntry
+from v2serve.protocol.decode import DecodedRequest
+from v2serve.protocol.jsonio import loads
+from v2serve.protocol.types import InferenceRequest
+
+INGRAIN_LISTENERS = frozenset({"ingrain", "ingrain-models"})
+"""The listeners (ports) that are Ingrain's: their ``/metrics`` answers Ingrain's JSON by default."""
+MAX_DOWNLOAD_HEADERS = 32
+MAX_DOWNLOAD_HEADER_BYTES = 8192
+
+_ERRORS = (400, 403, 404, 413, 500, 502, 503, 504)
+
+
+def ingrain_error(exc: V2ServeError) -> Reply:
+    """An error as Ingrain's users read it: ``detail`` (FastAPI's) and ``error`` (what its client reads)."""
+    reply = Reply.json({"detail": exc.message, "error": exc.message}, exc.status_code, dict(exc.headers))
+    reply.error = exc
+    return reply
+
+
+class IngrainEndpoints:
+    """The handlers of Ingrain's inference routes, over the router's models and data plane."""
+
+    def __init__(self, router: V2Router) -> None:
+        self._router = router
+        self._dataplane = router.dataplane
+
+    def routes(self) -> list[Route]:
+        def post(path: str, handler: Handler, summary: str) -> Route:
+            return Route("POST", path, in_ingrain_shape(handler), summary, errors=_ERRORS,
+                         request_content=_REQUEST_CONTENT)  # fmt: skip
+
+        return [
+            Route("GET", "/health", self.health, "Liveness, Ingrain style", server_level=True),
+            post("/infer_text", self.embed_text, "Text embeddings, Ingrain style"),
+            post("/embed_text", self.embed_text, "Text embeddings, Ingrain style (newer name)"),
+            post("/infer_image", self.embed_image, "Image embeddings, Ingrain style"),
+            post("/embed_image", self.embed_image, "Image embeddings, Ingrain style (newer name)"),
+            post("/infer", self.embed, "Text and image embeddings at once, Ingrain style"),
+            post("/embed", self.embed, "Text and image embeddings at once, Ingrain style (newer name)"),
+            post("/classify_image", self.classify_image, "Image class probabilities, Ingrain style"),
+            Route("GET", "/metrics", self.metrics, "Prometheus metrics, or Ingrain's model statistics as JSON",
+                  responses=_METRICS_RESPONSES, server_level=True, replaces=True),
+        ]  # fmt: skip
+
+    async def health(self, event: Event, params: Mapping[str, str]) -> Reply:
+        server = "model" if event.listener == "ingrain-models" else "inference"
+        return Reply.json({"message": f"The {server} server is running."})
+
+    async def embed_text(self, event: Event, params: Mapping[str, str]) -> Reply:
+        started = time.perf_counter()
+        request = IngrainRequest.parse(event.body)
+        embeddings = await self._embed(request, TEXT, request.items(TEXT, required=True), event)
+        return Reply.json({"embeddings": embeddings, "processingTimeMs": _elapsed_ms(started)})
+
+    async def embed_image(self, event: Event, params: Mapping[str, str]) -> Reply:
+        started = time.perf_counter()
+        request = IngrainRequest.parse(event.body)
+        embeddings = await self._embed(request, IMAGE, request.items(IMAGE, required=True), event)
+        return Reply.json({"embeddings": embeddings, "processingTimeMs": _elapsed_ms(started)})
+
+    async def embed(self, event: Event, params: Mapping[str, str]) -> Reply:
+        started = time.perf_counter()
+        request = IngrainRequest.parse(event.body)
+        texts, images = request.items(TEXT), request.items(IMAGE)
+        if texts is None and images is None:
+            raise InvalidRequest("give 'text', 'image' or both")
+        text_part = self._embed(request, TEXT, texts, event) if texts is not None else _nothing()
+        image_part = self._embed(request, IMAGE, images, event) if images is not None else _nothing()
+        text_embeddings, image_embeddings = await asyncio.gather(text_part, image_part)
+        body: dict[str, Any] = {"processingTimeMs": 0.0}
+        if text_embeddings is not None:
+            body["textEmbeddings"] = text_embeddings
+        if image_embeddings is not None:
+            body["imageEmbeddings"] = image_embeddings
+        body["processingTimeMs"] = _elapsed_ms(started)
+        return Reply.json(body)
+
+    async def classify_image(self, event: Event, params: Mapping[str, str]) -> Reply:
+        started = time.perf_counter()
+        request = IngrainRequest.parse(event.body)
+        entry, model = self._embedder(request.name, IMAGE)
+        images = await self._images(request.items(IMAGE, required=True) or [], request, model)
+        probabilities = await self._dataplane.custom(entry, "classify", {"images": images}, event.headers, event.id)
+        return Reply.json({"probabilities": probabilities, "processingTimeMs": _elapsed_ms(started)})
+
+    async def metrics(self, event: Event, params: Mapping[str, str]) -> Reply:
+        if not wants_ingrain_metrics(event):
+            return await self._router.metrics_text(event, params)
+        statistics: Mapping[str, Any] = self._dataplane.statistics()
+        metrics = self._router.metrics
+        if metrics is not None and metrics.peers is not None:
+            statistics = await metrics.statistics_total(dict(statistics))
+        return Reply.json({"modelStats": [ingrain_model_stats(s) for s in statistics["model_stats"]]})
+
+    # ------------------------------------------------------------ embedding
+
+    async def _embed(self, request: IngrainRequest, modality: str, values: list[Any] | None, event: Event) -> Any:
+        entry, model = self._embedder(request.name, modality)
+        items: list[Any] = values or []
+        if modality == IMAGE:
+            items = await self._images(items, request, model)
+        inputs = {modality: _object_array(items)}
+        parameters = request.parameters()
+
+        def decode(schema: Any) -> DecodedRequest:
+            return DecodedRequest(InferenceRequest([], None, parameters), inputs)
+
+        result = await self._dataplane.infer_decoded(entry, decode, headers=event.headers, event_id=event.id)
+        return next(output.array for output in result.outputs if output.name == EMBEDDING)
+
+    def _embedder(self, name: str, modality: str) -> tuple[ModelEntry, EmbeddingModel]:
+        entry = self._router.registry.resolve(name)
+        model = entry.model
+        if not isinstance(model, EmbeddingModel):
+            raise InvalidRequest(f"model {name!r} is not an embedding model")
+        if model.modality != modality:
+            raise InvalidRequest(f"model {name!r} embeds {model.modality}s, not {modality}s")
+        return entry, model
+
+    async def _images(self, values: list[Any], request: IngrainRequest, model: EmbeddingModel) -> list[bytes]:
+        if len(values) > model.max_items:
+            raise InvalidRequest(
+                f"model {model.name!r} embeds at most {model.max_items} images a request, not {len(values)}"
+            )
+        headers = request.download_headers()
+        return list(await asyncio.gather(*(self._image(i, value, headers) for i, value in enumerate(values))))
+
+    async def _image(self, index: int, value: Any, headers: Mapping[str, str]) -> bytes:
+        if not isinstance(value, str):
+            raise InvalidRequest(
+                f"image {index} of the request must be a URL or base64 text, not {type(value).__name__}"
+            )
+        if _is_url(value):
+            if self._router.data is None:
+                raise InvalidRequest(f"image {index} of the request is a URL, and this server reads no URLs")
+            try:
+                return await self._router.data.read(value, headers)
+            except V2ServeError as exc:
+                exc.message = f"image {index} of the request: {exc.message}"
+                raise
+        return _base64_image(index, value)
+
+
+class IngrainRequest:
+    """An Ingrain request body, checked: the fields of every inference route, in either spelling."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+        name = fields.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest("'name' must be the model's name")
+        self.name = name
+
+    @classmethod
+    def parse(cls, body: Any) -> IngrainRequest:
+        document = loads(body) if isinstance(body, bytes | bytearray | memoryview) else body
+        if not isinstance(document, dict):
+            raise InvalidRequest("an Ingrain request is a JSON object")
+        return cls(document)
+
+    def field(self, snake: str, camel: str | None = None) -> Any:
+        value = self.fields.get(snake)
+        return self.fields.get(camel) if value is None and camel is not None else value
+
+    def items(self, modality: str, *, required: bool = False) -> list[Any] | None:
+        """The texts or images: one value, or a list of them."""
+        value = self.fields.get(modality)
+        if value is None:
+            if required:
+                raise InvalidRequest(f"'{modality}' is required: one value or a list of them")
+            return None
+        return value if isinstance(value, list) else [value]
+
+    def parameters(self) -> dict[str, Any]:
+        """``n_dims`` and ``normalize`` as the model's request parameters (checked by the model)."""
+        parameters: dict[str, Any] = {}
+        normalize = self.fields.get("normalize")
+        if normalize is not None:
+            parameters["normalize"] = normalize
+        n_dims = self.field("n_dims", "nDims")
+        if n_dims is not None:
+            parameters["n_dims"] = n_dims
+        return parameters
+
+    def download_headers(self) -> dict[str, str]:
+        headers = self.field("image_download_headers", "imageDownloadHeaders")
+        if headers is None:
+            return {}
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise InvalidRequest("image_download_headers must be an object of strings")
+        size = sum(len(k) + len(v) for k, v in headers.items())
+        if len(headers) > MAX_DOWNLOAD_HEADERS or size > MAX_DOWNLOAD_HEADER_BYTES:
+            raise InvalidRequest(
+                f"image_download_headers takes at most {MAX_DOWNLOAD_HEADERS} headers and "
+                f"{MAX_DOWNLOAD_HEADER_BYTES} bytes"
+            )
+        if any("\r" in k + v or "\n" in k + v for k, v in headers.items()):
+            raise InvalidRequest("image_download_headers may not hold line breaks")
+        return {str(k): v for k, v in headers.items()}
+
+
+def wants_ingrain_metrics(event: Event) -> bool:
+    accept = event.headers.get("accept", "")
+    if "text/plain" in accept or "openmetrics" in accept:
+        return False
+    return "application/json" in accept or event.listener in INGRAIN_LISTENERS
+
+
+def ingrain_model_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """One model's Triton statistics as Ingrain answers them (Triton's gRPC message as JSON: camelCase keys,
+    64-bit integers as strings)."""
+    return {
+        "name": stats["name"],
+        "version": stats["version"] or "1",
+        "lastInference": str(stats["last_inference"]),
+        "inferenceCount": str(stats["inference_count"]),
+        "executionCount": str(stats["execution_count"]),
+        "inferenceStats": {_camel(kind): _duration(value) for kind, value in stats["inference_stats"].items()},
+        "batchStats": [
+            {
+                "batchSize": str(batch["batch_size"]),
+                "computeInput": _duration(batch["compute_input"]),
+                "computeInfer": _duration(batch["compute_infer"]),
+                "computeOutput": _duration(batch["compute_output"]),
+            }
+            for batch in stats.get("batch_stats") or []
+        ],
+    }
+
+
+def ingrain_routes(router: V2Router) -> list[Route]:
+    return IngrainEndpoints(router).routes()
+
+
+def _duration(value: Mapping[str, Any]) -> dict[str, str]:
+    return {"count": str(value.get("count", 0)), "ns": str(value.get("ns", 0))}
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(part.capitalize() for part in rest)
+
+
+def in_ingrain_shape(handler: Handler) -> Handler:
+    """``handler`` with its errors answered as Ingrain's are."""
+    return errors_rendered(handler, ingrain_error)
+
+
+def _is_url(value: str) -> bool:
+    scheme, separator, _ = value[:16].partition("://")
+    return bool(separator) and scheme.isalnum()
+
+
+def _base64_image(index: int, value: str) -> bytes:
+    if value.startswith("data:"):
+        header, comma, value = value.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise InvalidRequest(f"image {index} of the request is a data: URL without ';base64,' data")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"image {index} of the request is neither a URL nor base64 data") from None
+
+
+def _object_array(items: list[Any]) -> np.ndarray:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+async def _nothing() -> None:
+    return None
+
+
+_REQUEST_CONTENT = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string"},
+                "pretrained": {"type": ["string", "null"]},
+                "text": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                "image": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                "normalize": {"type": ["boolean", "null"]},
+                "n_dims": {"type": ["integer", "null"]},
+                "image_download_headers": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+            },
+        }
+    }
+}
+_METRICS_RESPONSES = {
+    "200": {
+        "description": "Prometheus text, or Ingrain's model statistics (Accept: application/json)",
+        "content": {"text/plain": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}},
+    }
+}
