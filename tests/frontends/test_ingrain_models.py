@@ -150,3 +150,20 @@ def test_image_urls_to_private_addresses_are_refused_unless_allowed(tmp_path, fi
         assert files.requests == []  # refused before any connection
         not_allowed = call(server, "/embed_image", {"name": "images", "image": "ftp://example.com/x.png"})
         assert not_allowed.status_code == 403 and "not allowed" in not_allowed.json()["detail"]
+
+
+def test_loading_follows_the_repository_rules_token_and_loopback(tmp_path):
+    from v2serve.settings import HTTPSettings
+
+    wordllama = {"name": "wordllama", "library": "wordllama"}
+    exposed = Settings(models=[], http=HTTPSettings(host="0.0.0.0"))
+    with MockServer(ModelServer([], exposed)) as server:
+        refused = call(server, "/load_model", wordllama)
+        assert refused.status_code == 403 and "token" in refused.json()["detail"]
+        assert call(server, "/loaded_models").status_code == 200  # reading stays open
+    guarded = Settings(models=[], http=HTTPSettings(host="0.0.0.0"), repository=RepositorySettings(token="s3cret"))
+    with MockServer(ModelServer([], guarded)) as server:
+        assert call(server, "/load_model", wordllama).status_code == 401
+        allowed = server.test("/load_model", wordllama, headers={"authorization": "Bearer s3cret"}, get_body=False)
+        assert allowed.status_code == 200
+        assert call(server, "/unload_model", {"name": "wordllama"}).status_code == 401

@@ -53,22 +53,33 @@ class RepositoryEndpoints:
         await self.repository.unload(model, version or _optional_str(parameters.get("version")))
         return {}
 
-    def _checked(self, event: Event, changes: bool = False) -> dict[str, Any]:
-        """The request's JSON object, once the route is known to be on and the caller allowed."""
+    def authorize_change(self, event: Event) -> None:
+        """Refuse a request that would load or unload models (through these routes or another front-end's,
+        such as Ingrain's) unless the repository API is on, the caller has the token when one is set, the
+        server listens on loopback only or has a token, and one process serves the port."""
         if not self.enabled:
             raise OperationNotFound(f"no route for {event.method} {event.path} (the repository API is disabled)")
         self._authorize(event)
-        body = _json_object(event)
-        if changes and self._processes > 1:
+        if self._processes > 1:
             raise Conflict(
                 f"loading and unloading would change one of the {self._processes} worker processes only: run one "
                 "worker per container and scale out with replicas (README: Scaling out), or use --workers 1"
             )
-        if changes and self._changes_refused:
+        if self._changes_refused:
             raise Forbidden(
                 "loading and unloading models needs a token when the server listens beyond loopback: "
                 "set V2SERVE_REPOSITORY__TOKEN"
             )
+
+    def _checked(self, event: Event, changes: bool = False) -> dict[str, Any]:
+        """The request's JSON object, once the route is known to be on and the caller allowed."""
+        if changes:
+            self.authorize_change(event)
+        else:
+            if not self.enabled:
+                raise OperationNotFound(f"no route for {event.method} {event.path} (the repository API is disabled)")
+            self._authorize(event)
+        body = _json_object(event)
         parameters = body.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise InvalidRequest("'parameters' must be an object")

@@ -12,6 +12,10 @@
 - At most ``max_loaded_models`` models loaded through these routes stay loaded: after a load, the least
   recently used of them (by its last inference, or its load when it has none) is unloaded. The models the
   server started with are not counted and never unloaded.
+- Loading, unloading, deleting and downloading follow the repository API's rules: with
+  ``repository.token`` set they need ``Authorization: Bearer <token>`` (the ``ingrain`` client takes extra
+  headers: ``Client(header=[...])``); without one, only a server bound to loopback takes them; with several
+  worker processes they are refused (409).
 - ``download_custom_model`` reads a safetensors file through the ``data_url`` policy (protocols, private
   addresses, size, time-out) into the artifact cache, under ``pretrained_name``; a later load that names it
   as ``pretrained`` loads the model's architecture with those weights.
@@ -29,7 +33,7 @@ from urllib.parse import parse_qs
 from v2serve.core.router import V2Router
 from v2serve.core.routes import Handler, Route
 from v2serve.data.artifacts import ArtifactCache
-from v2serve.errors import InvalidRequest, ModelNotFound
+from v2serve.errors import Forbidden, InvalidRequest, ModelNotFound
 from v2serve.event import Event, Reply
 from v2serve.frontends.ingrain import in_ingrain_shape
 from v2serve.models.catalogue import LIBRARIES, ModelCatalogue, check_name
@@ -94,6 +98,7 @@ class IngrainModelEndpoints:
         ]
 
     async def load(self, event: Event, params: Mapping[str, str]) -> Reply:
+        self._authorize_change(event)
         fields = _json_object(event.body)
         name = _name(fields)
         library = _ROUTE_LIBRARIES.get(event.path) or fields.get("library")
@@ -113,11 +118,13 @@ class IngrainModelEndpoints:
         return Reply.json({"message": f"Model {name} loaded successfully."})
 
     async def unload(self, event: Event, params: Mapping[str, str]) -> Reply:
+        self._authorize_change(event)
         name = _name(_json_object(event.body))
         await self._unload(name)
         return Reply.json({"message": f"Model {name} unloaded successfully."})
 
     async def delete(self, event: Event, params: Mapping[str, str]) -> Reply:
+        self._authorize_change(event)
         fields = _json_object(event.body)
         name = _name(fields)
         forgotten = self._custom.pop(name, None) is not None
@@ -163,6 +170,7 @@ class IngrainModelEndpoints:
         return Reply.json({"labels": model.labels})
 
     async def download(self, event: Event, params: Mapping[str, str]) -> Reply:
+        self._authorize_change(event)
         fields = _json_object(event.body)
         library, name, url = fields.get("library"), fields.get("pretrained_name"), fields.get("safetensors_url")
         if library not in LIBRARIES:
@@ -179,6 +187,13 @@ class IngrainModelEndpoints:
         path = await loop.run_in_executor(None, self._artifacts.store, url, data)
         self._custom[name] = CustomWeights(str(library), path, url)
         return Reply.json({"message": f"Model {name} downloaded successfully."})
+
+    def _authorize_change(self, event: Event) -> None:
+        """The repository API's rules (token, loopback, one process) hold for these routes too."""
+        repository = self._router.repository
+        if repository is None:
+            raise Forbidden("this server does not load or unload models while it runs")
+        repository.authorize_change(event)
 
     async def _unload(self, name: str) -> None:
         entries = self._registry.entries_of(name)
