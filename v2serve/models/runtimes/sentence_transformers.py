@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from v2serve.models.embeddings import EmbeddingModel, load_safetensors
-from v2serve.models.runtimes import require
+from v2serve.models.runtimes import require, torch_for
 
 
 class SentenceTransformerModel(EmbeddingModel):
@@ -31,13 +31,8 @@ class SentenceTransformerModel(EmbeddingModel):
         self.half = half
 
     def load(self) -> None:
-        torch = require("torch", "torch")
+        _, device = torch_for(self.device_setting, self.torch_threads)
         library = require("sentence_transformers", "embeddings")
-        if self.torch_threads:
-            torch.set_num_threads(self.torch_threads)
-        device = self.device_setting
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         model = library.SentenceTransformer(str(self.model_path or self.name), device=device, local_files_only=True)
         if self.weights_file is not None:
             load_safetensors(model[0].auto_model, self.weights_file)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from v2serve.models.base import Model, RequestContext, Tensors
-from v2serve.models.runtimes import require
+from v2serve.models.runtimes import torch_for
 from v2serve.protocol.types import TensorSpec
 
 
@@ -54,13 +54,10 @@ class TorchModel(Model):
         self._local = threading.local()
 
     def load(self) -> None:
-        torch = require("torch", "torch")
-        self.torch = torch
         if not self.model_path:
             raise ValueError(f"model {self.name!r} needs a model_path")
-        setting = self.device_setting
-        if setting == "auto":
-            setting = "cuda" if torch.cuda.is_available() else "cpu"
+        torch, setting = torch_for(self.device_setting)
+        self.torch = torch
         self.device = torch.device(setting)
         module = self._load_module(torch)
         if not str(self.model_path).endswith(".pt2"):  # exported programs are already in inference form
