@@ -128,13 +128,18 @@ def test_custom_weights_are_downloaded_under_the_policy_and_loaded_over_the_arch
         assert call(server, "/download_custom_model", download).status_code == 200
         states = {m["name"]: m["state"] for m in call(server, "/repository_models").json()["models"]}
         assert states["half-head"] == "DOWNLOADED"
+        unknown = {"name": "efficientnet_lite0", "library": "timm", "pretrained": "never-downloaded"}
+        assert call(server, "/load_model", unknown).status_code == 404
         assert call(server, "/load_timm_model", {"name": "efficientnet_lite0"}).status_code == 200
         stock = call(server, "/embed_image", {"name": "efficientnet_lite0", "image": image}).json()["embeddings"]
         custom_load = {"name": "efficientnet_lite0", "library": "timm", "pretrained": "half-head"}
         assert call(server, "/load_model", custom_load).status_code == 200
         custom = call(server, "/embed_image", {"name": "efficientnet_lite0", "image": image}).json()["embeddings"]
         assert not np.allclose(stock, custom, atol=1e-3)
+        cached = list((tmp_path / "cache").rglob("half-head.safetensors"))
+        assert len(cached) == 1
         assert call(server, "/delete_model", {"name": "half-head"}, "DELETE").status_code == 200
+        assert not cached[0].exists()
         states = {m["name"]: m["state"] for m in call(server, "/repository_models").json()["models"]}
         assert "half-head" not in states
 

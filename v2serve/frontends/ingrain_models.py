@@ -27,6 +27,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -106,8 +107,11 @@ class IngrainModelEndpoints:
             raise InvalidRequest(f"'library' must be one of {', '.join(LIBRARIES)}")
         pretrained = fields.get("pretrained")
         model = self._catalogue.model(name, library)
-        if isinstance(pretrained, str) and pretrained in self._custom:
-            custom = self._custom[pretrained]
+        if isinstance(pretrained, str) and library != "sentence_transformers":  # Ingrain ignores it there
+            custom = self._custom.get(pretrained)
+            if custom is None:
+                downloaded = ", ".join(sorted(self._custom)) or "none"
+                raise ModelNotFound(f"no downloaded weights are named {pretrained!r} (downloaded: {downloaded})")
             if not isinstance(model, EmbeddingModel):
                 raise InvalidRequest(f"model {name!r} cannot take downloaded weights")
             model.weights_file = custom.path
@@ -127,10 +131,12 @@ class IngrainModelEndpoints:
         self._authorize_change(event)
         fields = _json_object(event.body)
         name = _name(fields)
-        forgotten = self._custom.pop(name, None) is not None
+        custom = self._custom.pop(name, None)
+        if custom is not None:
+            Path(custom.path).unlink(missing_ok=True)
         if self._registry.entries_of(name):
             await self._unload(name)
-        elif not forgotten:
+        elif custom is None:
             raise ModelNotFound(f"model {name!r} is neither loaded nor downloaded")
         return Reply.json({"message": f"Model {name} deleted successfully."})
 
