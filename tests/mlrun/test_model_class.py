@@ -112,3 +112,37 @@ def test_a_flow_step_that_answers_a_string_or_bytes_is_not_json(tmp_path, handle
     with MockServer(ModelServer([], Settings(models=[]), graph=spec, graph_dir=tmp_path)) as mock:
         reply = mock.test("/", body, get_body=False)
     assert reply.content_type == content_type and reply.body == answer
+
+
+class Blocking(EchoInputs):
+    """predict waits until released, so that requests pile up behind it."""
+
+    def load(self):
+        import threading
+
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def predict(self, body: dict) -> list:
+        self.started.set()
+        assert self.release.wait(10), "never released"
+        return super().predict(body)
+
+
+@pytest.mark.anyio
+async def test_mlrun_style_models_are_bounded_by_instances_and_their_queue():
+    import asyncio
+
+    from tests.conftest import serve_in_process
+
+    model = Blocking(name="blocking")
+    model.instances, model.max_queue_size = 1, 2
+    async with serve_in_process(model) as client:
+        body = {"inputs": [[1, 2]]}
+        busy = asyncio.create_task(client.post("/v2/models/blocking/infer", json=body))
+        await asyncio.to_thread(model.started.wait, 5)
+        queued = [asyncio.create_task(client.post("/v2/models/blocking/infer", json=body)) for _ in range(2)]
+        await asyncio.sleep(0)
+        flood = await asyncio.gather(*(client.post("/v2/models/blocking/infer", json=body) for _ in range(5)))
+        assert [r.status_code for r in flood] == [503] * 5 and not busy.done()
+        model.release.set()
+        assert [(await t).status_code for t in (busy, *queued)] == [200] * 3

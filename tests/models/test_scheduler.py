@@ -92,8 +92,13 @@ class GatedExplainer(GatedModel):
     def explain(self, inputs, context):
         return self.predict(inputs)
 
+    def op_wait(self, body):
+        """A custom operation that blocks as predict does."""
+        self.predict({})
+        return {"waited": True}
 
-@pytest.mark.parametrize("operation", ["infer", "explain"])
+
+@pytest.mark.parametrize("operation", ["infer", "explain", "wait"])
 @pytest.mark.parametrize("batching", [0, 8], ids=["unbatched", "batched"])
 async def test_a_queue_flood_gets_fast_503s_then_serving_resumes(batching, operation):
     gated = GatedExplainer(name="gated")

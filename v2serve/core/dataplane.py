@@ -296,7 +296,7 @@ class DataPlane:
         """The value the model's ``op_<operation>`` returns for ``body`` (bytes are parsed as JSON first)."""
         method = entry.invoker.operation(operation)
 
-        def call() -> Awaitable[Any]:
+        def prepare() -> Callable[[], Awaitable[Any]]:
             if method is None:
                 raise OperationNotFound(
                     f"model {entry.name!r} has no operation {operation!r}; "
@@ -306,10 +306,10 @@ class DataPlane:
             if isinstance(body, bytes | bytearray | memoryview):
                 value = loads(body) if len(body) else None
             context = RequestContext(id=event_id or uuid.uuid4().hex, headers=headers)
-            return entry.invoker.run(method, value, context)
+            return lambda: entry.invoker.run(method, value, context)
 
         # Operation names come from clients: only the model's own ones become metric labels.
-        return await self._counted(entry, operation if method else UNKNOWN_OPERATION, False, call)
+        return await self._counted(entry, operation if method else UNKNOWN_OPERATION, False, prepare)
 
     async def document(
         self, entry: ModelEntry, operation: str, body: Any, headers: Mapping[str, str], event_id: str | None = None
@@ -318,23 +318,28 @@ class DataPlane:
         or the bytes or text of a body that is not JSON, as ``inputs``), the model's answer as it returns it.
         Counted like ``infer``."""
 
-        def call() -> Awaitable[Any]:
+        def prepare() -> Callable[[], Awaitable[Any]]:
             method = entry.invoker.document
             if method is None:
                 raise InvalidRequest(f"model {entry.name!r} takes tensors, not documents")
-            return entry.invoker.run(method, operation, document_of(body, headers), event_id)
+            document = document_of(body, headers)
+            return lambda: entry.invoker.run(method, operation, document, event_id)
 
-        return await self._counted(entry, operation, True, call)
+        return await self._counted(entry, operation, True, prepare)
 
-    async def _counted(self, entry: ModelEntry, label: str, inference: bool, call: Callable[[], Awaitable[Any]]) -> Any:
-        """A call on a ready model that is not a tensor operation: model failures typed, the request counted
-        under ``label`` (``infer`` and ``infer_decoded`` keep this inline: they are the hot path)."""
+    async def _counted(
+        self, entry: ModelEntry, label: str, inference: bool, prepare: Callable[[], Callable[[], Awaitable[Any]]]
+    ) -> Any:
+        """A call on a ready model that is not a tensor operation: ``prepare`` checks the request and gives the
+        call, which runs under the model's scheduler bound (instances, queue); model failures typed, the
+        request counted under ``label`` (``infer`` and ``infer_decoded`` keep this inline: the hot path)."""
         started = time.perf_counter_ns()
         status = 500
         entry.enter()
         try:
             entry.require_ready()
-            value = await self._guarded(entry, call())
+            run = prepare()
+            value = await self._guarded(entry, entry.scheduler.call(run))
             status = 200
             return value
         except V2ServeError as exc:

@@ -22,7 +22,7 @@ import asyncio
 import collections
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,6 +51,12 @@ class Scheduler(Protocol):
     def stream(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> AsyncGenerator[Any, None]:
         """A streaming predict's items; the stream holds an instance until it ends (the deadline bounds only
         the wait for one)."""
+        ...
+
+    async def call(self, run: Callable[[], Awaitable[Any]]) -> Any:
+        """What ``run`` returns, run under the same bound as predict (at most ``instances`` at once, at most
+        ``max_queue_size`` waiting, then 503): a model's calls that are not predicts (custom operations,
+        MLRun-style documents), which a flood must not turn into an unbounded queue of threads."""
         ...
 
     async def close(self) -> None: ...
@@ -166,6 +172,16 @@ class ConcurrencyScheduler:
             stats.executed(time.perf_counter_ns() - started, 1)
             self._release_slot()
 
+    async def call(self, run: Callable[[], Awaitable[Any]]) -> Any:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+        else:
+            await self._queue_for_slot(None)
+        try:
+            return await run()
+        finally:
+            self._release_slot()
+
     async def _queue_for_slot(self, deadline: float | None) -> None:
         if len(self._waiters) >= self._max_queue:
             raise _overloaded(self._name, self._max_queue)
@@ -233,10 +249,15 @@ class BatchScheduler:
         self._wanted_rows = 0
         self._gathering = asyncio.Lock()
         self._workers: list[asyncio.Task[None]] = []
+        self._calls = ConcurrencyScheduler(invoker, stats)
 
     @property
     def waiting(self) -> int:
         return self._queue.qsize()
+
+    async def call(self, run: Callable[[], Awaitable[Any]]) -> Any:
+        # Bounded apart from the batches: the same instance count and queue bound, slots of their own.
+        return await self._calls.call(run)
 
     def stream(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> AsyncGenerator[Any, None]:
         # Unreachable from a registered model: the invoker refuses a streaming predict with batching.
