@@ -8,7 +8,7 @@ from typing import Any
 from v2serve.errors import Conflict, Forbidden, InvalidRequest, OperationNotFound, Unauthorized
 from v2serve.event import Event
 from v2serve.models.repository import ModelRepository
-from v2serve.protocol.jsonio import loads
+from v2serve.protocol.jsonio import json_object
 from v2serve.protocol.schemas import RepositoryIndexEntry
 from v2serve.settings import RepositorySettings
 
@@ -79,7 +79,7 @@ class RepositoryEndpoints:
             if not self.enabled:
                 raise OperationNotFound(f"no route for {event.method} {event.path} (the repository API is disabled)")
             self._authorize(event)
-        body = _json_object(event)
+        body = json_object(event.body)
         parameters = body.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise InvalidRequest("'parameters' must be an object")
@@ -91,17 +91,6 @@ class RepositoryEndpoints:
         scheme, _, given = event.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
             raise Unauthorized("the repository API needs 'Authorization: Bearer <token>'")
-
-
-def _json_object(event: Event) -> dict[str, Any]:
-    body = event.body
-    if isinstance(body, bytes | bytearray | memoryview):
-        body = loads(body) if len(body) else {}
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    return body
 
 
 def _optional_str(value: Any) -> str | None:

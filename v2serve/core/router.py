@@ -172,7 +172,7 @@ class V2Router:
         statistics = self.dataplane.statistics(entry, every_version=not pinned)
         if self.metrics is not None and self.metrics.peers is not None:
             # Every worker's counts of this model (or version), added up.
-            total = await self.metrics.statistics_total(dict(self.dataplane.statistics()))
+            total = await self.statistics_total()
             wanted = {(s["name"], s["version"]) for s in statistics["model_stats"]}
             statistics["model_stats"] = [s for s in total["model_stats"] if (s["name"], s["version"]) in wanted]
         return Reply.json(statistics)
@@ -215,10 +215,14 @@ class V2Router:
         return Reply.json({"models": self.registry.listing()})
 
     async def all_stats(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json(await self.statistics_total())
+
+    async def statistics_total(self) -> Mapping[str, Any]:
+        """Triton's statistics of every model, added up over the worker processes when there are several."""
         statistics = self.dataplane.statistics()
         if self.metrics is not None:
-            return Reply.json(await self.metrics.statistics_total(dict(statistics)))
-        return Reply.json(statistics)
+            return await self.metrics.statistics_total(dict(statistics))
+        return statistics
 
     async def metrics_text(self, event: Event, params: Mapping[str, str]) -> Reply:
         if self.metrics is None:

@@ -37,7 +37,7 @@ from v2serve.event import Event, Reply
 from v2serve.models.embeddings import EMBEDDING, IMAGE, TEXT, EmbeddingModel
 from v2serve.models.registry import ModelEntry
 from v2serve.protocol.decode import DecodedRequest
-from v2serve.protocol.jsonio import loads
+from v2serve.protocol.jsonio import json_object
 from v2serve.protocol.types import InferenceRequest
 
 INGRAIN_LISTENERS = frozenset({"ingrain", "ingrain-models"})
@@ -85,16 +85,10 @@ class IngrainEndpoints:
         return Reply.json({"message": f"The {server} server is running."})
 
     async def embed_text(self, event: Event, params: Mapping[str, str]) -> Reply:
-        started = time.perf_counter()
-        request = IngrainRequest.parse(event.body)
-        embeddings = await self._embed(request, TEXT, request.items(TEXT, required=True), event)
-        return Reply.json({"embeddings": embeddings, "processingTimeMs": _elapsed_ms(started)})
+        return await self._embed_one(event, TEXT)
 
     async def embed_image(self, event: Event, params: Mapping[str, str]) -> Reply:
-        started = time.perf_counter()
-        request = IngrainRequest.parse(event.body)
-        embeddings = await self._embed(request, IMAGE, request.items(IMAGE, required=True), event)
-        return Reply.json({"embeddings": embeddings, "processingTimeMs": _elapsed_ms(started)})
+        return await self._embed_one(event, IMAGE)
 
     async def embed(self, event: Event, params: Mapping[str, str]) -> Reply:
         started = time.perf_counter()
@@ -105,13 +99,12 @@ class IngrainEndpoints:
         text_part = self._embed(request, TEXT, texts, event) if texts is not None else _nothing()
         image_part = self._embed(request, IMAGE, images, event) if images is not None else _nothing()
         text_embeddings, image_embeddings = await asyncio.gather(text_part, image_part)
-        body: dict[str, Any] = {"processingTimeMs": 0.0}
+        body: dict[str, Any] = {}
         if text_embeddings is not None:
             body["textEmbeddings"] = text_embeddings
         if image_embeddings is not None:
             body["imageEmbeddings"] = image_embeddings
-        body["processingTimeMs"] = _elapsed_ms(started)
-        return Reply.json(body)
+        return Reply.json({**body, "processingTimeMs": _elapsed_ms(started)})
 
     async def classify_image(self, event: Event, params: Mapping[str, str]) -> Reply:
         started = time.perf_counter()
@@ -124,13 +117,16 @@ class IngrainEndpoints:
     async def metrics(self, event: Event, params: Mapping[str, str]) -> Reply:
         if not wants_ingrain_metrics(event):
             return await self._router.metrics_text(event, params)
-        statistics: Mapping[str, Any] = self._dataplane.statistics()
-        metrics = self._router.metrics
-        if metrics is not None and metrics.peers is not None:
-            statistics = await metrics.statistics_total(dict(statistics))
+        statistics = await self._router.statistics_total()
         return Reply.json({"modelStats": [ingrain_model_stats(s) for s in statistics["model_stats"]]})
 
     # ------------------------------------------------------------ embedding
+
+    async def _embed_one(self, event: Event, modality: str) -> Reply:
+        started = time.perf_counter()
+        request = IngrainRequest.parse(event.body)
+        embeddings = await self._embed(request, modality, request.items(modality, required=True), event)
+        return Reply.json({"embeddings": embeddings, "processingTimeMs": _elapsed_ms(started)})
 
     async def _embed(self, request: IngrainRequest, modality: str, values: list[Any] | None, event: Event) -> Any:
         entry, model = self._embedder(request.name, modality)
@@ -191,10 +187,7 @@ class IngrainRequest:
 
     @classmethod
     def parse(cls, body: Any) -> IngrainRequest:
-        document = loads(body) if isinstance(body, bytes | bytearray | memoryview) else body
-        if not isinstance(document, dict):
-            raise InvalidRequest("an Ingrain request is a JSON object")
-        return cls(document)
+        return cls(json_object(body))
 
     def field(self, snake: str, camel: str | None = None) -> Any:
         value = self.fields.get(snake)

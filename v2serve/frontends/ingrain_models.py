@@ -40,7 +40,7 @@ from v2serve.frontends.ingrain import in_ingrain_shape
 from v2serve.models.catalogue import LIBRARIES, ModelCatalogue, check_name
 from v2serve.models.embeddings import EmbeddingModel
 from v2serve.models.images import ImageEmbeddingModel
-from v2serve.protocol.jsonio import loads
+from v2serve.protocol.jsonio import json_object
 
 _ROUTE_LIBRARIES = {
     "/load_sentence_transformer_model": "sentence_transformers",
@@ -100,7 +100,7 @@ class IngrainModelEndpoints:
 
     async def load(self, event: Event, params: Mapping[str, str]) -> Reply:
         self._authorize_change(event)
-        fields = _json_object(event.body)
+        fields = json_object(event.body)
         name = _name(fields)
         library = _ROUTE_LIBRARIES.get(event.path) or fields.get("library")
         if not isinstance(library, str):
@@ -123,13 +123,13 @@ class IngrainModelEndpoints:
 
     async def unload(self, event: Event, params: Mapping[str, str]) -> Reply:
         self._authorize_change(event)
-        name = _name(_json_object(event.body))
+        name = _name(json_object(event.body))
         await self._unload(name)
         return Reply.json({"message": f"Model {name} unloaded successfully."})
 
     async def delete(self, event: Event, params: Mapping[str, str]) -> Reply:
         self._authorize_change(event)
-        fields = _json_object(event.body)
+        fields = json_object(event.body)
         name = _name(fields)
         custom = self._custom.pop(name, None)
         if custom is not None:
@@ -150,18 +150,15 @@ class IngrainModelEndpoints:
         return Reply.json({"models": models})
 
     async def repository_models(self, event: Event, params: Mapping[str, str]) -> Reply:
-        rows = [{"name": entry.name, "state": entry.state.value} for entry in self._registry]
-        named = {row["name"] for row in rows}
         repository = self._router.repository
         if repository is not None:
-            for row in repository.repository.index():
-                if row["name"] not in named:
-                    rows.append({"name": row["name"], "state": row["state"]})
-                    named.add(row["name"])
-        for name in self._custom:
-            if name not in named:
-                rows.append({"name": name, "state": "DOWNLOADED"})
-        return Reply.json({"models": rows})
+            index = [(row["name"], row["state"]) for row in repository.repository.index()]
+        else:
+            index = [(entry.name, entry.state.value) for entry in self._registry]
+        states: dict[str, str] = {}
+        for name, state in [*index, *((name, "DOWNLOADED") for name in self._custom)]:
+            states.setdefault(name, state)  # one row a name, as Ingrain lists them (the index has one a version)
+        return Reply.json({"models": [{"name": name, "state": state} for name, state in states.items()]})
 
     async def embedding_size(self, event: Event, params: Mapping[str, str]) -> Reply:
         model = self._registry.resolve(_query_name(event)).model
@@ -177,7 +174,7 @@ class IngrainModelEndpoints:
 
     async def download(self, event: Event, params: Mapping[str, str]) -> Reply:
         self._authorize_change(event)
-        fields = _json_object(event.body)
+        fields = json_object(event.body)
         library, name, url = fields.get("library"), fields.get("pretrained_name"), fields.get("safetensors_url")
         if library not in LIBRARIES:
             raise InvalidRequest(f"'library' must be one of {', '.join(LIBRARIES)}")
@@ -223,13 +220,6 @@ class IngrainModelEndpoints:
         entries = self._registry.entries_of(name)
         last = max((entry.stats.last_inference_ms for entry in entries), default=0)
         return max(last, loaded.loaded_at_ms)
-
-
-def _json_object(body: Any) -> dict[str, Any]:
-    document = loads(body) if isinstance(body, bytes | bytearray | memoryview) and body else body
-    if not isinstance(document, dict):
-        raise InvalidRequest("the body must be a JSON object")
-    return document
 
 
 def _name(fields: Mapping[str, Any]) -> str:

@@ -23,12 +23,11 @@ from pathlib import Path
 from v2serve.errors import InvalidRequest, ModelNotFound
 from v2serve.models.base import Model
 from v2serve.models.loader import SETTINGS_FILE, model_from_directory
+from v2serve.models.repository import MAX_NAME_LENGTH, check_model_name
 from v2serve.models.runtimes import runtime_class
 
 LIBRARIES = ("sentence_transformers", "timm", "open_clip", "wordllama")
 """The libraries Ingrain's load routes name (``wordllama`` is v2serve's own addition)."""
-
-MAX_NAME_BYTES = 255
 
 
 def _minilm(name: str) -> Model:
@@ -118,13 +117,12 @@ def repository_folder(name: str) -> str:
 
 
 def check_name(name: str) -> None:
-    """A model name from a request: 1 to 255 bytes, no path tricks (``..``, a leading ``.``, ``\\``)."""
-    size = len(name.encode())
-    if not 0 < size <= MAX_NAME_BYTES:
-        raise InvalidRequest(f"a model name takes 1 to {MAX_NAME_BYTES} bytes, not {size}")
-    parts = name.split("/")
-    if any(not part or part.startswith(".") for part in parts) or any(c in name for c in "\\\0"):
-        raise InvalidRequest(f"{name!r} is not a model name")
+    """A model name from a request: ``/``-separated parts (a Hugging Face name), each one a name the
+    repository accepts (no ``..``, no leading ``.``, no ``\\``), the whole at most 255 bytes."""
+    if len(name.encode()) > MAX_NAME_LENGTH:
+        raise InvalidRequest(f"a model name takes at most {MAX_NAME_LENGTH} bytes, not {len(name.encode())}")
+    for part in name.split("/"):
+        check_model_name(part)
 
 
 def _hugging_face_cache(name: str) -> str | None:

@@ -19,7 +19,7 @@ ONNX Runtime) and ``efficientnet_lite`` (images); a subclass for another library
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -135,8 +135,3 @@ def _as_text(item: Any) -> str:
     if isinstance(item, str):
         return item
     raise InvalidRequest(f"a text to embed must be a string, not {type(item).__name__}")
-
-
-def modalities_of(model: Model) -> Sequence[str]:
-    """What a model embeds: ``("text",)``, ``("image",)``, or nothing for a model that does not embed."""
-    return (model.modality,) if isinstance(model, EmbeddingModel) else ()

@@ -21,6 +21,18 @@ def loads(body: bytes | bytearray | memoryview | str) -> Any:
         raise InvalidRequest(f"malformed JSON: {exc}") from None
 
 
+def json_object(body: Any) -> dict[str, Any]:
+    """A request body that must be a JSON object: bytes are parsed (an empty body is ``{}``), a value the
+    transport already decoded is taken as it is; anything else raises InvalidRequest."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        body = loads(body) if len(body) else {}
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
 def dumps(obj: Any) -> bytes:
     """Encode to JSON bytes; NaN and Inf become null (never invalid JSON)."""
     return orjson.dumps(obj, option=_DUMP_OPTIONS, default=_fallback)
