@@ -33,7 +33,7 @@ def round_trip(document: dict, model: str) -> dict:
 
 
 def routed(path: str) -> bool:
-    table = ModelServer([], Settings(models=[])).router.table
+    table = ModelServer([], Settings(models=[])).dispatcher.table
     route, _ = table.resolve("GET", path)
     return route is not None
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from v2serve.errors import V2ServeError
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps
+from v2serve.protocol.media import BINARY_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from v2serve.protocol.schemas import ErrorBody
 
 
 @dataclass(slots=True)
@@ -82,3 +84,19 @@ class Reply:
                 self.stream = None
             self.body = b"".join(parts)
         return self
+
+
+def error_reply(exc: V2ServeError) -> Reply:
+    """The v2 rendering of an error: ``{"error": message}`` with its status; the reply keeps the error."""
+    reply = Reply.json(ErrorBody(error=exc.message), exc.status_code, dict(exc.headers))
+    reply.error = exc
+    return reply
+
+
+def value_reply(value: Any) -> Reply:
+    """A value as MLRun answers it: a str as text/plain, bytes as they are, anything else as JSON."""
+    if isinstance(value, str):
+        return Reply(200, value.encode(), TEXT_CONTENT_TYPE)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return Reply(200, bytes(value), BINARY_CONTENT_TYPE)
+    return Reply.json(value)

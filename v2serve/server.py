@@ -9,9 +9,10 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from v2serve.core.dispatch import Dispatcher
 from v2serve.core.repository_api import RepositoryEndpoints
-from v2serve.core.router import FrontEnd, V2Router
 from v2serve.core.routes import Route
+from v2serve.core.server_core import FrontEnd, ServerCore, ServerInfo
 from v2serve.data.artifacts import ArtifactCache
 from v2serve.data.fetch import DataFetcher
 from v2serve.data.policy import DataPolicy
@@ -20,7 +21,9 @@ from v2serve.frontends.ingrain import ingrain_routes
 from v2serve.frontends.ingrain_models import IngrainModelEndpoints
 from v2serve.frontends.kserve_v1 import kserve_v1_routes
 from v2serve.frontends.torchserve import torchserve_routes
-from v2serve.graph.compile import GraphCompiler, Handler
+from v2serve.frontends.v2 import v2_routes
+from v2serve.graph.compile import GraphCompiler
+from v2serve.graph.flow import Flow
 from v2serve.graph.spec import GraphSpec
 from v2serve.logs import REQUEST_ID
 from v2serve.metrics.peers import Snapshot, WorkerPeers
@@ -39,8 +42,9 @@ logger = logging.getLogger("v2serve.server")
 class ModelServer:
     """Owns the models and serves Events. Transports call ``start``, then ``handle`` per request, then ``stop``.
 
-    ``models`` are served by the v2 router; a ``graph`` adds its own models and, for a flow, becomes the
-    handler of every request that is not a server-level probe. With ``settings.load_in_background`` the
+    It builds the server core (registry, data plane, data reader, metrics, repository) and hands it to every
+    front-end that is on (v2 first); ``models`` are served by their routes. A ``graph`` adds its own models
+    and, for a flow, answers every request that is not about the server itself. With ``settings.load_in_background`` the
     models load after ``start`` returns and answer 503 (with Retry-After) until each is ready; otherwise
     ``start`` returns once every model has loaded or failed.
     """
@@ -63,12 +67,11 @@ class ModelServer:
         for model in models:
             self.registry.add(model)
         self.data = DataFetcher(DataPolicy(self.settings.data))
-        self.router = V2Router(
+        self.core = ServerCore(
             self.registry,
-            server_name=self.settings.server_name,
+            info=ServerInfo(name=self.settings.server_name, serves_graph=graph is not None),
             debug=self.settings.debug,
             data=self.data,
-            serves_graph=graph is not None,
             metrics=self.metrics,
             repository=RepositoryEndpoints(
                 ModelRepository(self.registry, self.settings.repository.root, self.settings.implementation_packages),
@@ -76,13 +79,20 @@ class ModelServer:
                 reachable_beyond_loopback=not is_loopback(self.settings.http.host),
                 processes=self.settings.http.workers,
             ),
-            extra_routes=extra_routes,
-            frontends=frontends_of(self.settings, self.artifacts),
         )
-        self.handler: Handler = self.router
+        self.flow: Flow | None = None
+        """A flow graph: it answers every request that is not about the server itself."""
         if graph is not None:
-            compiler = GraphCompiler(self.registry, self.router, Runner(self.executor), graph_dir)
-            self.handler = compiler.compile(graph)
+            compiled = GraphCompiler(self.registry, self.core.dataplane, Runner(self.executor), graph_dir).compile(
+                graph
+            )
+            self.core.info.default_model = compiled.default_model
+            self.flow = compiled.flow
+
+        def extra(core: ServerCore) -> Sequence[Route]:
+            return extra_routes
+
+        self.dispatcher = Dispatcher(self.core, [v2_routes, extra, *frontends_of(self.settings, self.artifacts)])
         self._loading: asyncio.Task[None] | None = None
 
     @classmethod
@@ -114,7 +124,7 @@ class ModelServer:
             await self.registry.load_all()
 
     def _metrics_snapshot(self) -> Snapshot:
-        return {"samples": self.metrics.samples(), "statistics": self.router.dataplane.statistics()}
+        return {"samples": self.metrics.samples(), "statistics": self.core.dataplane.statistics()}
 
     async def stop(self) -> None:
         if self.metrics.peers is not None:
@@ -131,7 +141,10 @@ class ModelServer:
         # Everything logged while serving this event carries its id (tasks it starts inherit the context).
         token = REQUEST_ID.set(request_id or event.id or "-")
         try:
-            reply = await self.handler.handle(event)
+            if self.flow is None or self.dispatcher.is_server_request(event):
+                reply = await self.dispatcher.handle(event)
+            else:
+                reply = await self.flow.handle(event)
         finally:
             REQUEST_ID.reset(token)
         if request_id is not None:
@@ -140,7 +153,7 @@ class ModelServer:
 
 
 def frontends_of(settings: Settings, artifacts: ArtifactCache) -> list[FrontEnd]:
-    """The front-ends beside v2 that the settings turn on."""
+    """The front-ends beside v2 that the settings turn on (their routes may replace v2's: ``GET /``)."""
     frontends: list[FrontEnd] = []
     if settings.frontends.torchserve:
         frontends.append(torchserve_routes)
@@ -149,8 +162,8 @@ def frontends_of(settings: Settings, artifacts: ArtifactCache) -> list[FrontEnd]
     if settings.ingrain.enabled:
         catalogue = ModelCatalogue(settings.repository.root, settings.implementation_packages)
 
-        def ingrain_model_routes(router: V2Router) -> list[Route]:
-            endpoints = IngrainModelEndpoints(router, catalogue, artifacts, settings.ingrain.max_loaded_models)
+        def ingrain_model_routes(core: ServerCore) -> list[Route]:
+            endpoints = IngrainModelEndpoints(core, catalogue, artifacts, settings.ingrain.max_loaded_models)
             return endpoints.routes()
 
         frontends += [ingrain_routes, ingrain_model_routes]

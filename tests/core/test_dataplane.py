@@ -25,11 +25,11 @@ async def test_a_typed_request_gets_numpy_outputs_and_is_counted():
     await server.start()
     try:
         entry = server.registry.resolve("sum")
-        result = await server.router.dataplane.infer_decoded(entry, lambda schema: decoded([[1, 2, 3]]))
+        result = await server.core.dataplane.infer_decoded(entry, lambda schema: decoded([[1, 2, 3]]))
         assert isinstance(result, InferenceResult) and result.id == "typed"
         [output] = result.outputs
         assert output.name == "OUTPUT0" and output.array.tolist() == [6.0]
-        assert server.router.dataplane.statistics(entry)["model_stats"][0]["inference_count"] == 1
+        assert server.core.dataplane.statistics(entry)["model_stats"][0]["inference_count"] == 1
     finally:
         await server.stop()
 
@@ -40,9 +40,7 @@ async def test_a_typed_request_to_a_model_not_ready_raises_the_typed_error():
     await server.start()
     try:
         with pytest.raises(ModelNotReady):
-            await server.router.dataplane.infer_decoded(
-                server.registry.resolve("loading"), lambda schema: decoded([1.0])
-            )
+            await server.core.dataplane.infer_decoded(server.registry.resolve("loading"), lambda schema: decoded([1.0]))
     finally:
         model.release.set()
         await server.stop()

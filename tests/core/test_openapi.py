@@ -14,7 +14,7 @@ from v2serve.settings import Settings
 
 
 def table():
-    return ModelServer([SumModel()], Settings(models=[])).router.table
+    return ModelServer([SumModel()], Settings(models=[])).dispatcher.table
 
 
 def test_every_route_is_described_and_every_description_is_routed():

@@ -168,7 +168,7 @@ async def test_a_bad_image_in_a_batch_fails_only_its_own_request():
     model = EfficientNetLiteModel("images", device="cpu", max_batch_delay_ms=100)
     server = ModelServer([model], Settings(models=[]))
     await server.start()
-    dataplane, entry = server.router.dataplane, server.registry.resolve("images")
+    dataplane, entry = server.core.dataplane, server.registry.resolve("images")
 
     async def embed(images: list[bytes]) -> np.ndarray:
         inputs = {"image": np.array([*images, b""], dtype=object)[:-1]}  # an object array, even of one item

@@ -1,3 +1,3 @@
-"""The server core, transport-free: the data plane (the v2 operations on models), the route table that
-resolves a request to what it addresses, the router that dispatches and renders errors, the repository
-routes and the OpenAPI description."""
+"""The server core, transport-free and front-end-free: the ServerCore (what the server owns, handed to every
+front-end), the DataPlane (the operations on models, typed), what an operation is (``operations``), routes
+as data and the dispatcher over every front-end's routes, the repository API and the OpenAPI description."""

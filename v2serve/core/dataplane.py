@@ -48,8 +48,6 @@ from v2serve.protocol.types import InferenceRequest, TensorSpec
 logger = logging.getLogger("v2serve.dataplane")
 R = TypeVar("R")
 
-TENSOR_OPERATIONS = ("infer", "infer_dict", "explain")
-"""Operations on tensors, counted in the model's statistics; the others are custom operations."""
 UNKNOWN_OPERATION = "unknown"
 """The metric label of every operation a model does not have (and of requests that named no served model)."""
 

@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from v2serve.core.router import V2Router
 from v2serve.core.routes import Handler, Route, errors_rendered
+from v2serve.core.server_core import ServerCore
 from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
+from v2serve.metrics.server import PROMETHEUS_CONTENT_TYPE
 from v2serve.models.embeddings import EMBEDDING, IMAGE, TEXT, EmbeddingModel
 from v2serve.models.registry import ModelEntry
 from v2serve.protocol.decode import DecodedRequest
@@ -56,11 +57,11 @@ def ingrain_error(exc: V2ServeError) -> Reply:
 
 
 class IngrainEndpoints:
-    """The handlers of Ingrain's inference routes, over the router's models and data plane."""
+    """The handlers of Ingrain's inference routes, over the server core."""
 
-    def __init__(self, router: V2Router) -> None:
-        self._router = router
-        self._dataplane = router.dataplane
+    def __init__(self, core: ServerCore) -> None:
+        self._core = core
+        self._dataplane = core.dataplane
 
     def routes(self) -> list[Route]:
         def post(path: str, handler: Handler, summary: str) -> Route:
@@ -116,8 +117,8 @@ class IngrainEndpoints:
 
     async def metrics(self, event: Event, params: Mapping[str, str]) -> Reply:
         if not wants_ingrain_metrics(event):
-            return await self._router.metrics_text(event, params)
-        statistics = await self._router.statistics_total()
+            return Reply(200, await self._core.metrics_text(), PROMETHEUS_CONTENT_TYPE)
+        statistics = await self._core.statistics_total()
         return Reply.json({"modelStats": [ingrain_model_stats(s) for s in statistics["model_stats"]]})
 
     # ------------------------------------------------------------ embedding
@@ -143,7 +144,7 @@ class IngrainEndpoints:
         return next(output.array for output in result.outputs if output.name == EMBEDDING)
 
     def _embedder(self, name: str, modality: str) -> tuple[ModelEntry, EmbeddingModel]:
-        entry = self._router.registry.resolve(name)
+        entry = self._core.resolve(name)
         model = entry.model
         if not isinstance(model, EmbeddingModel):
             raise InvalidRequest(f"model {name!r} is not an embedding model")
@@ -165,10 +166,10 @@ class IngrainEndpoints:
                 f"image {index} of the request must be a URL or base64 text, not {type(value).__name__}"
             )
         if _is_url(value):
-            if self._router.data is None:
+            if self._core.data is None:
                 raise InvalidRequest(f"image {index} of the request is a URL, and this server reads no URLs")
             try:
-                return await self._router.data.read(value, headers)
+                return await self._core.data.read(value, headers)
             except V2ServeError as exc:
                 exc.message = f"image {index} of the request: {exc.message}"
                 raise
@@ -259,8 +260,8 @@ def ingrain_model_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def ingrain_routes(router: V2Router) -> list[Route]:
-    return IngrainEndpoints(router).routes()
+def ingrain_routes(core: ServerCore) -> list[Route]:
+    return IngrainEndpoints(core).routes()
 
 
 def _duration(value: Mapping[str, Any]) -> dict[str, str]:

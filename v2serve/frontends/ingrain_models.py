@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from v2serve.core.router import V2Router
 from v2serve.core.routes import Handler, Route
+from v2serve.core.server_core import ServerCore
 from v2serve.data.artifacts import ArtifactCache
 from v2serve.errors import Forbidden, InvalidRequest, ModelNotFound
 from v2serve.event import Event, Reply
@@ -68,10 +68,10 @@ class IngrainModelEndpoints:
     """The handlers of Ingrain's model routes."""
 
     def __init__(
-        self, router: V2Router, catalogue: ModelCatalogue, artifacts: ArtifactCache, max_loaded_models: int
+        self, core: ServerCore, catalogue: ModelCatalogue, artifacts: ArtifactCache, max_loaded_models: int
     ) -> None:
-        self._router = router
-        self._registry = router.registry
+        self._core = core
+        self._registry = core.registry
         self._catalogue = catalogue
         self._artifacts = artifacts
         self._max_loaded = max_loaded_models
@@ -150,7 +150,7 @@ class IngrainModelEndpoints:
         return Reply.json({"models": models})
 
     async def repository_models(self, event: Event, params: Mapping[str, str]) -> Reply:
-        repository = self._router.repository
+        repository = self._core.repository
         if repository is not None:
             index = [(row["name"], row["state"]) for row in repository.repository.index()]
         else:
@@ -183,9 +183,9 @@ class IngrainModelEndpoints:
         check_name(name)
         if not url.split("?", 1)[0].endswith(".safetensors"):
             raise InvalidRequest("safetensors_url must name a .safetensors file (no pickled weights)")
-        if self._router.data is None:
+        if self._core.data is None:
             raise InvalidRequest("this server reads no URLs")
-        data = await self._router.data.read(url)
+        data = await self._core.data.read(url)
         loop = asyncio.get_running_loop()
         path = await loop.run_in_executor(None, self._artifacts.store, url, data)
         self._custom[name] = CustomWeights(str(library), path, url)
@@ -193,7 +193,7 @@ class IngrainModelEndpoints:
 
     def _authorize_change(self, event: Event) -> None:
         """The repository API's rules (token, loopback, one process) hold for these routes too."""
-        repository = self._router.repository
+        repository = self._core.repository
         if repository is None:
             raise Forbidden("this server does not load or unload models while it runs")
         repository.authorize_change(event)

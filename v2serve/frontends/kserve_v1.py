@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from v2serve.core.router import V2Router
 from v2serve.core.routes import Route
+from v2serve.core.server_core import ServerCore
 from v2serve.errors import InvalidRequest
 from v2serve.event import Event, Reply
 from v2serve.protocol.datapoints import decode_datapoints, decode_named_values
@@ -25,10 +25,11 @@ _ERRORS = (400, 404, 413, 500, 503, 504)
 
 
 class KServeV1Endpoints:
-    """The handlers of KServe's v1 routes, over the v2 router's models and data plane."""
+    """The handlers of KServe's v1 routes, over the server core."""
 
-    def __init__(self, router: V2Router) -> None:
-        self._router = router
+    def __init__(self, core: ServerCore) -> None:
+        self._core = core
+        self._dataplane = core.dataplane
 
     def routes(self) -> list[Route]:
         # The operation routes come first: "/v1/models/{model}" would also match "m:predict".
@@ -46,35 +47,33 @@ class KServeV1Endpoints:
         ]  # fmt: skip
 
     async def root(self, event: Event, params: Mapping[str, str]) -> Reply:
-        reply = await self._router.server_metadata(event, params)
-        return Reply.json({**loads(reply.body), "status": "alive"})
+        return Reply.json({**self._core.server_metadata(), "status": "alive"})
 
     async def list_models(self, event: Event, params: Mapping[str, str]) -> Reply:
-        return Reply.json({"models": self._router.registry.names()})
+        return Reply.json({"models": self._core.registry.names()})
 
     async def model_ready(self, event: Event, params: Mapping[str, str]) -> Reply:
-        entry = self._router.entry(params)
-        readiness = self._router.dataplane.model_readiness(entry, {})
-        ready = readiness["ready"]
+        entry = self._core.entry(params)
+        ready = self._core.model_readiness(entry)["ready"]
         return Reply.json({"name": entry.name, "ready": ready}, 200 if ready else 503)
 
     async def predict(self, event: Event, params: Mapping[str, str]) -> Reply:
-        entry = self._router.entry(params)
-        result = await self._router.dataplane.infer_decoded(
+        entry = self._core.entry(params)
+        result = await self._dataplane.infer_decoded(
             entry, _decoder(event.body), headers=event.headers, event_id=event.id
         )
         return Reply.json({"predictions": rows(result)})
 
     async def explain(self, event: Event, params: Mapping[str, str]) -> Reply:
-        entry = self._router.entry(params)
-        result = await self._router.dataplane.infer_decoded(
+        entry = self._core.entry(params)
+        result = await self._dataplane.infer_decoded(
             entry, _decoder(event.body), explain=True, headers=event.headers, event_id=event.id
         )
         return Reply.json({"explanations": rows(result)})
 
 
-def kserve_v1_routes(router: V2Router) -> list[Route]:
-    return KServeV1Endpoints(router).routes()
+def kserve_v1_routes(core: ServerCore) -> list[Route]:
+    return KServeV1Endpoints(core).routes()
 
 
 def _decoder(body: Any) -> Callable[[ModelSchema], DecodedRequest]:

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from v2serve.core.dataplane import DataPlane
-from v2serve.core.router import V2Router
 from v2serve.core.routes import Handler, Route, errors_rendered
+from v2serve.core.server_core import ServerCore
 from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.frontends.forms import form_fields, is_form
@@ -26,11 +25,10 @@ from v2serve.models.base import Model
 from v2serve.protocol.datapoints import decode_datapoints, decode_fields, single_input
 from v2serve.protocol.decode import DecodedRequest, decode_request
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps, loads
+from v2serve.protocol.media import TEXT_CONTENT_TYPE
 from v2serve.protocol.response import InferenceResult
 from v2serve.protocol.schema import ModelSchema
 from v2serve.protocol.values import rows
-
-TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 
 _EXCEPTION_TYPES = {
     400: "BadRequestException",
@@ -54,11 +52,11 @@ def torchserve_error(exc: V2ServeError) -> Reply:
 
 
 class TorchServeEndpoints:
-    """The handlers of TorchServe's routes, over the v2 router's models and data plane."""
+    """The handlers of TorchServe's routes, over the server core."""
 
-    def __init__(self, router: V2Router) -> None:
-        self._router = router
-        self._dataplane: DataPlane = router.dataplane
+    def __init__(self, core: ServerCore) -> None:
+        self._core = core
+        self._dataplane = core.dataplane
 
     def routes(self) -> list[Route]:
         health = {"200": _status_body("Healthy"), "500": _status_body("Some model is not ready")}
@@ -78,11 +76,11 @@ class TorchServeEndpoints:
         return routes
 
     async def ping(self, event: Event, params: Mapping[str, str]) -> Reply:
-        ready = self._dataplane.server_readiness(allow_empty=self._router.serves_graph)["ready"]
+        ready = self._core.readiness()["ready"]
         return Reply.json({"status": "Healthy" if ready else "Unhealthy"}, 200 if ready else 500)
 
     async def predictions(self, event: Event, params: Mapping[str, str]) -> Reply:
-        entry = self._router.entry(params)
+        entry = self._core.entry(params)
         decode = _decoder(event)
         if entry.invoker.streams:
             results = await self._dataplane.stream(entry, decode, headers=event.headers, event_id=event.id)
@@ -96,15 +94,15 @@ class TorchServeEndpoints:
         return _rendered(result, entry.model)
 
     async def explanations(self, event: Event, params: Mapping[str, str]) -> Reply:
-        entry = self._router.entry(params)
+        entry = self._core.entry(params)
         result = await self._dataplane.infer_decoded(
             entry, _decoder(event), explain=True, headers=event.headers, event_id=event.id
         )
         return _rendered(result, entry.model)
 
 
-def torchserve_routes(router: V2Router) -> list[Route]:
-    return TorchServeEndpoints(router).routes()
+def torchserve_routes(core: ServerCore) -> list[Route]:
+    return TorchServeEndpoints(core).routes()
 
 
 def _errors_in_torchserve_shape(handler: Handler) -> Handler:

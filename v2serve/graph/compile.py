@@ -8,10 +8,11 @@ steps and an unclear responder.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from v2serve.core.router import V2Router
+from v2serve.core.dataplane import DataPlane
 from v2serve.graph.ensemble import VotingEnsemble
 from v2serve.graph.flow import Flow, FlowNode
 from v2serve.graph.spec import GraphError, GraphSpec, StepSpec
@@ -22,18 +23,28 @@ from v2serve.models.loader import import_object
 from v2serve.models.mlrun import ServingContext, V2ModelServer
 from v2serve.models.registry import ModelEntry, ModelRegistry
 
-Handler = V2Router | Flow
+
+@dataclass(frozen=True)
+class CompiledGraph:
+    """A graph ready to serve: a router graph's models are registered and served by the routes of every
+    front-end (``flow`` None), a flow answers every request that is not about the server itself."""
+
+    flow: Flow | None = None
+    default_model: str | None = None
+    """The route that answers a request naming no model (a router graph's ``default_route`` or ensemble)."""
 
 
 class GraphCompiler:
-    def __init__(self, registry: ModelRegistry, router: V2Router, runner: Runner, base_dir: Path | None = None) -> None:
+    def __init__(
+        self, registry: ModelRegistry, dataplane: DataPlane, runner: Runner, base_dir: Path | None = None
+    ) -> None:
         self._registry = registry
-        self._router = router
+        self._dataplane = dataplane
         self._runner = runner
         self._base_dir = base_dir
         self._parameters: dict[str, Any] = {}
 
-    def compile(self, spec: GraphSpec) -> Handler:
+    def compile(self, spec: GraphSpec) -> CompiledGraph:
         self._parameters = spec.parameters
         if spec.topology == "router":
             for step in spec.steps:
@@ -42,11 +53,10 @@ class GraphCompiler:
                         f"step {step.name!r}: a router graph routes to model or ensemble steps, not {step.kind}"
                     )
                 self._register(step)
-            self._router.default_model = _default_route(spec)
-            return self._router
+            return CompiledGraph(default_model=_default_route(spec))
         if spec.default_route is not None:
             raise GraphError("default_route is for router graphs; a flow answers every request itself")
-        return self._flow(spec)
+        return CompiledGraph(flow=self._flow(spec))
 
     # ------------------------------------------------------------ models
 
@@ -109,7 +119,7 @@ class GraphCompiler:
             return self._task(spec)
         if spec.kind in ("model", "ensemble"):
             entry = self._register(spec)
-            return ModelStep(spec.name, entry.name, entry.version, self._registry, self._router.dataplane)
+            return ModelStep(spec.name, entry.name, entry.version, self._registry, self._dataplane)
         if not spec.routes:
             raise GraphError(f"step {spec.name!r}: a {spec.kind} step needs routes")
         children = [self._step(route) for route in spec.routes]
@@ -166,7 +176,7 @@ class GraphCompiler:
             )
         levels = _levels(by_name)
         handler = self._task(spec.error_handler) if spec.error_handler is not None else None
-        return Flow(nodes, levels, _responder(spec.steps), self._router, handler)
+        return Flow(nodes, levels, _responder(spec.steps), handler)
 
 
 def _unique_steps(steps: list[StepSpec]) -> dict[str, StepSpec]:

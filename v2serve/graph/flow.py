@@ -8,9 +8,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from v2serve.core.router import V2Router, error_reply, value_reply
 from v2serve.errors import InferenceError, V2ServeError
-from v2serve.event import Event, Reply
+from v2serve.event import Event, Reply, error_reply, value_reply
 from v2serve.graph.steps import Step
 from v2serve.protocol.jsonio import loads
 from v2serve.protocol.paths import get_path, set_path
@@ -52,8 +51,8 @@ class Flow:
     a list in ``after`` order (MLRun's merge; ``merge: by_step`` gives an object by step name); steps with
     none receive the request body. A failed step's error handler (its own, else the graph's) receives
     ``{"body": <the request body>, "origin_state": <the step>, "error": <message>, "status": <code>}``, and
-    its output answers the request. Server-level GET endpoints (health, metadata) are answered by the
-    router, so probes work on a flow as on a router.
+    its output answers the request. The server answers requests about itself (health, metadata) by its
+    routes before a flow sees them, so probes work on a flow as on a router graph.
     """
 
     def __init__(
@@ -61,18 +60,14 @@ class Flow:
         nodes: dict[str, FlowNode],
         levels: list[list[str]],
         responder: str,
-        router: V2Router,
         error_handler: Step | None = None,
     ) -> None:
         self._nodes = nodes
         self._levels = levels
         self._responder = responder
-        self._router = router
         self._error_handler = error_handler
 
     async def handle(self, event: Event) -> Reply:
-        if self._router.is_server_request(event.method, event.path):
-            return await self._router.handle(event)
         body = None
         try:
             body = loads(event.body) if isinstance(event.body, bytes | bytearray | memoryview) else event.body

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from v2serve.core.dataplane import TENSOR_OPERATIONS, DataPlane
-from v2serve.core.v2_routes import BODY_OPERATIONS, model_in_path
+from v2serve.core.dataplane import DataPlane
+from v2serve.core.operations import Kind, canonical, kind_of, model_in_path
 from v2serve.errors import InferenceError, InvalidRequest, ModelNotFound
 from v2serve.event import Event
 from v2serve.models.invoker import BoundMethod, Runner
@@ -48,14 +48,14 @@ class ModelStep:
 
     async def run(self, body: Any, event: Event) -> Any:
         entry = self._registry.resolve(self.model, self.version)
-        operation = body.get("operation", "infer") if isinstance(body, dict) else "infer"
-        operation = BODY_OPERATIONS.get(operation, operation)
-        if operation in TENSOR_OPERATIONS and entry.model.takes_documents:
-            return await self._dataplane.document(entry, operation, body, event.headers, event.id)
-        if operation in TENSOR_OPERATIONS:
+        operation = canonical(body.get("operation", "infer") if isinstance(body, dict) else "infer")
+        kind = kind_of(entry, operation)
+        if kind is Kind.TENSORS:
             return await self._dataplane.infer(
                 entry, operation, body, event.headers, InferenceResult.as_value, event.id
             )
+        if kind is Kind.DOCUMENT:
+            return await self._dataplane.document(entry, operation, body, event.headers, event.id)
         return await self._dataplane.custom(entry, operation, body, event.headers, event.id)
 
 

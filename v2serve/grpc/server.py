@@ -39,9 +39,9 @@ class GrpcServer:
         server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
         )
-        router = self._model_server.router
+        core = self._model_server.core
         host = settings.host or self._model_server.settings.http.host
-        repository = router.repository
+        repository = core.repository
         if repository is not None:
             # Load and unload answer a server reachable beyond loopback only with a token, as over HTTP; what
             # decides is the address gRPC binds.
@@ -51,7 +51,7 @@ class GrpcServer:
                 reachable_beyond_loopback=not is_loopback(host),
                 processes=self._model_server.settings.http.workers,
             )
-        handlers = method_handlers(InferenceService(router, repository))
+        handlers = method_handlers(InferenceService(core, repository))
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
         server.add_registered_method_handlers(SERVICE_NAME, handlers)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -15,9 +15,8 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from v2serve._version import __version__
 from v2serve.core.repository_api import RepositoryEndpoints
-from v2serve.core.router import EXTENSIONS, V2Router
+from v2serve.core.server_core import ServerCore
 from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event
 from v2serve.grpc.codec import decode_infer_request, encode_infer_response, parameters_of
@@ -38,9 +37,9 @@ SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 class InferenceService:
     """The v2 gRPC service; ``repository``: the repository API as the gRPC bind address allows it."""
 
-    def __init__(self, router: V2Router, repository: RepositoryEndpoints | None) -> None:
-        self._router = router
-        self._dataplane = router.dataplane
+    def __init__(self, core: ServerCore, repository: RepositoryEndpoints | None) -> None:
+        self._core = core
+        self._dataplane = core.dataplane
         self._repository = repository
 
     # ------------------------------------------------------------ health and metadata
@@ -49,15 +48,14 @@ class InferenceService:
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
-        readiness = self._dataplane.server_readiness(allow_empty=self._router.serves_graph)
-        return pb.ServerReadyResponse(ready=readiness["ready"])
+        return pb.ServerReadyResponse(ready=self._core.readiness()["ready"])
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
         entry = await self._entry(request.name, request.version, context)
-        return pb.ModelReadyResponse(ready=self._dataplane.model_readiness(entry, {})["ready"])
+        return pb.ModelReadyResponse(ready=self._core.model_readiness(entry)["ready"])
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name=self._router.server_name, version=__version__, extensions=EXTENSIONS)
+        return _parsed(self._core.server_metadata(), pb.ServerMetadataResponse())
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
         entry = await self._entry(request.name, request.version, context)
@@ -82,7 +80,7 @@ class InferenceService:
         failed request is an ``error_message`` response, and the stream goes on (Triton's behaviour)."""
         async for request in requests:
             try:
-                entry = self._router.registry.resolve(request.model_name, request.model_version or None)
+                entry = self._core.resolve(request.model_name, request.model_version or None)
                 results = await self._dataplane.stream(
                     entry, _decoder(request, context), headers=_headers(context), event_id=request.id or None
                 )
@@ -140,7 +138,7 @@ class InferenceService:
 
     async def _entry(self, name: str, version: str, context: Any) -> ModelEntry:
         try:
-            return self._router.registry.resolve(name, version or None)
+            return self._core.resolve(name, version or None)
         except V2ServeError as exc:
             await _abort(context, exc)
 

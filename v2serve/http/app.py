@@ -19,9 +19,8 @@ from typing import Any, Protocol
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from v2serve.core.router import error_reply
 from v2serve.errors import InvalidRequest, PayloadTooLarge, Unavailable, V2ServeError
-from v2serve.event import Event, Reply
+from v2serve.event import Event, Reply, error_reply
 from v2serve.protocol.binary import parse_decimal
 from v2serve.server import ModelServer
 from v2serve.settings import Settings

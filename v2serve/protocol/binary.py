@@ -10,7 +10,6 @@ from v2serve.errors import InvalidRequest
 from v2serve.protocol.types import InferenceRequest
 
 HEADER_LENGTH = "inference-header-content-length"
-BINARY_CONTENT_TYPE = "application/octet-stream"
 
 
 def parse_header_length(value: str, body_length: int) -> int:

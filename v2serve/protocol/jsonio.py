@@ -7,8 +7,9 @@ from typing import Any
 import orjson
 
 from v2serve.errors import InvalidRequest
+from v2serve.protocol.media import JSON_CONTENT_TYPE
 
-JSON_CONTENT_TYPE = "application/json"
+__all__ = ["JSON_CONTENT_TYPE", "dumps", "json_object", "loads"]
 
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 

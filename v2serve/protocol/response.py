@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from v2serve.protocol.binary import BINARY_CONTENT_TYPE, HEADER_LENGTH
+from v2serve.protocol.binary import HEADER_LENGTH
 from v2serve.protocol.codec import binary_data, json_data, to_wire_array
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps
+from v2serve.protocol.media import BINARY_CONTENT_TYPE
 
 
 @dataclass(slots=True)

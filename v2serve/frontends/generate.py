@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
-from v2serve.core.dataplane import DataPlane
+from v2serve.core.server_core import ServerCore
 from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
-from v2serve.models.registry import ModelEntry
 from v2serve.protocol.datapoints import decode_named_values
 from v2serve.protocol.decode import DecodedRequest
 from v2serve.protocol.jsonio import dumps, loads
@@ -26,11 +25,11 @@ EVENT_STREAM = "text/event-stream"
 
 
 class GenerateEndpoints:
-    """The handlers of ``generate`` and ``generate_stream``; ``entry`` resolves a route's model."""
+    """The handlers of ``generate`` and ``generate_stream``."""
 
-    def __init__(self, dataplane: DataPlane, entry: Callable[[Mapping[str, str]], ModelEntry]) -> None:
-        self._dataplane = dataplane
-        self._entry = entry
+    def __init__(self, core: ServerCore) -> None:
+        self._dataplane = core.dataplane
+        self._entry = core.entry
 
     async def generate(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self._entry(params)

@@ -1,0 +1,289 @@
+"""The v2 Open Inference Protocol as a front-end: its routes and their handlers, over the server core.
+
+Every path of a model exists twice, as ``/v2/models/{model}/...`` and ``/v2/models/{model}/versions/{version}/
+...`` (``{model}`` may also be ``name:version``). A request posted to ``/`` names its model in its body or
+headers (streams, serverless); ``OPTIONS /`` is the API description (TorchServe's convention). Errors are
+``{"error": message}`` with the status of their V2ServeError class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from v2serve.core.operations import BODY_OPERATIONS, TENSOR_OPERATIONS, Kind, canonical, kind_of
+from v2serve.core.routes import Handler, Route
+from v2serve.core.server_core import ServerCore
+from v2serve.errors import OperationNotFound, V2ServeError
+from v2serve.event import Addressed, Event, Reply, error_reply, value_reply
+from v2serve.frontends.generate import EVENT_STREAM, GenerateEndpoints
+from v2serve.metrics.server import PROMETHEUS_CONTENT_TYPE
+from v2serve.protocol import binary
+from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, loads
+from v2serve.protocol.request_json import loads_inference_request
+from v2serve.protocol.response import InferenceResult, encode_inference_response
+
+OPENAPI_PATH = "/v2/docs/openapi.json"
+_TENSOR_ERRORS = (400, 404, 413, 500, 503, 504)
+_TEXT = {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}}
+_EVENTS = {"200": {"description": "One event per response", "content": {EVENT_STREAM: {"schema": {"type": "string"}}}}}
+
+
+def v2_reply(result: InferenceResult) -> Reply:
+    """The v2 rendering of an inference result: JSON, or JSON and binary tensor data as the request asked."""
+    encoded = encode_inference_response(
+        model_name=result.model_name, model_version=result.model_version, request_id=result.id, outputs=result.outputs
+    )
+    return Reply(200, encoded.body, encoded.content_type, encoded.headers)
+
+
+class V2Endpoints:
+    """The handlers of the v2 routes."""
+
+    def __init__(self, core: ServerCore) -> None:
+        self._core = core
+        self._dataplane = core.dataplane
+        self._generate = GenerateEndpoints(core)
+
+    # ------------------------------------------------------------ model routes
+
+    def operation(self, operation: str) -> Handler:
+        """The handler of a route for one model operation."""
+
+        async def run(event: Event, params: Mapping[str, str]) -> Reply:
+            entry = self._core.entry(params)
+            kind = kind_of(entry, operation)
+            if kind is Kind.TENSORS:
+                return await self._dataplane.infer(entry, operation, event.body, event.headers, v2_reply, event.id)
+            if kind is Kind.DOCUMENT:
+                value = await self._dataplane.document(entry, operation, event.body, event.headers, event.id)
+            else:
+                value = await self._dataplane.custom(entry, operation, event.body, event.headers, event.id)
+            return value_reply(value)
+
+        return run
+
+    async def custom_operation(self, event: Event, params: Mapping[str, str]) -> Reply:
+        entry = self._core.entry(params)
+        value = await self._dataplane.custom(entry, params["operation"], event.body, event.headers, event.id)
+        return value_reply(value)
+
+    async def model_metadata(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json(self._dataplane.model_metadata(self._core.entry(params)))
+
+    async def model_ready(self, event: Event, params: Mapping[str, str]) -> Reply:
+        readiness = self._core.model_readiness(self._core.entry(params))
+        ready = readiness["ready"]
+        return Reply.json(readiness, 200 if ready else 503, {} if ready else {"retry-after": "1"})
+
+    async def model_stats(self, event: Event, params: Mapping[str, str]) -> Reply:
+        pinned = "version" in params or ":" in params["model"]
+        entry = self._core.entry(params)
+        statistics = self._dataplane.statistics(entry, every_version=not pinned)
+        metrics = self._core.metrics
+        if metrics is not None and metrics.peers is not None:
+            # Every worker's counts of this model (or version), added up.
+            total = await self._core.statistics_total()
+            wanted = {(s["name"], s["version"]) for s in statistics["model_stats"]}
+            statistics["model_stats"] = [s for s in total["model_stats"] if (s["name"], s["version"]) in wanted]
+        return Reply.json(statistics)
+
+    def default_operation(self, operation: str) -> Handler:
+        """The handler of ``POST /v2/models/<operation>``, which names no model (MLRun's ensemble calls)."""
+        handler = self.operation(BODY_OPERATIONS[operation])
+
+        async def unnamed(event: Event, params: Mapping[str, str]) -> Reply:
+            return await handler(event, {"model": self._core.unnamed_model()})
+
+        return unnamed
+
+    async def body_routed(self, event: Event, params: Mapping[str, str]) -> Reply:
+        """A request posted to ``/`` (streams, serverless): the body's ``model``, ``version`` and
+        ``operation`` fields, else the ``v2-*`` headers, say what it addresses. Its reply carries what the
+        body named, so that a transport can write an error record without parsing anything again."""
+        addressed = _addressed({}, event.headers)
+        try:
+            try:
+                raw = event.body
+                fields, event = _parse_body(event)
+                addressed = _addressed(fields, event.headers)
+            except V2ServeError as exc:
+                self._core.count_unrouted(exc)
+                raise
+            target, event = self._body_target(addressed, event, raw)
+            reply = await self.operation(target["operation"])(event, target)
+        except V2ServeError as exc:
+            reply = error_reply(exc)
+        reply.addressed = addressed
+        return reply
+
+    def _body_target(self, addressed: Addressed, event: Event, raw: Any) -> tuple[dict[str, str], Event]:
+        """Model, version and operation as route parameters; a body that names no model goes to the only
+        model, and is an error when there are several."""
+        model = addressed.model or self._core.unnamed_model()
+        operation = canonical(addressed.operation or "infer")
+        if operation not in TENSOR_OPERATIONS and raw is not event.body:
+            # Custom operations get the document as plain JSON, data lists included, not as numpy arrays.
+            event = replace(event, body=loads(raw))
+        target = {"model": model, "operation": operation}
+        if addressed.version is not None:
+            target["version"] = addressed.version
+        return target, event
+
+    # ------------------------------------------------------------ server routes
+
+    async def server_metadata(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json(self._core.server_metadata())
+
+    async def live(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json({"live": True})
+
+    async def ready(self, event: Event, params: Mapping[str, str]) -> Reply:
+        readiness = self._core.readiness()
+        return Reply.json(
+            readiness, 200 if readiness["ready"] else 503, {} if readiness["ready"] else {"retry-after": "1"}
+        )
+
+    async def list_models(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json({"models": self._core.registry.listing()})
+
+    async def all_stats(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json(await self._core.statistics_total())
+
+    async def metrics_text(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply(200, await self._core.metrics_text(), PROMETHEUS_CONTENT_TYPE)
+
+    async def openapi(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply(200, self._core.openapi(), JSON_CONTENT_TYPE)
+
+    async def repository_index(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json(await self._repository(event).index(event))
+
+    async def repository_load(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json(await self._repository(event).load(event, params["model"]))
+
+    async def repository_unload(self, event: Event, params: Mapping[str, str]) -> Reply:
+        return Reply.json(await self._repository(event).unload(event, params["model"], params.get("version")))
+
+    def _repository(self, event: Event) -> Any:
+        if self._core.repository is None:
+            raise OperationNotFound(f"no route for {event.method} {event.path}")
+        return self._core.repository
+
+    # ------------------------------------------------------------ the route list
+
+    def routes(self) -> list[Route]:
+        return self._server_routes() + self._model_routes()
+
+    def _server_routes(self) -> list[Route]:
+        routes = [
+            Route("GET", "/", self.server_metadata, "Server metadata", "ServerMetadata", server_level=True),
+            Route("OPTIONS", "/", self.openapi, "This OpenAPI description", server_level=True),
+            # Which model it addresses, and so which schema its body follows, is in the body itself.
+            Route("POST", "/", self.body_routed, "Any operation on the model the body or v2-* headers name",
+                  documented=False),
+            Route("GET", "/v2", self.server_metadata, "Server metadata", "ServerMetadata", server_level=True),
+            Route("GET", "/v2/health", self.server_metadata, "Server metadata (MLRun's server info)",
+                  "ServerMetadata", server_level=True),
+            Route("GET", "/v2/health/live", self.live, "Liveness", "Liveness", server_level=True),
+            Route("GET", "/v2/health/ready", self.ready, "Readiness", "Readiness", server_level=True,
+                  responses={"200": _json(_ref("Readiness")), "503": _json(_ref("Readiness"), "Not ready")}),
+            Route("GET", "/v2/models", self.list_models, "Names of the models served", "ModelList",
+                  server_level=True),
+            Route("GET", "/v2/models/stats", self.all_stats, "Statistics of every model", "StatisticsBody",
+                  server_level=True),
+            Route("GET", "/metrics", self.metrics_text, "Prometheus metrics", responses=_TEXT, server_level=True),
+            Route("GET", OPENAPI_PATH, self.openapi, "This OpenAPI description", server_level=True),
+            Route("POST", "/v2/repository/index", self.repository_index, "Models in the repository and their state",
+                  None, "RepositoryIndexRequest", (400, 401, 404), request_required=False, server_level=True,
+                  responses={"200": _json({"type": "array", "items": _ref("RepositoryIndexEntry")})}),
+            Route("POST", "/v2/repository/models/{model}/load", self.repository_load, "Load a model", None,
+                  "RepositoryModelRequest", (400, 401, 403, 404, 409, 500), request_required=False,
+                  server_level=True),
+        ]  # fmt: skip
+        for prefix in ("/v2/repository/models/{model}", "/v2/repository/models/{model}/versions/{version}"):
+            routes.append(
+                Route("POST", f"{prefix}/unload", self.repository_unload, "Unload a model", None,
+                      "RepositoryModelRequest", (400, 401, 403, 404, 409), request_required=False, server_level=True)
+            )  # fmt: skip
+        return routes
+
+    def _model_routes(self) -> list[Route]:
+        # MLRun's calls that name no model: the graph's default route (an ensemble) answers them.
+        routes = [
+            Route("POST", f"/v2/models/{operation}", self.default_operation(operation),
+                  f"{operation.capitalize()} on the default route (MLRun: the ensemble)", "InferenceResponse",
+                  "InferenceRequest", (*_TENSOR_ERRORS, 501) if operation == "explain" else _TENSOR_ERRORS)
+            for operation in ("infer", "predict", "explain")
+        ]  # fmt: skip
+        for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            routes += self._routes_of_a_model(prefix)
+        return routes
+
+    def _routes_of_a_model(self, prefix: str) -> list[Route]:
+        infer, infer_dict = self.operation("infer"), self.operation("infer_dict")
+        return [
+            # Model probes are answered by these routes even when a flow answers the rest: they never run it.
+            Route("GET", prefix, self.model_metadata, "Model metadata", "ModelMetadata", errors=(404,),
+                  server_level=True),
+            Route("POST", prefix, infer, "Inference (MLRun's POST to the model)", "InferenceResponse",
+                  "InferenceRequest", _TENSOR_ERRORS),
+            Route("GET", f"{prefix}/ready", self.model_ready, "Model readiness", "ModelReadiness", errors=(404,),
+                  server_level=True,
+                  responses={"200": _json(_ref("ModelReadiness")), "404": _json(_ref("ErrorBody"), "Unknown model"),
+                             "503": _json(_ref("ModelReadiness"), "Not ready")}),
+            Route("GET", f"{prefix}/stats", self.model_stats, "Model statistics", "StatisticsBody", errors=(404,),
+                  server_level=True),
+            Route("POST", f"{prefix}/infer", infer, "Inference", "InferenceResponse", "InferenceRequest",
+                  _TENSOR_ERRORS),
+            Route("POST", f"{prefix}/infer_dict", infer_dict, "Inference on rows keyed by feature name",
+                  "InferenceResponse", "InferDictRequest", _TENSOR_ERRORS),
+            Route("POST", f"{prefix}/explain", self.operation("explain"), "Explanation", "InferenceResponse",
+                  "InferenceRequest", (*_TENSOR_ERRORS, 501)),
+            Route("POST", f"{prefix}/predict", infer, "Inference (MLRun's name)", "InferenceResponse",
+                  "InferenceRequest", _TENSOR_ERRORS),
+            Route("POST", f"{prefix}/predict_dict", infer_dict,
+                  "Inference on rows keyed by feature name (MLRun's name)", "InferenceResponse", "InferDictRequest",
+                  _TENSOR_ERRORS),
+            Route("POST", f"{prefix}/generate", self._generate.generate,
+                  "Generate (Triton's extension): inputs by name in, one response", None, "GenerateRequest",
+                  _TENSOR_ERRORS),
+            Route("POST", f"{prefix}/generate_stream", self._generate.generate_stream,
+                  "Generate, streamed: a server-sent event per response", None, "GenerateRequest",
+                  _TENSOR_ERRORS, responses=_EVENTS),
+            Route("GET", f"{prefix}/{{operation}}", self.custom_operation, "A custom operation (op_<name>)",
+                  errors=(404, 500)),
+            Route("POST", f"{prefix}/{{operation}}", self.custom_operation, "A custom operation (op_<name>)",
+                  errors=(400, 404, 500)),
+        ]  # fmt: skip
+
+
+def v2_routes(core: ServerCore) -> list[Route]:
+    return V2Endpoints(core).routes()
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _parse_body(event: Event) -> tuple[dict[str, Any], Event]:
+    """The body's fields, and the event with its body parsed (once) for the data plane."""
+    body = event.body
+    if isinstance(body, bytes | bytearray | memoryview) and binary.HEADER_LENGTH not in event.headers:
+        body = loads_inference_request(body)
+        event = replace(event, body=body)
+    return (body if isinstance(body, dict) else {}), event
+
+
+def _addressed(fields: dict[str, Any], headers: Mapping[str, str]) -> Addressed:
+    def pick(key: str) -> str | None:
+        value = fields.get(key, headers.get(f"v2-{key}"))
+        return None if value is None else str(value)
+
+    request_id = fields.get("id")
+    return Addressed(pick("model"), pick("version"), pick("operation"), None if request_id is None else str(request_id))
