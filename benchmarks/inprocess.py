@@ -22,6 +22,7 @@ import workloads  # noqa: E402
 from v2serve_models import AddSub  # noqa: E402
 
 from v2serve.event import Event  # noqa: E402
+from v2serve.protocol.body import Body  # noqa: E402
 from v2serve.server import ModelServer  # noqa: E402
 from v2serve.settings import Settings  # noqa: E402
 
@@ -33,7 +34,7 @@ async def main(profile: bool) -> None:
     headers = {"content-type": "application/json"}
 
     async def one() -> None:
-        event = Event(body, "/v2/models/add_sub/infer", "POST", headers, "application/json")
+        event = Event(Body.of(body, headers), "/v2/models/add_sub/infer", "POST", headers, "application/json")
         reply = await server.handle(event)
         assert reply.status == 200, reply.body
 

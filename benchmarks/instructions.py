@@ -96,6 +96,7 @@ async def _child(stage: str, loops: int) -> None:
     from v2serve.http.app import create_app
     from v2serve.models.base import RequestContext
     from v2serve.protocol import decode
+    from v2serve.protocol.body import Body
     from v2serve.protocol.outputs import select_outputs
     from v2serve.protocol.response import encode_inference_response
     from v2serve.protocol.types import parse_inference_request
@@ -133,13 +134,16 @@ async def _child(stage: str, loops: int) -> None:
             call: Callable[[], Any] = lambda: _complete(app(dict(scope), receive, send))  # noqa: E731
         else:
             entry = server.registry.resolve("add_sub")
-            event = Event(body, path, "POST", {"content-type": "application/json"}, "application/json")
+            json_headers = {"content-type": "application/json"}
             request = parse_inference_request(orjson.loads(body))
             inputs = decode.decode_tensors(entry.schema, request, None)
             outputs = await entry.model.predict(inputs)
             context = RequestContext(id="bench")
             call = {
-                "core": lambda: _complete(server.handle(event)),
+                # A new Event per request, as a transport builds one: its body is parsed once, then memoised.
+                "core": lambda: _complete(
+                    server.handle(Event(Body.of(body, json_headers), path, "POST", json_headers, "application/json"))
+                ),
                 "parse": lambda: parse_inference_request(orjson.loads(body)),
                 "decode": lambda: decode.decode_tensors(entry.schema, request, None),
                 "submit": lambda: _complete(entry.scheduler.submit(inputs, context, None)),

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from v2serve.errors import V2ServeError
+from v2serve.protocol.body import Body
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps
 from v2serve.protocol.media import BINARY_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from v2serve.protocol.schemas import ErrorBody
@@ -20,11 +21,11 @@ from v2serve.protocol.schemas import ErrorBody
 class Event:
     """A request, transport-free.
 
-    ``body`` is the raw bytes as received, or an already-decoded JSON value when the transport decoded it
-    (a Nuclio trigger, the mock server given a dict). ``headers`` have lower-case names.
+    ``body`` is built once by the transport: the bytes as received, or a JSON value the transport already
+    decoded (a Nuclio trigger), with what the headers say about it. ``headers`` have lower-case names.
     """
 
-    body: bytes | Any = b""
+    body: Body = field(default_factory=Body)
     path: str = "/"
     method: str = "POST"
     headers: Mapping[str, str] = field(default_factory=dict)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from v2serve.event import Event, Reply
+from v2serve.protocol.binary import HEADER_LENGTH
+from v2serve.protocol.body import Body
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps, loads
 from v2serve.sync_server import SyncServer
 
@@ -70,12 +72,13 @@ class MockServer(SyncServer):
             else (b"" if body is None else dumps(body))
         )
         path, _, query = path.partition("?")
+        lowered = {k.lower(): v for k, v in (headers or {}).items()}
         event = Event(
-            body=raw,
+            body=Body(raw, lowered.get("content-type", content_type), lowered.get(HEADER_LENGTH)),
             path=path,
             query=query,
             method=(method or ("POST" if body is not None else "GET")).upper(),
-            headers={k.lower(): v for k, v in (headers or {}).items()},
+            headers=lowered,
             content_type=content_type,
             id=event_id,
             trigger="mock",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from v2serve.event import Event
+from v2serve.protocol.body import Body
 from v2serve.server import ModelServer
 from v2serve.sync_server import SyncServer
 
@@ -31,17 +32,22 @@ def handler(context: Any, event: Any) -> Any:
 
 def to_event(event: Any) -> Event:
     """A Nuclio event as a v2serve Event (the body may arrive already decoded from JSON)."""
-    body = event.body
-    if body is None:
-        body = b""
-    elif isinstance(body, str):
-        body = body.encode()
+    value = event.body
+    headers = {str(k).lower(): str(v) for k, v in (event.headers or {}).items()}
+    if value is None:
+        body = Body()
+    elif isinstance(value, str):
+        body = Body.of(value.encode(), headers)
+    elif isinstance(value, bytes | bytearray | memoryview):
+        body = Body.of(value, headers)
+    else:
+        body = Body.decoded(value, event.content_type)  # the trigger decoded its JSON already
     trigger = getattr(event, "trigger", None)
     return Event(
         body=body,
         path=event.path or "/",
-        method=(event.method or ("POST" if body else "GET")).upper(),
-        headers={str(k).lower(): str(v) for k, v in (event.headers or {}).items()},
+        method=(event.method or ("POST" if value else "GET")).upper(),
+        headers=headers,
         content_type=event.content_type,
         id=None if event.id is None else str(event.id),
         trigger=getattr(trigger, "kind", None) or "http",

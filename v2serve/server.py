@@ -83,9 +83,7 @@ class ModelServer:
         self.flow: Flow | None = None
         """A flow graph: it answers every request that is not about the server itself."""
         if graph is not None:
-            compiled = GraphCompiler(self.registry, self.core.dataplane, Runner(self.executor), graph_dir).compile(
-                graph
-            )
+            compiled = GraphCompiler(self.core, Runner(self.executor), graph_dir).compile(graph)
             self.core.info.default_model = compiled.default_model
             self.flow = compiled.flow
 

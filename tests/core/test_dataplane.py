@@ -25,7 +25,7 @@ async def test_a_typed_request_gets_numpy_outputs_and_is_counted():
     await server.start()
     try:
         entry = server.registry.resolve("sum")
-        result = await server.core.dataplane.infer_decoded(entry, lambda schema: decoded([[1, 2, 3]]))
+        result = await server.core.dataplane.infer(entry, lambda schema: decoded([[1, 2, 3]]))
         assert isinstance(result, InferenceResult) and result.id == "typed"
         [output] = result.outputs
         assert output.name == "OUTPUT0" and output.array.tolist() == [6.0]
@@ -40,7 +40,7 @@ async def test_a_typed_request_to_a_model_not_ready_raises_the_typed_error():
     await server.start()
     try:
         with pytest.raises(ModelNotReady):
-            await server.core.dataplane.infer_decoded(server.registry.resolve("loading"), lambda schema: decoded([1.0]))
+            await server.core.dataplane.infer(server.registry.resolve("loading"), lambda schema: decoded([1.0]))
     finally:
         model.release.set()
         await server.stop()

@@ -22,6 +22,7 @@ from v2serve.models.embeddings import shape_embeddings
 from v2serve.models.runtimes.efficientnet_lite import EfficientNetLiteModel
 from v2serve.models.runtimes.sentence_transformers import SentenceTransformerModel
 from v2serve.models.runtimes.wordllama import WordLlamaModel
+from v2serve.protocol.body import Body
 from v2serve.protocol.decode import DecodedRequest
 from v2serve.protocol.types import InferenceRequest
 from v2serve.server import ModelServer
@@ -88,7 +89,7 @@ async def infer_embedding(server: ModelServer, model: str, texts: list[str], par
         "inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}],
         "parameters": parameters,
     }
-    event = Event(body=orjson.dumps(body), path=f"/v2/models/{model}/infer", headers={})
+    event = Event(body=Body.of(orjson.dumps(body)), path=f"/v2/models/{model}/infer", headers={})
     reply = await server.handle(event)
     return reply.status, orjson.loads(reply.body)
 
@@ -173,7 +174,7 @@ async def test_a_bad_image_in_a_batch_fails_only_its_own_request():
     async def embed(images: list[bytes]) -> np.ndarray:
         inputs = {"image": np.array([*images, b""], dtype=object)[:-1]}  # an object array, even of one item
         decoded = DecodedRequest(InferenceRequest([]), inputs)
-        result = await dataplane.infer_decoded(entry, lambda schema: decoded)
+        result = await dataplane.infer(entry, lambda schema: decoded)
         return result.outputs[0].array
 
     try:

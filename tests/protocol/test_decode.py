@@ -5,7 +5,8 @@ import orjson
 import pytest
 
 from v2serve.errors import InvalidRequest
-from v2serve.protocol.decode import decode_dict_request, decode_request, json_body
+from v2serve.protocol.body import Body
+from v2serve.protocol.decode import decode_dict_request, decode_request
 from v2serve.protocol.outputs import requested_outputs, select_outputs
 from v2serve.protocol.schema import ModelSchema
 from v2serve.protocol.types import TensorSpec
@@ -17,7 +18,7 @@ ROWS = ModelSchema.of("iris", [TensorSpec("rows", "FP64", [-1, 2])], [], feature
 def decode(body: dict, headers=None):
     raw = orjson.dumps(body)
     headers = headers or {}
-    return decode_request(SCHEMA, raw, headers, json_body(raw, headers))
+    return decode_request(SCHEMA, Body.of(raw, headers))
 
 
 def test_a_request_that_fits_the_schema_decodes_into_numpy():
@@ -44,7 +45,7 @@ def test_a_binary_request_decodes_its_slice_in_place():
     )
     body = header + np.array([1.5, 2.5], dtype="<f4").tobytes()
     headers = {"inference-header-content-length": str(len(header))}
-    decoded = decode_request(SCHEMA, body, headers, json_body(body, headers))
+    decoded = decode_request(SCHEMA, Body.of(body, headers))
     assert decoded.inputs["x"].tolist() == [[1.5, 2.5]]
 
 

@@ -8,7 +8,6 @@ from typing import Any
 from v2serve.errors import Conflict, Forbidden, InvalidRequest, OperationNotFound, Unauthorized
 from v2serve.event import Event
 from v2serve.models.repository import ModelRepository
-from v2serve.protocol.jsonio import json_object
 from v2serve.protocol.schemas import RepositoryIndexEntry
 from v2serve.settings import RepositorySettings
 
@@ -79,7 +78,7 @@ class RepositoryEndpoints:
             if not self.enabled:
                 raise OperationNotFound(f"no route for {event.method} {event.path} (the repository API is disabled)")
             self._authorize(event)
-        body = json_object(event.body)
+        body = event.body.json_object()
         parameters = body.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise InvalidRequest("'parameters' must be an object")

@@ -63,7 +63,7 @@ class ServerCore:
         """Reads what requests name by URL (``data_url``, Ingrain's image URLs), under the data policy."""
         self.metrics = metrics
         self.repository = repository
-        self.dataplane = DataPlane(registry, debug=debug, data=data)
+        self.dataplane = DataPlane(registry, debug=debug)
         self.routes: RouteTable | None = None
         """Every front-end's routes, once the dispatcher has gathered them (the API description is theirs)."""
         self._openapi: bytes | None = None

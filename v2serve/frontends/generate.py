@@ -8,17 +8,17 @@ one element as that element.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from v2serve.core.server_core import ServerCore
 from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
+from v2serve.protocol.bodies import Decoder
+from v2serve.protocol.body import Body
 from v2serve.protocol.datapoints import decode_named_values
-from v2serve.protocol.decode import DecodedRequest
-from v2serve.protocol.jsonio import dumps, loads
+from v2serve.protocol.jsonio import dumps
 from v2serve.protocol.response import InferenceResult
-from v2serve.protocol.schema import ModelSchema
 from v2serve.protocol.values import scalar_or_list
 
 EVENT_STREAM = "text/event-stream"
@@ -35,10 +35,8 @@ class GenerateEndpoints:
         entry = self._entry(params)
         if entry.invoker.streams:
             raise InvalidRequest(f"model {entry.name!r} streams its responses: use generate_stream")
-        result = await self._dataplane.infer_decoded(
-            entry, _decoder(event.body), headers=event.headers, event_id=event.id
-        )
-        return Reply.json(generated(result))
+        result = await self._dataplane.infer(entry, _decoder(event.body), headers=event.headers, event_id=event.id)
+        return result.encode(lambda result: Reply.json(generated(result)))
 
     async def generate_stream(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self._entry(params)
@@ -60,15 +58,15 @@ async def _events(results: AsyncGenerator[InferenceResult, None]) -> AsyncGenera
     """Server-sent events, one per response; a failure after the first is one last ``{"error"}`` event."""
     try:
         async for result in results:
-            yield b"data: " + dumps(generated(result)) + b"\n\n"
+            yield b"data: " + result.encode(lambda result: dumps(generated(result))) + b"\n\n"
     except V2ServeError as exc:
         yield b"data: " + dumps({"error": exc.message}) + b"\n\n"
     finally:
         await results.aclose()
 
 
-def _decoder(body: Any) -> Callable[[ModelSchema], DecodedRequest]:
-    document = loads(body) if isinstance(body, bytes | bytearray | memoryview) else body
+def _decoder(body: Body) -> Decoder:
+    document = body.json()
     if not isinstance(document, dict):
         raise InvalidRequest("a generate request is a JSON object of inputs by name (and 'parameters')")
     parameters = document.get("parameters") or {}

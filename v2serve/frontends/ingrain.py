@@ -37,8 +37,9 @@ from v2serve.event import Event, Reply
 from v2serve.metrics.server import PROMETHEUS_CONTENT_TYPE
 from v2serve.models.embeddings import EMBEDDING, IMAGE, TEXT, EmbeddingModel
 from v2serve.models.registry import ModelEntry
+from v2serve.protocol.body import Body
 from v2serve.protocol.decode import DecodedRequest
-from v2serve.protocol.jsonio import json_object
+from v2serve.protocol.response import InferenceResult
 from v2serve.protocol.types import InferenceRequest
 
 INGRAIN_LISTENERS = frozenset({"ingrain", "ingrain-models"})
@@ -112,7 +113,9 @@ class IngrainEndpoints:
         request = IngrainRequest.parse(event.body)
         entry, model = self._embedder(request.name, IMAGE)
         images = await self._images(request.items(IMAGE, required=True) or [], request, model)
-        probabilities = await self._dataplane.custom(entry, "classify", {"images": images}, event.headers, event.id)
+        probabilities = await self._dataplane.call(
+            entry, "classify", {"images": images}, headers=event.headers, event_id=event.id
+        )
         return Reply.json({"probabilities": probabilities, "processingTimeMs": _elapsed_ms(started)})
 
     async def metrics(self, event: Event, params: Mapping[str, str]) -> Reply:
@@ -140,8 +143,8 @@ class IngrainEndpoints:
         def decode(schema: Any) -> DecodedRequest:
             return DecodedRequest(InferenceRequest([], None, parameters), inputs)
 
-        result = await self._dataplane.infer_decoded(entry, decode, headers=event.headers, event_id=event.id)
-        return next(output.array for output in result.outputs if output.name == EMBEDDING)
+        result = await self._dataplane.infer(entry, decode, headers=event.headers, event_id=event.id)
+        return result.encode(_embedding)
 
     def _embedder(self, name: str, modality: str) -> tuple[ModelEntry, EmbeddingModel]:
         entry = self._core.resolve(name)
@@ -187,8 +190,8 @@ class IngrainRequest:
         self.name = name
 
     @classmethod
-    def parse(cls, body: Any) -> IngrainRequest:
-        return cls(json_object(body))
+    def parse(cls, body: Body) -> IngrainRequest:
+        return cls(body.json_object())
 
     def field(self, snake: str, camel: str | None = None) -> Any:
         value = self.fields.get(snake)
@@ -292,6 +295,10 @@ def _base64_image(index: int, value: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest(f"image {index} of the request is neither a URL nor base64 data") from None
+
+
+def _embedding(result: InferenceResult) -> np.ndarray:
+    return next(output.array for output in result.outputs if output.name == EMBEDDING)
 
 
 def _object_array(items: list[Any]) -> np.ndarray:

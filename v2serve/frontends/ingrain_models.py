@@ -40,7 +40,6 @@ from v2serve.frontends.ingrain import in_ingrain_shape
 from v2serve.models.catalogue import LIBRARIES, ModelCatalogue, check_name
 from v2serve.models.embeddings import EmbeddingModel
 from v2serve.models.images import ImageEmbeddingModel
-from v2serve.protocol.jsonio import json_object
 
 _ROUTE_LIBRARIES = {
     "/load_sentence_transformer_model": "sentence_transformers",
@@ -100,7 +99,7 @@ class IngrainModelEndpoints:
 
     async def load(self, event: Event, params: Mapping[str, str]) -> Reply:
         self._authorize_change(event)
-        fields = json_object(event.body)
+        fields = event.body.json_object()
         name = _name(fields)
         library = _ROUTE_LIBRARIES.get(event.path) or fields.get("library")
         if not isinstance(library, str):
@@ -123,13 +122,13 @@ class IngrainModelEndpoints:
 
     async def unload(self, event: Event, params: Mapping[str, str]) -> Reply:
         self._authorize_change(event)
-        name = _name(json_object(event.body))
+        name = _name(event.body.json_object())
         await self._unload(name)
         return Reply.json({"message": f"Model {name} unloaded successfully."})
 
     async def delete(self, event: Event, params: Mapping[str, str]) -> Reply:
         self._authorize_change(event)
-        fields = json_object(event.body)
+        fields = event.body.json_object()
         name = _name(fields)
         custom = self._custom.pop(name, None)
         if custom is not None:
@@ -174,7 +173,7 @@ class IngrainModelEndpoints:
 
     async def download(self, event: Event, params: Mapping[str, str]) -> Reply:
         self._authorize_change(event)
-        fields = json_object(event.body)
+        fields = event.body.json_object()
         library, name, url = fields.get("library"), fields.get("pretrained_name"), fields.get("safetensors_url")
         if library not in LIBRARIES:
             raise InvalidRequest(f"'library' must be one of {', '.join(LIBRARIES)}")

@@ -8,17 +8,15 @@ how the kserve client's v1 ``is_server_live`` asks. Errors stay ``{"error": mess
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from v2serve.core.routes import Route
 from v2serve.core.server_core import ServerCore
 from v2serve.errors import InvalidRequest
 from v2serve.event import Event, Reply
+from v2serve.protocol.bodies import Decoder
+from v2serve.protocol.body import Body
 from v2serve.protocol.datapoints import decode_datapoints, decode_named_values
-from v2serve.protocol.decode import DecodedRequest
-from v2serve.protocol.jsonio import loads
-from v2serve.protocol.schema import ModelSchema
 from v2serve.protocol.values import rows
 
 _ERRORS = (400, 404, 413, 500, 503, 504)
@@ -59,25 +57,23 @@ class KServeV1Endpoints:
 
     async def predict(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self._core.entry(params)
-        result = await self._dataplane.infer_decoded(
-            entry, _decoder(event.body), headers=event.headers, event_id=event.id
-        )
-        return Reply.json({"predictions": rows(result)})
+        result = await self._dataplane.infer(entry, _decoder(event.body), headers=event.headers, event_id=event.id)
+        return result.encode(lambda result: Reply.json({"predictions": rows(result)}))
 
     async def explain(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self._core.entry(params)
-        result = await self._dataplane.infer_decoded(
+        result = await self._dataplane.infer(
             entry, _decoder(event.body), explain=True, headers=event.headers, event_id=event.id
         )
-        return Reply.json({"explanations": rows(result)})
+        return result.encode(lambda result: Reply.json({"explanations": rows(result)}))
 
 
 def kserve_v1_routes(core: ServerCore) -> list[Route]:
     return KServeV1Endpoints(core).routes()
 
 
-def _decoder(body: Any) -> Callable[[ModelSchema], DecodedRequest]:
-    document = loads(body) if isinstance(body, bytes | bytearray | memoryview) else body
+def _decoder(body: Body) -> Decoder:
+    document = body.json()
     if not isinstance(document, dict) or ("instances" in document) == ("inputs" in document):
         raise InvalidRequest("a KServe v1 request is a JSON object with either 'instances' or 'inputs'")
     if "instances" in document:

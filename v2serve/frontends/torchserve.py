@@ -22,6 +22,8 @@ from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.frontends.forms import form_fields, is_form
 from v2serve.models.base import Model
+from v2serve.protocol.bodies import Decoder
+from v2serve.protocol.body import Body
 from v2serve.protocol.datapoints import decode_datapoints, decode_fields, single_input
 from v2serve.protocol.decode import DecodedRequest, decode_request
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps, loads
@@ -87,18 +89,18 @@ class TorchServeEndpoints:
             first = await anext(results, None)
             if first is None:
                 return Reply(200, b"", entry.model.bytes_content_type)
-            reply = _rendered(first, entry.model)
+            reply = first.encode(_renderer(entry.model))
             reply.stream = _chunks(results, entry.model)
             return reply
-        result = await self._dataplane.infer_decoded(entry, decode, headers=event.headers, event_id=event.id)
-        return _rendered(result, entry.model)
+        result = await self._dataplane.infer(entry, decode, headers=event.headers, event_id=event.id)
+        return result.encode(_renderer(entry.model))
 
     async def explanations(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self._core.entry(params)
-        result = await self._dataplane.infer_decoded(
+        result = await self._dataplane.infer(
             entry, _decoder(event), explain=True, headers=event.headers, event_id=event.id
         )
-        return _rendered(result, entry.model)
+        return result.encode(_renderer(entry.model))
 
 
 def torchserve_routes(core: ServerCore) -> list[Route]:
@@ -139,12 +141,12 @@ def _status_body(description: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- request bodies
 
 
-def _decoder(event: Event) -> Callable[[ModelSchema], DecodedRequest]:
+def _decoder(event: Event) -> Decoder:
     body = event.body
-    content_type = event.content_type or ""
-    if not isinstance(body, bytes | bytearray | memoryview):
-        return lambda schema: _from_json(schema, body)  # a transport decoded it already
-    raw = bytes(body)
+    content_type = body.content_type or ""
+    if body.is_decoded:
+        return lambda schema: _from_json(schema, body.json())  # a transport decoded it already
+    raw = bytes(body.raw)
     if is_form(content_type):
         fields = form_fields(raw, content_type)
         return lambda schema: _from_form(schema, fields)
@@ -167,7 +169,7 @@ def _from_body(schema: ModelSchema, body: bytes, content_type: str) -> DecodedRe
 def _from_json(schema: ModelSchema, value: Any) -> DecodedRequest:
     inputs = value.get("inputs") if isinstance(value, dict) else None
     if isinstance(inputs, list) and inputs and all(isinstance(item, dict) for item in inputs):
-        return decode_request(schema, value, {}, value)  # a v2 request, tensors named
+        return decode_request(schema, Body.decoded(value))  # a v2 request, tensors named
     return decode_datapoints(schema, value)
 
 
@@ -198,6 +200,10 @@ def _is_json(content_type: str) -> bool:
 # ---------------------------------------------------------------- responses
 
 
+def _renderer(model: Model) -> Callable[[InferenceResult], Reply]:
+    return lambda result: _rendered(result, model)
+
+
 def _rendered(result: InferenceResult, model: Model) -> Reply:
     """The request's row (a batch: its rows): one BYTES value as it is, anything else as JSON."""
     if len(result.outputs) == 1 and result.outputs[0].datatype == "BYTES" and result.outputs[0].array.size == 1:
@@ -214,6 +220,6 @@ def _rendered(result: InferenceResult, model: Model) -> Reply:
 async def _chunks(results: AsyncGenerator[InferenceResult, None], model: Model) -> AsyncGenerator[bytes, None]:
     try:
         async for result in results:
-            yield _rendered(result, model).body
+            yield result.encode(_renderer(model)).body
     finally:
         await results.aclose()

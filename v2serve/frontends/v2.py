@@ -9,19 +9,19 @@ headers (streams, serverless); ``OPTIONS /`` is the API description (TorchServe'
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
-from v2serve.core.operations import BODY_OPERATIONS, TENSOR_OPERATIONS, Kind, canonical, kind_of
+from v2serve.core.operations import BODY_OPERATIONS, Kind, canonical, kind_of
 from v2serve.core.routes import Handler, Route
 from v2serve.core.server_core import ServerCore
+from v2serve.data.requests import may_name_data_url, with_data_url
 from v2serve.errors import OperationNotFound, V2ServeError
 from v2serve.event import Addressed, Event, Reply, error_reply, value_reply
 from v2serve.frontends.generate import EVENT_STREAM, GenerateEndpoints
 from v2serve.metrics.server import PROMETHEUS_CONTENT_TYPE
-from v2serve.protocol import binary
-from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, loads
-from v2serve.protocol.request_json import loads_inference_request
+from v2serve.protocol.bodies import document_of, v2_decoder
+from v2serve.protocol.body import Body
+from v2serve.protocol.jsonio import JSON_CONTENT_TYPE
 from v2serve.protocol.response import InferenceResult, encode_inference_response
 
 OPENAPI_PATH = "/v2/docs/openapi.json"
@@ -55,18 +55,26 @@ class V2Endpoints:
             entry = self._core.entry(params)
             kind = kind_of(entry, operation)
             if kind is Kind.TENSORS:
-                return await self._dataplane.infer(entry, operation, event.body, event.headers, v2_reply, event.id)
-            if kind is Kind.DOCUMENT:
-                value = await self._dataplane.document(entry, operation, event.body, event.headers, event.id)
-            else:
-                value = await self._dataplane.custom(entry, operation, event.body, event.headers, event.id)
-            return value_reply(value)
+                body, runs = event.body, operation
+                if may_name_data_url(body):
+                    entry.require_ready()
+                    body, runs = await with_data_url(body, operation, entry.schema, self._core.data)
+                result = await self._dataplane.infer(
+                    entry, v2_decoder(body, runs), explain=runs == "explain", headers=event.headers, event_id=event.id
+                )
+                return result.encode(v2_reply)
+            value = document_of(event.body) if kind is Kind.DOCUMENT else event.body.json()
+            return value_reply(
+                await self._dataplane.call(entry, operation, value, headers=event.headers, event_id=event.id)
+            )
 
         return run
 
     async def custom_operation(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self._core.entry(params)
-        value = await self._dataplane.custom(entry, params["operation"], event.body, event.headers, event.id)
+        value = await self._dataplane.call(
+            entry, params["operation"], event.body.json(), headers=event.headers, event_id=event.id
+        )
         return value_reply(value)
 
     async def model_metadata(self, event: Event, params: Mapping[str, str]) -> Reply:
@@ -105,31 +113,27 @@ class V2Endpoints:
         addressed = _addressed({}, event.headers)
         try:
             try:
-                raw = event.body
-                fields, event = _parse_body(event)
-                addressed = _addressed(fields, event.headers)
+                addressed = _addressed(_fields(event.body), event.headers)
             except V2ServeError as exc:
                 self._core.count_unrouted(exc)
                 raise
-            target, event = self._body_target(addressed, event, raw)
+            target = self._body_target(addressed)
             reply = await self.operation(target["operation"])(event, target)
         except V2ServeError as exc:
             reply = error_reply(exc)
         reply.addressed = addressed
         return reply
 
-    def _body_target(self, addressed: Addressed, event: Event, raw: Any) -> tuple[dict[str, str], Event]:
+    def _body_target(self, addressed: Addressed) -> dict[str, str]:
         """Model, version and operation as route parameters; a body that names no model goes to the only
         model, and is an error when there are several."""
-        model = addressed.model or self._core.unnamed_model()
-        operation = canonical(addressed.operation or "infer")
-        if operation not in TENSOR_OPERATIONS and raw is not event.body:
-            # Custom operations get the document as plain JSON, data lists included, not as numpy arrays.
-            event = replace(event, body=loads(raw))
-        target = {"model": model, "operation": operation}
+        target = {
+            "model": addressed.model or self._core.unnamed_model(),
+            "operation": canonical(addressed.operation or "infer"),
+        }
         if addressed.version is not None:
             target["version"] = addressed.version
-        return target, event
+        return target
 
     # ------------------------------------------------------------ server routes
 
@@ -271,13 +275,12 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _parse_body(event: Event) -> tuple[dict[str, Any], Event]:
-    """The body's fields, and the event with its body parsed (once) for the data plane."""
-    body = event.body
-    if isinstance(body, bytes | bytearray | memoryview) and binary.HEADER_LENGTH not in event.headers:
-        body = loads_inference_request(body)
-        event = replace(event, body=body)
-    return (body if isinstance(body, dict) else {}), event
+def _fields(body: Body) -> dict[str, Any]:
+    """The body's fields (parsed once, as an inference request: its operation reuses the parse)."""
+    if body.binary_extension:
+        return {}
+    document = body.inference_json()
+    return document if type(document) is dict else {}
 
 
 def _addressed(fields: dict[str, Any], headers: Mapping[str, str]) -> Addressed:

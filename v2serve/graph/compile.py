@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from v2serve.core.dataplane import DataPlane
+from v2serve.core.server_core import ServerCore
 from v2serve.graph.ensemble import VotingEnsemble
 from v2serve.graph.flow import Flow, FlowNode
 from v2serve.graph.spec import GraphError, GraphSpec, StepSpec
@@ -21,7 +21,7 @@ from v2serve.models.base import Model
 from v2serve.models.invoker import Runner, bind
 from v2serve.models.loader import import_object
 from v2serve.models.mlrun import ServingContext, V2ModelServer
-from v2serve.models.registry import ModelEntry, ModelRegistry
+from v2serve.models.registry import ModelEntry
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,9 @@ class CompiledGraph:
 
 
 class GraphCompiler:
-    def __init__(
-        self, registry: ModelRegistry, dataplane: DataPlane, runner: Runner, base_dir: Path | None = None
-    ) -> None:
-        self._registry = registry
-        self._dataplane = dataplane
+    def __init__(self, core: ServerCore, runner: Runner, base_dir: Path | None = None) -> None:
+        self._core = core
+        self._registry = core.registry
         self._runner = runner
         self._base_dir = base_dir
         self._parameters: dict[str, Any] = {}
@@ -119,7 +117,7 @@ class GraphCompiler:
             return self._task(spec)
         if spec.kind in ("model", "ensemble"):
             entry = self._register(spec)
-            return ModelStep(spec.name, entry.name, entry.version, self._registry, self._dataplane)
+            return ModelStep(spec.name, entry.name, entry.version, self._core)
         if not spec.routes:
             raise GraphError(f"step {spec.name!r}: a {spec.kind} step needs routes")
         children = [self._step(route) for route in spec.routes]

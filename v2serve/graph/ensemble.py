@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -60,15 +61,15 @@ class VotingEnsemble(Model):
 
     async def predict(self, inputs: Tensors, context: RequestContext) -> Any:
         members = self.members if self._resolve is None else [self._resolve(*key) for key in self._member_keys]
-        for member in members:
-            member.require_ready()
-            member.enter()
-        try:
+        with contextlib.ExitStack() as stack:
+            # Each member's request is accounted as any other of its requests (in flight, status, duration).
+            calls = [stack.enter_context(member.serving("infer")) for member in members]
+            for member in members:
+                member.require_ready()
             # Through each member's scheduler: its queue bound, deadline and batching apply here too.
             results = await asyncio.gather(*(m.scheduler.submit(inputs, context, None) for m in members))
-        finally:
-            for member in members:
-                member.leave()
+            for call in calls:
+                call.status = 200
         outputs = [as_output_dict(m.model, result) for m, result in zip(members, results, strict=True)]
         names = outputs[0].keys()
         if any(out.keys() != names for out in outputs):

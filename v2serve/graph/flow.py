@@ -70,7 +70,7 @@ class Flow:
     async def handle(self, event: Event) -> Reply:
         body = None
         try:
-            body = loads(event.body) if isinstance(event.body, bytes | bytearray | memoryview) else event.body
+            body = event.body.json() if len(event.body) or event.body.is_decoded else loads(b"")
             return value_reply(await self._run(body, event))
         except Answered as answered:
             return value_reply(answered.answer)

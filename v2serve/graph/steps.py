@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from v2serve.core.dataplane import DataPlane
 from v2serve.core.operations import Kind, canonical, kind_of, model_in_path
+from v2serve.core.server_core import ServerCore
+from v2serve.data.requests import with_data_url
 from v2serve.errors import InferenceError, InvalidRequest, ModelNotFound
 from v2serve.event import Event
 from v2serve.models.invoker import BoundMethod, Runner
-from v2serve.models.registry import ModelRegistry
+from v2serve.protocol.bodies import v2_decoder
+from v2serve.protocol.body import Body
 from v2serve.protocol.response import InferenceResult
 
 
@@ -38,25 +40,22 @@ class ModelStep:
     """A registered model used inside a flow: the body is a v2 request (a Python value), the result the v2
     response as Python values with numpy data, straight from the data plane: no JSON between steps."""
 
-    def __init__(
-        self, name: str, model: str, version: str | None, registry: ModelRegistry, dataplane: DataPlane
-    ) -> None:
+    def __init__(self, name: str, model: str, version: str | None, core: ServerCore) -> None:
         self.name = name
         self.model, self.version = model, version
-        self._registry = registry
-        self._dataplane = dataplane
+        self._core = core
+        self._dataplane = core.dataplane
 
     async def run(self, body: Any, event: Event) -> Any:
-        entry = self._registry.resolve(self.model, self.version)
+        entry = self._core.registry.resolve(self.model, self.version)
         operation = canonical(body.get("operation", "infer") if isinstance(body, dict) else "infer")
-        kind = kind_of(entry, operation)
-        if kind is Kind.TENSORS:
-            return await self._dataplane.infer(
-                entry, operation, body, event.headers, InferenceResult.as_value, event.id
-            )
-        if kind is Kind.DOCUMENT:
-            return await self._dataplane.document(entry, operation, body, event.headers, event.id)
-        return await self._dataplane.custom(entry, operation, body, event.headers, event.id)
+        if kind_of(entry, operation) is not Kind.TENSORS:
+            return await self._dataplane.call(entry, operation, body, headers=event.headers, event_id=event.id)
+        request, runs = await with_data_url(Body.decoded(body), operation, entry.schema, self._core.data)
+        result = await self._dataplane.infer(
+            entry, v2_decoder(request, runs), explain=runs == "explain", headers=event.headers, event_id=event.id
+        )
+        return result.encode(InferenceResult.as_value)
 
 
 class ParallelStep:

@@ -1,6 +1,6 @@
 """The GRPCInferenceService over a ModelServer: the same registry, data plane and repository as HTTP.
 
-Every RPC resolves the model as the HTTP routes do and runs through ``DataPlane.infer_decoded`` (or
+Every RPC resolves the model as the HTTP routes do and runs through ``DataPlane.infer`` (or
 ``stream``), so a model answers the same, and is counted the same, over both. Errors abort the call with
 the status code of their HTTP status (``status.py``).
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -23,6 +24,7 @@ from v2serve.grpc.codec import decode_infer_request, encode_infer_response, para
 from v2serve.grpc.generated import inference_pb2 as pb
 from v2serve.grpc.status import rich_status
 from v2serve.models.registry import ModelEntry
+from v2serve.protocol.body import Body
 from v2serve.protocol.decode import DecodedRequest
 from v2serve.protocol.schema import ModelSchema
 
@@ -66,12 +68,12 @@ class InferenceService:
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         entry = await self._entry(request.model_name, request.model_version, context)
         try:
-            result = await self._dataplane.infer_decoded(
+            result = await self._dataplane.infer(
                 entry, _decoder(request, context), headers=_headers(context), event_id=request.id or None
             )
         except V2ServeError as exc:
             await _abort(context, exc)
-        return encode_infer_response(result, raw=bool(request.raw_input_contents))
+        return result.encode(partial(encode_infer_response, raw=bool(request.raw_input_contents)))
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: Any
@@ -86,8 +88,8 @@ class InferenceService:
                 )
                 try:
                     async for result in results:
-                        raw = bool(request.raw_input_contents)
-                        yield pb.ModelStreamInferResponse(infer_response=encode_infer_response(result, raw=raw))
+                        encoded = result.encode(partial(encode_infer_response, raw=bool(request.raw_input_contents)))
+                        yield pb.ModelStreamInferResponse(infer_response=encoded)
                 finally:
                     await results.aclose()
             except V2ServeError as exc:
@@ -177,7 +179,7 @@ def _headers(context: Any) -> dict[str, str]:
 
 
 def _event(context: Any, body: dict[str, Any]) -> Event:
-    return Event(body=body, path="/grpc", method="POST", headers=_headers(context), trigger="grpc")
+    return Event(body=Body.decoded(body), path="/grpc", method="POST", headers=_headers(context), trigger="grpc")
 
 
 async def _abort(context: Any, exc: V2ServeError) -> NoReturn:

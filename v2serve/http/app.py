@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from v2serve.errors import InvalidRequest, PayloadTooLarge, Unavailable, V2ServeError
 from v2serve.event import Event, Reply, error_reply
 from v2serve.protocol.binary import parse_decimal
+from v2serve.protocol.body import Body
 from v2serve.server import ModelServer
 from v2serve.settings import Settings
 
@@ -51,7 +52,7 @@ class V2Endpoint:
         path, root = scope["path"], scope.get("root_path", "")
         server = scope.get("server")
         event = Event(
-            body=body,
+            body=Body.of(body, headers),
             path=path[len(root) :] if root and path.startswith(root) else path,
             method=scope["method"],
             headers=headers,

@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
 from v2serve.data.artifacts import ArtifactCache
-from v2serve.errors import ModelLoadFailed, ModelNotFound, ModelNotReady
+from v2serve.errors import ModelLoadFailed, ModelNotFound, ModelNotReady, V2ServeError
 from v2serve.metrics.model import ModelGauge, ModelRecorder
 from v2serve.metrics.server import ServerMetrics
 from v2serve.models.base import Model, RequestContext
@@ -79,6 +80,12 @@ class ModelEntry:
     def version(self) -> str | None:
         return self.model.version
 
+    def serving(self, label: str, *, inference: bool = True) -> Serving:
+        """The accounting of one request on this version: ``with entry.serving("infer") as call: ...; call.status
+        = 200``. It counts the request as in flight, and when the block ends records its duration under
+        ``label`` with its status (a V2ServeError's, else 500 unless the block set one)."""
+        return Serving(self, label, inference)
+
     def require_ready(self) -> None:
         if self.state is ModelState.READY:
             return
@@ -86,6 +93,32 @@ class ModelEntry:
         if self.state is ModelState.FAILED:
             raise ModelNotReady(f"model {label} failed to load: {self.reason}", retry_after_s=30)
         raise ModelNotReady(f"model {label} is {self.state.value.lower()}", retry_after_s=1)
+
+
+class Serving:
+    """One request's accounting (``ModelEntry.serving``): a plain synchronous context, two calls on the hot path."""
+
+    __slots__ = ("entry", "inference", "label", "started", "status")
+
+    def __init__(self, entry: ModelEntry, label: str, inference: bool) -> None:
+        self.entry = entry
+        self.label = label
+        self.inference = inference
+        self.status = 500
+        self.started = 0
+
+    def __enter__(self) -> Serving:
+        self.started = time.perf_counter_ns()
+        self.entry.enter()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> None:
+        if isinstance(error, V2ServeError):
+            self.status = error.status_code
+        elif isinstance(error, GeneratorExit):
+            self.status = 499  # the consumer went away (nginx's "client closed request")
+        self.entry.leave()
+        self.entry.stats.finished(self.started, self.label, self.status, inference=self.inference)
 
 
 def schema_of(model: Model) -> ModelSchema:

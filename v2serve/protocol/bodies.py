@@ -1,28 +1,60 @@
 """Every body a v2 infer route takes, decoded: v2 tensors (JSON or the binary extension), MLRun's data points
-(``{"inputs": [f1, f2, ...]}`` or a list of them), and bodies that are not JSON (an image, bytes, text) for
-a model's single input."""
+(``{"inputs": [f1, f2, ...]}`` or a list of them), bodies that are not JSON (an image, bytes, text) for a
+model's single input, and ``infer_dict`` rows; ``v2_decoder`` picks the decoding an operation needs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 from v2serve.errors import InvalidRequest
+from v2serve.protocol.body import Body
 from v2serve.protocol.datapoints import decode_datapoints, decode_fields, single_input
-from v2serve.protocol.decode import DecodedRequest, RawBody, decode_request
+from v2serve.protocol.decode import (
+    DecodedRequest,
+    RawBody,
+    decode_dict_request,
+    decode_request,
+    raw_body,
+    request_document,
+)
 from v2serve.protocol.schema import ModelSchema
 
+Decoder = Callable[[ModelSchema], DecodedRequest]
+"""A request's decoding against the schema of the model it reaches (run, and timed, by the data plane)."""
 
-def decode_body(schema: ModelSchema, body: Any, headers: Mapping[str, str], parsed: Any) -> DecodedRequest:
-    """``parsed``: the body as ``json_body`` gave it."""
-    if type(parsed) is dict:
-        inputs = parsed.get("inputs")
+
+def v2_decoder(body: Body, operation: str) -> Decoder:
+    """The decoding of a v2 request body for ``operation`` (infer, explain or infer_dict)."""
+    if operation == "infer_dict":
+        return lambda schema: decode_dict_request(schema, body.inference_json())
+    return lambda schema: decode_body(schema, body)
+
+
+def decode_body(schema: ModelSchema, body: Body) -> DecodedRequest:
+    """Any body an infer route takes: v2 tensors, MLRun's data points, or a body that is not JSON."""
+    document = request_document(body)
+    if type(document) is dict:
+        inputs = document.get("inputs")
         # A list whose first item is not a tensor object is MLRun's list of data points.
         if type(inputs) is list and inputs and type(inputs[0]) is not dict:
-            return _datapoints(schema, parsed, inputs)
-    elif type(parsed) is RawBody:
-        return decode_raw(schema, parsed)
-    return decode_request(schema, body, headers, parsed)
+            return _datapoints(schema, document, inputs)
+    elif type(document) is RawBody:
+        return decode_raw(schema, document)
+    return decode_request(schema, body)
+
+
+def document_of(body: Body) -> Any:
+    """A request document as it was sent, for a model that takes documents (MLRun's classes): JSON as JSON,
+    the bytes or text of a body that is not JSON as ``{"inputs": ...}`` (MLRun's rule)."""
+    if body.binary_extension:
+        raise InvalidRequest("this model takes JSON or raw bodies, not the binary tensor extension")
+    content_type = body.content_type
+    if content_type is not None and not body.is_decoded:
+        raw = raw_body(content_type, body.raw)
+        if raw is not None:
+            return {"inputs": raw.data}
+    return body.json()
 
 
 def decode_raw(schema: ModelSchema, raw: RawBody) -> DecodedRequest:

@@ -8,7 +8,6 @@ any data is converted, and element counts against the bytes present before anyth
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from v2serve.errors import InvalidRequest
 from v2serve.protocol import binary
+from v2serve.protocol.body import Body
 from v2serve.protocol.codec import decode_binary_tensor, decode_json_tensor, element_count
 from v2serve.protocol.datatypes import WIRE_ITEMSIZE
 from v2serve.protocol.request_json import loads_inference_request
@@ -46,19 +46,18 @@ class RawBody:
     data: bytes | str
 
 
-def json_body(body: Any, headers: Mapping[str, str]) -> Any:
-    """The request's JSON document, parsed once; None when the body uses the binary extension (its JSON
-    header is parsed with the binary data it describes); a RawBody when its content type says it is not JSON."""
-    if not isinstance(body, bytes | bytearray | memoryview):
-        return body  # the transport decoded it already
-    if binary.HEADER_LENGTH in headers:
+def request_document(body: Body) -> Any:
+    """The request's JSON document (parsed once, tensor data into numpy); None when the body uses the binary
+    extension (its JSON header is parsed with the binary data it describes); a RawBody when its content type
+    says it is not JSON."""
+    if body.binary_extension:
         return None
-    content_type = headers.get("content-type")
-    if content_type is not None and not content_type.startswith("application/json"):
-        raw = raw_body(content_type, body)
+    content_type = body.content_type
+    if content_type is not None and not body.is_decoded and not content_type.startswith("application/json"):
+        raw = raw_body(content_type, body.raw)
         if raw is not None:
             return raw
-    return loads_inference_request(body)
+    return body.inference_json()
 
 
 def raw_body(content_type: str, body: bytes | bytearray | memoryview) -> RawBody | None:
@@ -74,16 +73,14 @@ def raw_body(content_type: str, body: bytes | bytearray | memoryview) -> RawBody
     return None
 
 
-def decode_request(schema: ModelSchema, body: Any, headers: Mapping[str, str], parsed: Any) -> DecodedRequest:
-    """A request's tensors, checked against ``schema`` and decoded. ``body``: the request's bytes (or the
-    JSON value a transport already decoded); ``parsed``: its JSON document, as ``json_body`` gave it."""
-    header_value = headers.get(binary.HEADER_LENGTH)
-    # Only a byte body with the binary header arrives unparsed (``parsed`` None); anything else is JSON.
-    if header_value is None or not isinstance(body, bytes | bytearray | memoryview):
-        request = parse_inference_request(parsed)
+def decode_request(schema: ModelSchema, body: Body) -> DecodedRequest:
+    """A request's tensors (v2 JSON, or the binary extension), checked against ``schema`` and decoded."""
+    header_value = body.header_length
+    if header_value is None or body.is_decoded:
+        request = parse_inference_request(body.inference_json())
         return DecodedRequest(request, decode_tensors(schema, request, None))
-    header_length = binary.parse_header_length(header_value, len(body))
-    view = memoryview(body)
+    header_length = binary.parse_header_length(header_value, len(body.raw))
+    view = memoryview(body.raw)
     if header_length == 0:
         return _decode_raw_binary(schema, view)
     request = parse_inference_request(loads_inference_request(view[:header_length]))

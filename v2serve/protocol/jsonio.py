@@ -9,7 +9,7 @@ import orjson
 from v2serve.errors import InvalidRequest
 from v2serve.protocol.media import JSON_CONTENT_TYPE
 
-__all__ = ["JSON_CONTENT_TYPE", "dumps", "json_object", "loads"]
+__all__ = ["JSON_CONTENT_TYPE", "dumps", "loads"]
 
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -20,18 +20,6 @@ def loads(body: bytes | bytearray | memoryview | str) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"malformed JSON: {exc}") from None
-
-
-def json_object(body: Any) -> dict[str, Any]:
-    """A request body that must be a JSON object: bytes are parsed (an empty body is ``{}``), a value the
-    transport already decoded is taken as it is; anything else raises InvalidRequest."""
-    if isinstance(body, bytes | bytearray | memoryview):
-        body = loads(body) if len(body) else {}
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    return body
 
 
 def dumps(obj: Any) -> bytes:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -11,6 +13,8 @@ from v2serve.protocol.binary import HEADER_LENGTH
 from v2serve.protocol.codec import binary_data, json_data, to_wire_array
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps
 from v2serve.protocol.media import BINARY_CONTENT_TYPE
+
+R = TypeVar("R")
 
 
 @dataclass(slots=True)
@@ -26,7 +30,8 @@ class OutputTensor:
 @dataclass(slots=True)
 class InferenceResult:
     """A v2 inference response before it is encoded: what the data plane returns, outputs in numpy. A
-    front-end renders it (the v2 one with ``encode_inference_response``)."""
+    front-end renders it in its own wire format through ``encode``, which times the rendering as the
+    request's encode step (Triton's ``compute_output``), whichever front-end it is."""
 
     model_name: str
     model_version: str | None
@@ -34,6 +39,16 @@ class InferenceResult:
     outputs: list[OutputTensor]
     lone: bool = False
     """The request was one data point rather than a batch (see DecodedRequest.lone)."""
+    on_encoded: Callable[[int], None] | None = None
+    """Told how long the rendering took, in nanoseconds (the model's recorder)."""
+
+    def encode(self, render: Callable[[InferenceResult], R]) -> R:
+        """``render(self)``, timed as the request's encode step."""
+        started = time.perf_counter_ns()
+        rendered = render(self)
+        if self.on_encoded is not None:
+            self.on_encoded(time.perf_counter_ns() - started)
+        return rendered
 
     def as_value(self) -> dict[str, Any]:
         """The response as the Python value its JSON would decode to, except that numeric ``data`` stays a

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from v2serve.errors import V2ServeError
 from v2serve.event import Addressed, Event, Reply
+from v2serve.protocol.body import Body
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps
 
 STATUS_HEADER = "v2-status"
@@ -35,7 +36,7 @@ def event_from_message(
     """The Event for one stream message; the key, when there is one, is the request id."""
     text_headers = {name.lower(): raw.decode("utf-8", "replace") for name, raw in headers}
     return Event(
-        body=value or b"",
+        body=Body.of(value or b"", text_headers),
         path="/",
         method="POST",
         headers=text_headers,

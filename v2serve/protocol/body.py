@@ -1,0 +1,97 @@
+"""A request body as one value, built once per request by the transport that received it.
+
+A transport hands over either the bytes it received (HTTP, Kafka, Kinesis, the mock server) or a value it
+already decoded (a Nuclio trigger's JSON, gRPC's repository calls). ``Body`` carries either, with what the
+request's headers say about it (its content type, whether it uses the binary tensor extension), and parses
+it at most once for each reading: ``json()`` (plain JSON values) and ``inference_json()`` (numeric tensor
+data read straight into numpy, for decoding tensors). Nothing downstream asks "bytes or already parsed?".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from v2serve.errors import InvalidRequest
+from v2serve.protocol.binary import HEADER_LENGTH
+from v2serve.protocol.jsonio import loads
+from v2serve.protocol.request_json import loads_inference_request
+
+_UNPARSED: Any = object()
+_NO_HEADERS: Mapping[str, str] = {}
+
+
+class Body:
+    """A request body: ``raw`` bytes (empty when a transport gave a decoded value), ``media_type`` (the
+    content type without parameters, lower case; None when the request named none) and ``header_length``
+    (the binary tensor extension's JSON header length, as the request's header gave it)."""
+
+    __slots__ = ("_inference", "_json", "content_type", "header_length", "is_decoded", "raw")
+
+    def __init__(
+        self,
+        raw: bytes | bytearray | memoryview = b"",
+        content_type: str | None = None,
+        header_length: str | None = None,
+    ) -> None:
+        self.raw = raw
+        self.content_type = content_type
+        self.header_length = header_length
+        self._json: Any = _UNPARSED
+        self._inference: Any = _UNPARSED
+        self.is_decoded = False
+        """Whether the body came as a value rather than as bytes."""
+
+    @classmethod
+    def of(cls, raw: bytes | bytearray | memoryview, headers: Mapping[str, str] = _NO_HEADERS) -> Body:
+        """The body of a request with these (lower-case) headers."""
+        return cls(raw, headers.get("content-type"), headers.get(HEADER_LENGTH))
+
+    @classmethod
+    def decoded(cls, value: Any, content_type: str | None = None) -> Body:
+        """A body a transport (or a graph step) already has as a JSON value."""
+        body = cls(b"", content_type)
+        body._json = body._inference = value
+        body.is_decoded = True
+        return body
+
+    @property
+    def binary_extension(self) -> bool:
+        """Whether the body is the binary tensor extension's (a JSON header, then tensor data)."""
+        return self.header_length is not None and not self.is_decoded
+
+    @property
+    def media_type(self) -> str:
+        """The content type without its parameters, lower case; '' when the request named none."""
+        return (self.content_type or "").split(";", 1)[0].strip().lower()
+
+    def json(self) -> Any:
+        """The body as plain JSON values (an empty body is None), parsed once."""
+        if self._json is _UNPARSED:
+            if self.header_length is not None:
+                raise InvalidRequest("this operation takes JSON, not the binary tensor extension")
+            self._json = loads(self.raw) if len(self.raw) else None
+        return self._json
+
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object (an empty body is ``{}``); anything else raises InvalidRequest."""
+        value = self.json()
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise InvalidRequest("the request body must be a JSON object")
+        return value
+
+    def inference_json(self) -> Any:
+        """The body as an inference request's JSON, numeric tensor data read straight into numpy, parsed once."""
+        if self._inference is _UNPARSED:
+            if self.header_length is not None:
+                raise InvalidRequest("this operation takes JSON, not the binary tensor extension")
+            self._inference = loads_inference_request(self.raw)
+        return self._inference
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __bytes__(self) -> bytes:
+        return bytes(self.raw)
