@@ -24,25 +24,27 @@ def statistics():
     """Each copy's Triton statistics after one request through its own front-end."""
     port = free_port()
     models = [RowSum(name=f"rowsum_{front_end}") for front_end in FRONT_ENDS]
-    with serve_in_thread(*models, services=[GrpcServer], grpc={"port": port}) as base:
-        with httpx.Client(base_url=base, timeout=10) as client:
-            v2 = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": ROWS}]}
-            answers = [
-                client.post("/v2/models/rowsum_v2/infer", json=v2),
-                client.post("/v2/models/rowsum_generate/generate", json={"x": ROWS}),
-                client.post("/v1/models/rowsum_kserve:predict", json={"instances": ROWS}),
-                client.post("/predictions/rowsum_torchserve", content=orjson.dumps(ROWS),
-                            headers={"content-type": "application/json"}),
-            ]  # fmt: skip
-            assert [answer.status_code for answer in answers] == [200] * 4, [a.text for a in answers]
-            tensor = triton.InferInput("x", [2, 3], "FP32")
-            tensor.set_data_from_numpy(np.asarray(ROWS, dtype=np.float32))
-            with triton.InferenceServerClient(f"127.0.0.1:{port}") as grpc_client:
-                grpc_client.infer("rowsum_grpc", [tensor])
-            yield {
-                front_end: client.get(f"/v2/models/rowsum_{front_end}/stats").json()["model_stats"][0]
-                for front_end in FRONT_ENDS
-            }
+    with (
+        serve_in_thread(*models, services=[GrpcServer], grpc={"port": port}) as base,
+        httpx.Client(base_url=base, timeout=10) as client,
+    ):
+        v2 = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 3], "data": ROWS}]}
+        answers = [
+            client.post("/v2/models/rowsum_v2/infer", json=v2),
+            client.post("/v2/models/rowsum_generate/generate", json={"x": ROWS}),
+            client.post("/v1/models/rowsum_kserve:predict", json={"instances": ROWS}),
+            client.post("/predictions/rowsum_torchserve", content=orjson.dumps(ROWS),
+                        headers={"content-type": "application/json"}),
+        ]  # fmt: skip
+        assert [answer.status_code for answer in answers] == [200] * 4, [a.text for a in answers]
+        tensor = triton.InferInput("x", [2, 3], "FP32")
+        tensor.set_data_from_numpy(np.asarray(ROWS, dtype=np.float32))
+        with triton.InferenceServerClient(f"127.0.0.1:{port}") as grpc_client:
+            grpc_client.infer("rowsum_grpc", [tensor])
+        yield {
+            front_end: client.get(f"/v2/models/rowsum_{front_end}/stats").json()["model_stats"][0]
+            for front_end in FRONT_ENDS
+        }
 
 
 def filled(record: dict) -> dict[str, int]:
