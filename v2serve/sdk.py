@@ -16,7 +16,7 @@ import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from v2serve.graph.spec import GraphSpec, StepKind, StepSpec
+from v2serve.graph.spec import GraphSpec, StepSpec
 from v2serve.models.base import Model, _snake_case
 from v2serve.settings import Settings
 
@@ -183,7 +183,7 @@ _STEP_OPTIONS = (
 
 
 def _step_spec(class_name: Any, name: str | None, options: dict[str, Any]) -> StepSpec:
-    kind: StepKind | None = options.pop("kind", None)
+    kind: str | None = options.pop("kind", None)
     fields = {key: options.pop(key) for key in _STEP_OPTIONS if key in options}
     if class_name is not None and not isinstance(class_name, str) and not inspect.isclass(class_name):
         fields.setdefault("handler", class_name)  # a function given positionally
@@ -202,7 +202,7 @@ def _handler_spec(name: str, handler: Any, class_name: Any, class_args: dict[str
     return StepSpec(name=name, kind="task", handler=handler, class_name=class_name, class_args=class_args)
 
 
-def _infer_kind(class_name: Any) -> StepKind:
+def _infer_kind(class_name: Any) -> str:
     if inspect.isclass(class_name) and issubclass(class_name, Model):
         return "model"
     if isinstance(class_name, str):

@@ -3,6 +3,7 @@
 import pytest
 
 from tests.graph import steps
+from v2serve.graph.kinds import STEP_KINDS, StepKind
 from v2serve.graph.spec import GraphError, GraphSpec
 from v2serve.sdk import Graph
 
@@ -148,3 +149,41 @@ def test_python_graph_written_to_yaml_and_read_back_answers_identically(name):
             a = original.request(path, body, method)
             b = copy.request(path, body, method)
             assert (a.status, a.content_type, a.body) == (b.status, b.content_type, b.body), path
+
+
+def test_an_unknown_step_kind_is_refused_naming_the_kinds():
+    with pytest.raises(ValueError, match="unknown step kind 'lambda'; the kinds are task, model"):
+        GraphSpec.from_dict({"topology": "flow", "steps": [{"name": "x", "kind": "lambda"}]})
+
+
+class Repeat:
+    """A step kind added by a test: ``{"values"}``, the body ``times`` times over (``class_args``)."""
+
+    def __init__(self, name: str, times: int) -> None:
+        self.name = name
+        self._times = times
+
+    async def run(self, body, event):
+        return {"values": [body] * self._times}
+
+
+@pytest.fixture
+def repeat_kind():
+    STEP_KINDS["repeat"] = StepKind(lambda compiler, spec: Repeat(spec.name, spec.class_args["times"]))
+    yield
+    del STEP_KINDS["repeat"]
+
+
+def test_a_new_step_kind_is_one_entry_in_the_registry(repeat_kind):
+    spec = {
+        "topology": "flow",
+        "steps": [
+            {"name": "twice", "kind": "repeat", "class_args": {"times": 2}},
+            {"name": "count", "kind": "task", "handler": "tests.graph.steps:count", "after": ["twice"]},
+        ],
+    }
+    with Graph.from_spec(GraphSpec.from_dict(spec)).to_mock_server() as server:
+        assert server.test("/", body={"values": [1, 2, 3]}) == {"count": 2}
+    router = GraphSpec.from_dict({"steps": [{"name": "twice", "kind": "repeat", "class_args": {"times": 2}}]})
+    with pytest.raises(GraphError, match="a router graph routes to model or ensemble steps, not repeat"):
+        Graph.from_spec(router).build_server()

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from v2serve.core.server_core import ServerCore
-from v2serve.graph.ensemble import VotingEnsemble
 from v2serve.graph.flow import Flow, FlowNode
+from v2serve.graph.kinds import STEP_KINDS
 from v2serve.graph.spec import GraphError, GraphSpec, StepSpec
-from v2serve.graph.steps import ModelStep, ParallelStep, RouterStep, Step, TaskStep
+from v2serve.graph.steps import Step, TaskStep
 from v2serve.models.base import Model
 from v2serve.models.invoker import Runner, bind
 from v2serve.models.loader import import_object
@@ -36,7 +36,7 @@ class CompiledGraph:
 
 class GraphCompiler:
     def __init__(self, core: ServerCore, runner: Runner, base_dir: Path | None = None) -> None:
-        self._core = core
+        self.core = core
         self._registry = core.registry
         self._runner = runner
         self._base_dir = base_dir
@@ -46,11 +46,11 @@ class GraphCompiler:
         self._parameters = spec.parameters
         if spec.topology == "router":
             for step in spec.steps:
-                if step.kind not in ("model", "ensemble"):
+                if STEP_KINDS[step.kind].model is None:
                     raise GraphError(
                         f"step {step.name!r}: a router graph routes to model or ensemble steps, not {step.kind}"
                     )
-                self._register(step)
+                self.register(step)
             return CompiledGraph(default_model=_default_route(spec))
         if spec.default_route is not None:
             raise GraphError("default_route is for router graphs; a flow answers every request itself")
@@ -58,27 +58,19 @@ class GraphCompiler:
 
     # ------------------------------------------------------------ models
 
-    def _register(self, spec: StepSpec) -> ModelEntry:
-        if spec.kind == "ensemble":
-            if not spec.routes:
-                raise GraphError(f"step {spec.name!r}: an ensemble needs routes")
-            members = [self._register(route) for route in spec.routes]
-            try:
-                model: Model = VotingEnsemble(
-                    spec.name, members, spec.vote_type, spec.weights, spec.version, resolve=self._registry.resolve
-                )
-            except ValueError as exc:
-                raise GraphError(f"step {spec.name!r}: {exc}") from None
-        elif spec.kind == "model":
-            model = self._model(spec)
-        else:
+    def register(self, spec: StepSpec) -> ModelEntry:
+        """The model a step serves, registered (once) in the server's registry."""
+        build = STEP_KINDS[spec.kind].model
+        if build is None:
             raise GraphError(f"step {spec.name!r}: only model steps can be routes here, not {spec.kind}")
+        model = build(self, spec)
         try:
             return self._registry.add(model)
         except ValueError as exc:
             raise GraphError(f"step {spec.name!r}: {exc}") from None
 
-    def _model(self, spec: StepSpec) -> Model:
+    def model(self, spec: StepSpec) -> Model:
+        """A model step's Model, created (its ``load`` runs later)."""
         cls = self._import(spec, spec.class_name, "class_name")
         if not (isinstance(cls, type) and issubclass(cls, Model)):
             raise GraphError(f"step {spec.name!r}: {cls!r} is not a subclass of v2serve.Model")
@@ -112,24 +104,12 @@ class GraphCompiler:
 
     # ------------------------------------------------------------ flow steps
 
-    def _step(self, spec: StepSpec) -> Step:
-        if spec.kind == "task":
-            return self._task(spec)
-        if spec.kind in ("model", "ensemble"):
-            entry = self._register(spec)
-            return ModelStep(spec.name, entry.name, entry.version, self._core)
-        if not spec.routes:
-            raise GraphError(f"step {spec.name!r}: a {spec.kind} step needs routes")
-        children = [self._step(route) for route in spec.routes]
-        if spec.kind == "parallel":
-            return ParallelStep(spec.name, children, spec.extend_event)
-        keys = {
-            (r.name if r.version is None else f"{r.name}:{r.version}"): c
-            for r, c in zip(spec.routes, children, strict=True)
-        }
-        return RouterStep(spec.name, keys)
+    def step(self, spec: StepSpec) -> Step:
+        """A step as it runs in a flow, built by its kind."""
+        return STEP_KINDS[spec.kind].flow_step(self, spec)
 
-    def _task(self, spec: StepSpec) -> TaskStep:
+    def task(self, spec: StepSpec) -> TaskStep:
+        """A task step: a function, or a class instance's ``do``."""
         if spec.handler is not None:
             function = self._import(spec, spec.handler, "handler")
             if not callable(function):
@@ -168,12 +148,12 @@ class GraphCompiler:
             unknown = [name for name in step.after if name not in by_name]
             if unknown:
                 raise GraphError(f"step {step.name!r} comes after unknown step(s) {unknown}")
-            on_error = self._task(step.on_error) if step.on_error is not None else None
+            on_error = self.task(step.on_error) if step.on_error is not None else None
             nodes[step.name] = FlowNode(
-                self._step(step), list(step.after), step.input_path, step.result_path, on_error, step.merge
+                self.step(step), list(step.after), step.input_path, step.result_path, on_error, step.merge
             )
         levels = _levels(by_name)
-        handler = self._task(spec.error_handler) if spec.error_handler is not None else None
+        handler = self.task(spec.error_handler) if spec.error_handler is not None else None
         return Flow(nodes, levels, _responder(spec.steps), handler)
 
 
@@ -219,7 +199,7 @@ def _responder(steps: list[StepSpec]) -> str:
 
 def _default_route(spec: GraphSpec) -> str | None:
     """The route that answers requests naming no model: ``default_route``, else the graph's only ensemble."""
-    keys = {step.name if step.version is None else f"{step.name}:{step.version}" for step in spec.steps}
+    keys = {step.key for step in spec.steps}
     if spec.default_route is not None:
         if spec.default_route not in keys:
             raise GraphError(f"default_route {spec.default_route!r} is not one of the routes {sorted(keys)}")

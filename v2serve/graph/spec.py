@@ -23,8 +23,6 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-StepKind = Literal["model", "task", "router", "ensemble", "parallel"]
-
 
 class GraphError(ValueError):
     """A graph that cannot be built; the message names the step at fault."""
@@ -34,7 +32,8 @@ class StepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     name: str
-    kind: StepKind = "task"
+    kind: str = "task"
+    """One of the kinds in ``graph/kinds.py:STEP_KINDS`` (model, task, router, ensemble, parallel)."""
     class_name: Any = None
     """Import path of the step's class, or the class itself (SDK)."""
     handler: Any = None
@@ -64,6 +63,20 @@ class StepSpec(BaseModel):
     @classmethod
     def _version_as_text(cls, value: Any) -> Any:
         return None if value is None else str(value)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        from v2serve.graph.kinds import STEP_KINDS  # the registry imports this module
+
+        if value not in STEP_KINDS:
+            raise ValueError(f"unknown step kind {value!r}; the kinds are {', '.join(STEP_KINDS)}")
+        return value
+
+    @property
+    def key(self) -> str:
+        """The step as a route: ``name``, or ``name:version``."""
+        return self.name if self.version is None else f"{self.name}:{self.version}"
 
 
 class GraphSpec(BaseModel):
