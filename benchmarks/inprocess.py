@@ -34,7 +34,7 @@ async def main(profile: bool) -> None:
     headers = {"content-type": "application/json"}
 
     async def one() -> None:
-        event = Event(Body.of(body, headers), "/v2/models/add_sub/infer", "POST", headers, "application/json")
+        event = Event(Body.of(body, headers), "/v2/models/add_sub/infer", "POST", headers)
         reply = await server.handle(event)
         assert reply.status == 200, reply.body
 

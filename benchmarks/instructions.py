@@ -142,7 +142,7 @@ async def _child(stage: str, loops: int) -> None:
             call = {
                 # A new Event per request, as a transport builds one: its body is parsed once, then memoised.
                 "core": lambda: _complete(
-                    server.handle(Event(Body.of(body, json_headers), path, "POST", json_headers, "application/json"))
+                    server.handle(Event(Body.of(body, json_headers), path, "POST", json_headers))
                 ),
                 "parse": lambda: parse_inference_request(orjson.loads(body)),
                 "decode": lambda: decode.decode_tensors(entry.schema, request, None),

@@ -29,7 +29,6 @@ class Event:
     path: str = "/"
     method: str = "POST"
     headers: Mapping[str, str] = field(default_factory=dict)
-    content_type: str | None = None
     id: str | None = None
     trigger: str = "http"
     query: str = ""

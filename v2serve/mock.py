@@ -79,7 +79,6 @@ class MockServer(SyncServer):
             query=query,
             method=(method or ("POST" if body is not None else "GET")).upper(),
             headers=lowered,
-            content_type=content_type,
             id=event_id,
             trigger="mock",
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from v2serve.event import Event
+from v2serve.protocol.binary import HEADER_LENGTH
 from v2serve.protocol.body import Body
 from v2serve.server import ModelServer
 from v2serve.sync_server import SyncServer
@@ -34,21 +35,21 @@ def to_event(event: Any) -> Event:
     """A Nuclio event as a v2serve Event (the body may arrive already decoded from JSON)."""
     value = event.body
     headers = {str(k).lower(): str(v) for k, v in (event.headers or {}).items()}
+    content_type = headers.get("content-type", event.content_type)
     if value is None:
-        body = Body()
+        body = Body(b"", content_type)
     elif isinstance(value, str):
-        body = Body.of(value.encode(), headers)
+        body = Body(value.encode(), content_type, headers.get(HEADER_LENGTH))
     elif isinstance(value, bytes | bytearray | memoryview):
-        body = Body.of(value, headers)
+        body = Body(value, content_type, headers.get(HEADER_LENGTH))
     else:
-        body = Body.decoded(value, event.content_type)  # the trigger decoded its JSON already
+        body = Body.decoded(value, content_type)  # the trigger decoded its JSON already
     trigger = getattr(event, "trigger", None)
     return Event(
         body=body,
         path=event.path or "/",
         method=(event.method or ("POST" if value else "GET")).upper(),
         headers=headers,
-        content_type=event.content_type,
         id=None if event.id is None else str(event.id),
         trigger=getattr(trigger, "kind", None) or "http",
     )

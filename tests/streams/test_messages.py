@@ -23,7 +23,7 @@ def test_a_message_becomes_a_body_routed_event_with_the_key_as_id():
     event = event_from_message(b"{}", b"key-1", [("V2-Model", b"m"), ("Content-Type", b"application/json")], "kafka")
     assert (event.path, event.method, event.id, event.trigger) == ("/", "POST", "key-1", "kafka")
     assert event.headers == {"v2-model": "m", "content-type": "application/json"}
-    assert event.content_type == "application/json"
+    assert event.body.content_type == "application/json"
 
 
 def test_a_tombstone_becomes_an_empty_body():

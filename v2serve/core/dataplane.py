@@ -132,7 +132,7 @@ class DataPlane:
         """Run the inputs ``decode`` builds against the model's schema through the model's scheduler; the
         outputs the request asked for. Decoding is timed as the request's decode step; render the result with
         ``InferenceResult.encode`` so that encoding is timed too."""
-        with entry.serving("explain" if explain else "infer") as call:
+        with Serving(entry, "explain" if explain else "infer", True) as call:
             entry.require_ready()
             if entry.invoker.streams:
                 raise InvalidRequest(

@@ -73,7 +73,11 @@ class ServerCore:
     def entry(self, params: Mapping[str, str]) -> ModelEntry:
         """The model version a route's ``model`` (or ``name:version``) and ``version`` name; an unknown one
         is counted as unrouted."""
-        return self.resolve(params["model"], params.get("version"))
+        try:  # resolve(), inline: this runs for every request
+            return self.registry.resolve(params["model"], params.get("version"))
+        except V2ServeError as exc:
+            self.count_unrouted(exc)
+            raise
 
     def resolve(self, name: str, version: str | None = None) -> ModelEntry:
         """The model version ``name`` and ``version`` name, counted as unrouted when there is none."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from v2serve.core.server_core import ServerCore
 from v2serve.graph.flow import Flow, FlowNode
-from v2serve.graph.kinds import STEP_KINDS
+from v2serve.graph.kinds import STEP_KINDS, StepKind
 from v2serve.graph.spec import GraphError, GraphSpec, StepSpec
 from v2serve.graph.steps import Step, TaskStep
 from v2serve.models.base import Model
@@ -46,7 +46,7 @@ class GraphCompiler:
         self._parameters = spec.parameters
         if spec.topology == "router":
             for step in spec.steps:
-                if STEP_KINDS[step.kind].model is None:
+                if _kind(step).model is None:
                     raise GraphError(
                         f"step {step.name!r}: a router graph routes to model or ensemble steps, not {step.kind}"
                     )
@@ -60,7 +60,7 @@ class GraphCompiler:
 
     def register(self, spec: StepSpec) -> ModelEntry:
         """The model a step serves, registered (once) in the server's registry."""
-        build = STEP_KINDS[spec.kind].model
+        build = _kind(spec).model
         if build is None:
             raise GraphError(f"step {spec.name!r}: only model steps can be routes here, not {spec.kind}")
         model = build(self, spec)
@@ -106,7 +106,7 @@ class GraphCompiler:
 
     def step(self, spec: StepSpec) -> Step:
         """A step as it runs in a flow, built by its kind."""
-        return STEP_KINDS[spec.kind].flow_step(self, spec)
+        return _kind(spec).flow_step(self, spec)
 
     def task(self, spec: StepSpec) -> TaskStep:
         """A task step: a function, or a class instance's ``do``."""
@@ -155,6 +155,13 @@ class GraphCompiler:
         levels = _levels(by_name)
         handler = self.task(spec.error_handler) if spec.error_handler is not None else None
         return Flow(nodes, levels, _responder(spec.steps), handler)
+
+
+def _kind(spec: StepSpec) -> StepKind:
+    kind = STEP_KINDS.get(spec.kind)
+    if kind is None:
+        raise GraphError(f"step {spec.name!r}: unknown step kind {spec.kind!r}; the kinds are {', '.join(STEP_KINDS)}")
+    return kind
 
 
 def _unique_steps(steps: list[StepSpec]) -> dict[str, StepSpec]:

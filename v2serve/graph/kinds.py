@@ -10,15 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from v2serve.core.server_core import ServerCore
 from v2serve.graph.ensemble import VotingEnsemble
 from v2serve.graph.spec import GraphError, StepSpec
 from v2serve.graph.steps import ModelStep, ParallelStep, RouterStep, Step
 from v2serve.models.base import Model
+from v2serve.models.registry import ModelEntry
 
-if TYPE_CHECKING:
-    from v2serve.graph.compile import GraphCompiler
+
+class GraphCompiler(Protocol):
+    """What a kind's builders use of the compiler (``graph/compile.py``)."""
+
+    core: ServerCore
+
+    def register(self, spec: StepSpec) -> ModelEntry: ...
+    def step(self, spec: StepSpec) -> Step: ...
+    def task(self, spec: StepSpec) -> Step: ...
+    def model(self, spec: StepSpec) -> Model: ...
 
 
 @dataclass(frozen=True)

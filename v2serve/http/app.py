@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from v2serve.errors import InvalidRequest, PayloadTooLarge, Unavailable, V2ServeError
 from v2serve.event import Event, Reply, error_reply
-from v2serve.protocol.binary import parse_decimal
+from v2serve.protocol.binary import HEADER_LENGTH, parse_decimal
 from v2serve.protocol.body import Body
 from v2serve.server import ModelServer
 from v2serve.settings import Settings
@@ -52,11 +52,10 @@ class V2Endpoint:
         path, root = scope["path"], scope.get("root_path", "")
         server = scope.get("server")
         event = Event(
-            body=Body.of(body, headers),
+            body=Body(body, headers.get("content-type"), headers.get(HEADER_LENGTH)),
             path=path[len(root) :] if root and path.startswith(root) else path,
             method=scope["method"],
             headers=headers,
-            content_type=headers.get("content-type"),
             trigger="http",
             query=scope.get("query_string", b"").decode("latin-1"),
             listener=self.listeners.get(server[1]) if self.listeners and server else None,

@@ -109,16 +109,20 @@ class Serving:
 
     def __enter__(self) -> Serving:
         self.started = time.perf_counter_ns()
-        self.entry.enter()
+        self.entry.active += 1  # entry.enter(), inline: this runs for every request
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> None:
-        if isinstance(error, V2ServeError):
-            self.status = error.status_code
-        elif isinstance(error, GeneratorExit):
-            self.status = 499  # the consumer went away (nginx's "client closed request")
-        self.entry.leave()
-        self.entry.stats.finished(self.started, self.label, self.status, inference=self.inference)
+        if error is not None:
+            if isinstance(error, V2ServeError):
+                self.status = error.status_code
+            elif isinstance(error, GeneratorExit):
+                self.status = 499  # the consumer went away (nginx's "client closed request")
+        entry = self.entry
+        entry.active -= 1  # entry.leave(), inline
+        if entry.active == 0 and entry._idle is not None:
+            entry._idle.set()
+        entry.stats.finished(self.started, self.label, self.status, inference=self.inference)
 
 
 def schema_of(model: Model) -> ModelSchema:

@@ -5,6 +5,7 @@ model's single input, and ``infer_dict`` rows; ``v2_decoder`` picks the decoding
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from v2serve.errors import InvalidRequest
@@ -13,10 +14,11 @@ from v2serve.protocol.datapoints import decode_datapoints, decode_fields, single
 from v2serve.protocol.decode import (
     DecodedRequest,
     RawBody,
+    decode_binary_request,
     decode_dict_request,
-    decode_request,
+    decode_json_request,
     raw_body,
-    request_document,
+    raw_of,
 )
 from v2serve.protocol.schema import ModelSchema
 
@@ -27,21 +29,30 @@ Decoder = Callable[[ModelSchema], DecodedRequest]
 def v2_decoder(body: Body, operation: str) -> Decoder:
     """The decoding of a v2 request body for ``operation`` (infer, explain or infer_dict)."""
     if operation == "infer_dict":
-        return lambda schema: decode_dict_request(schema, body.inference_json())
-    return lambda schema: decode_body(schema, body)
+        return partial(_decode_dict_body, body=body)
+    return partial(decode_body, body=body)
 
 
 def decode_body(schema: ModelSchema, body: Body) -> DecodedRequest:
     """Any body an infer route takes: v2 tensors, MLRun's data points, or a body that is not JSON."""
-    document = request_document(body)
+    if body.binary_extension:
+        return decode_binary_request(schema, body)
+    content_type = body.content_type
+    if content_type is not None and not content_type.startswith("application/json"):
+        raw = raw_of(body)
+        if raw is not None:
+            return decode_raw(schema, raw)
+    document = body.inference_json()
     if type(document) is dict:
         inputs = document.get("inputs")
         # A list whose first item is not a tensor object is MLRun's list of data points.
         if type(inputs) is list and inputs and type(inputs[0]) is not dict:
             return _datapoints(schema, document, inputs)
-    elif type(document) is RawBody:
-        return decode_raw(schema, document)
-    return decode_request(schema, body)
+    return decode_json_request(schema, document)
+
+
+def _decode_dict_body(schema: ModelSchema, body: Body) -> DecodedRequest:
+    return decode_dict_request(schema, body.inference_json())
 
 
 def document_of(body: Body) -> Any:

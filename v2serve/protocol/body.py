@@ -26,7 +26,7 @@ class Body:
     content type without parameters, lower case; None when the request named none) and ``header_length``
     (the binary tensor extension's JSON header length, as the request's header gave it)."""
 
-    __slots__ = ("_inference", "_json", "content_type", "header_length", "is_decoded", "raw")
+    __slots__ = ("_inference", "_json", "binary_extension", "content_type", "header_length", "is_decoded", "raw")
 
     def __init__(
         self,
@@ -41,6 +41,8 @@ class Body:
         self._inference: Any = _UNPARSED
         self.is_decoded = False
         """Whether the body came as a value rather than as bytes."""
+        self.binary_extension = header_length is not None
+        """Whether the body is the binary tensor extension's (a JSON header, then tensor data)."""
 
     @classmethod
     def of(cls, raw: bytes | bytearray | memoryview, headers: Mapping[str, str] = _NO_HEADERS) -> Body:
@@ -54,11 +56,6 @@ class Body:
         body._json = body._inference = value
         body.is_decoded = True
         return body
-
-    @property
-    def binary_extension(self) -> bool:
-        """Whether the body is the binary tensor extension's (a JSON header, then tensor data)."""
-        return self.header_length is not None and not self.is_decoded
 
     @property
     def media_type(self) -> str:

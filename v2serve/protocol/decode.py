@@ -52,12 +52,16 @@ def request_document(body: Body) -> Any:
     says it is not JSON."""
     if body.binary_extension:
         return None
+    raw = raw_of(body)
+    return body.inference_json() if raw is None else raw
+
+
+def raw_of(body: Body) -> RawBody | None:
+    """The body as bytes or text when its content type says it is not JSON (MLRun's rule); None otherwise."""
     content_type = body.content_type
-    if content_type is not None and not body.is_decoded and not content_type.startswith("application/json"):
-        raw = raw_body(content_type, body.raw)
-        if raw is not None:
-            return raw
-    return body.inference_json()
+    if content_type is None or body.is_decoded or content_type.startswith("application/json"):
+        return None
+    return raw_body(content_type, body.raw)
 
 
 def raw_body(content_type: str, body: bytes | bytearray | memoryview) -> RawBody | None:
@@ -75,11 +79,21 @@ def raw_body(content_type: str, body: bytes | bytearray | memoryview) -> RawBody
 
 def decode_request(schema: ModelSchema, body: Body) -> DecodedRequest:
     """A request's tensors (v2 JSON, or the binary extension), checked against ``schema`` and decoded."""
-    header_value = body.header_length
-    if header_value is None or body.is_decoded:
-        request = parse_inference_request(body.inference_json())
-        return DecodedRequest(request, decode_tensors(schema, request, None))
-    header_length = binary.parse_header_length(header_value, len(body.raw))
+    if body.binary_extension:
+        return decode_binary_request(schema, body)
+    return decode_json_request(schema, body.inference_json())
+
+
+def decode_json_request(schema: ModelSchema, document: Any) -> DecodedRequest:
+    """A v2 JSON request's tensors, checked against ``schema`` and decoded."""
+    request = parse_inference_request(document)
+    return DecodedRequest(request, decode_tensors(schema, request, None))
+
+
+def decode_binary_request(schema: ModelSchema, body: Body) -> DecodedRequest:
+    """A binary-extension request's tensors: its JSON header, and the data each binary input's slice holds."""
+    assert body.header_length is not None
+    header_length = binary.parse_header_length(body.header_length, len(body.raw))
     view = memoryview(body.raw)
     if header_length == 0:
         return _decode_raw_binary(schema, view)

@@ -40,7 +40,6 @@ def event_from_message(
         path="/",
         method="POST",
         headers=text_headers,
-        content_type=text_headers.get("content-type"),
         id=None if key is None else key.decode("utf-8", "replace"),
         trigger=trigger,
     )
