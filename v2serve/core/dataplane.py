@@ -124,7 +124,6 @@ class DataPlane:
         self,
         entry: ModelEntry,
         decode: Decoder,
-        *,
         explain: bool = False,
         headers: Mapping[str, str] = _NO_HEADERS,
         event_id: str | None = None,
@@ -279,7 +278,7 @@ class DataPlane:
             # What the checks before numpy let through (a shape numpy cannot hold, data too deep or too big
             # to convert) is still the request's fault, not the server's.
             raise InvalidRequest(f"the request's tensors cannot be decoded: {type(exc).__name__}: {exc}") from None
-        entry.stats.decoded(time.perf_counter_ns() - started)
+        entry.stats.decoded(time.perf_counter_ns() - started + decoded.parse_ns)
         return decoded
 
     async def _guarded(self, entry: ModelEntry, call: Awaitable[Any]) -> Any:

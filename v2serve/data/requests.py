@@ -2,7 +2,7 @@
 
 ``{"data_url": "s3://bucket/rows.parquet", ...}`` in place of ``inputs`` (any other field kept) is read
 through the DataFetcher and turned into the model's inputs; a request that names none is left as it is,
-without being parsed here (a byte search decides, so the hot path pays nothing for the feature).
+its JSON parsed once for both this check and its decoding.
 """
 
 from __future__ import annotations
@@ -14,17 +14,13 @@ from v2serve.protocol.body import Body
 from v2serve.protocol.decode import request_document
 from v2serve.protocol.schema import ModelSchema
 
-_FIELD = b'"data_url"'
-
 
 async def with_data_url(body: Body, operation: str, schema: ModelSchema, data: DataFetcher | None) -> tuple[Body, str]:
     """The body with the inputs its ``data_url`` names in place of the URL, and the operation that now runs
     (the file's rows are already ordered: infer_dict is plain infer); a body naming no data_url as it is."""
-    if not may_name_data_url(body):
+    if not names_data_url(body):
         return body, operation
     document = request_document(body)
-    if type(document) is not dict or "data_url" not in document:
-        return body, operation
     if data is None:
         raise Forbidden("data_url is not enabled on this server")
     url = document["data_url"]
@@ -33,11 +29,9 @@ async def with_data_url(body: Body, operation: str, schema: ModelSchema, data: D
     return Body.decoded({**rest, "inputs": inputs}), "explain" if operation == "explain" else "infer"
 
 
-def may_name_data_url(body: Body) -> bool:
-    """Whether the body may name a data_url: a cheap test that never parses (false positives are harmless)."""
+def names_data_url(body: Body) -> bool:
+    """Whether the request names a data_url (its JSON is parsed, once, to know: the decoding reuses it)."""
     if body.binary_extension:
         return False
-    if body.is_decoded:
-        return True
-    raw = body.raw
-    return _FIELD in (raw if not isinstance(raw, memoryview) else raw.tobytes())
+    document = request_document(body)
+    return type(document) is dict and "data_url" in document

@@ -14,7 +14,7 @@ from typing import Any
 from v2serve.core.server_core import ServerCore
 from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
-from v2serve.protocol.bodies import Decoder
+from v2serve.protocol.bodies import Decoder, parsed_first
 from v2serve.protocol.body import Body
 from v2serve.protocol.datapoints import decode_named_values
 from v2serve.protocol.jsonio import dumps
@@ -35,12 +35,16 @@ class GenerateEndpoints:
         entry = self._entry(params)
         if entry.invoker.streams:
             raise InvalidRequest(f"model {entry.name!r} streams its responses: use generate_stream")
-        result = await self._dataplane.infer(entry, _decoder(event.body), headers=event.headers, event_id=event.id)
+        result = await self._dataplane.infer(
+            entry, parsed_first(event.body, _decoder(event.body)), headers=event.headers, event_id=event.id
+        )
         return result.encode(lambda result: Reply.json(generated(result)))
 
     async def generate_stream(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self._entry(params)
-        results = await self._dataplane.stream(entry, _decoder(event.body), headers=event.headers, event_id=event.id)
+        results = await self._dataplane.stream(
+            entry, parsed_first(event.body, _decoder(event.body)), headers=event.headers, event_id=event.id
+        )
         return Reply(200, b"", EVENT_STREAM, {"cache-control": "no-cache"}, stream=_events(results))
 
 

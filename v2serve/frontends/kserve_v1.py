@@ -14,7 +14,7 @@ from v2serve.core.routes import Route
 from v2serve.core.server_core import ServerCore
 from v2serve.errors import InvalidRequest
 from v2serve.event import Event, Reply
-from v2serve.protocol.bodies import Decoder
+from v2serve.protocol.bodies import Decoder, parsed_first
 from v2serve.protocol.body import Body
 from v2serve.protocol.datapoints import decode_datapoints, decode_named_values
 from v2serve.protocol.values import rows
@@ -57,13 +57,19 @@ class KServeV1Endpoints:
 
     async def predict(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self._core.entry(params)
-        result = await self._dataplane.infer(entry, _decoder(event.body), headers=event.headers, event_id=event.id)
+        result = await self._dataplane.infer(
+            entry, parsed_first(event.body, _decoder(event.body)), headers=event.headers, event_id=event.id
+        )
         return result.encode(lambda result: Reply.json({"predictions": rows(result)}))
 
     async def explain(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self._core.entry(params)
         result = await self._dataplane.infer(
-            entry, _decoder(event.body), explain=True, headers=event.headers, event_id=event.id
+            entry,
+            parsed_first(event.body, _decoder(event.body)),
+            explain=True,
+            headers=event.headers,
+            event_id=event.id,
         )
         return result.encode(lambda result: Reply.json({"explanations": rows(result)}))
 

@@ -14,7 +14,7 @@ from typing import Any
 from v2serve.core.operations import BODY_OPERATIONS, Kind, canonical, kind_of
 from v2serve.core.routes import Handler, Route
 from v2serve.core.server_core import ServerCore
-from v2serve.data.requests import may_name_data_url, with_data_url
+from v2serve.data.requests import names_data_url, with_data_url
 from v2serve.errors import OperationNotFound, V2ServeError
 from v2serve.event import Addressed, Event, Reply, error_reply, value_reply
 from v2serve.frontends.generate import EVENT_STREAM, GenerateEndpoints
@@ -51,17 +51,20 @@ class V2Endpoints:
     def operation(self, operation: str) -> Handler:
         """The handler of a route for one model operation."""
 
+        explain = operation == "explain"
+
         async def run(event: Event, params: Mapping[str, str]) -> Reply:
             entry = self._core.entry(params)
             kind = kind_of(entry, operation)
             if kind is Kind.TENSORS:
-                body, runs = event.body, operation
-                if may_name_data_url(body):
+                body = event.body
+                if names_data_url(body):
                     entry.require_ready()
                     body, runs = await with_data_url(body, operation, entry.schema, self._core.data)
-                result = await self._dataplane.infer(
-                    entry, v2_decoder(body, runs), explain=runs == "explain", headers=event.headers, event_id=event.id
-                )
+                    decode = v2_decoder(body, runs)
+                else:
+                    decode = v2_decoder(body, operation)
+                result = await self._dataplane.infer(entry, decode, explain, event.headers, event.id)
                 return result.encode(v2_reply)
             value = document_of(event.body) if kind is Kind.DOCUMENT else event.body.json()
             return value_reply(

@@ -157,7 +157,8 @@ async def _send(send: Send, reply: Reply) -> None:
         (b"content-type", reply.content_type.encode("latin-1")),
         (b"content-length", str(len(reply.body)).encode("latin-1")),
     ]
-    headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
+    if reply.headers:  # most replies have none: no comprehension to run
+        headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items()]
     await send({"type": "http.response.start", "status": int(reply.status), "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})
 

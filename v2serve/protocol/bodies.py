@@ -33,16 +33,35 @@ def v2_decoder(body: Body, operation: str) -> Decoder:
     return partial(decode_body, body=body)
 
 
+def parsed_first(body: Body, decode: Decoder) -> Decoder:
+    """``decode``, with the time ``body`` took to parse before it ran (the front-end had to look into the
+    request to build it) counted as decoding, as ``decode_body`` counts it."""
+
+    def run(schema: ModelSchema) -> DecodedRequest:
+        decoded = decode(schema)
+        decoded.parse_ns = body.parse_ns
+        return decoded
+
+    return run
+
+
 def decode_body(schema: ModelSchema, body: Body) -> DecodedRequest:
-    """Any body an infer route takes: v2 tensors, MLRun's data points, or a body that is not JSON."""
+    """Any body an infer route takes: v2 tensors, MLRun's data points, or a body that is not JSON. The
+    parsing a front-end did before (to route the request, or to find its data_url) counts as decoding."""
+    parsed_before = body.parse_ns
     if body.binary_extension:
-        return decode_binary_request(schema, body)
-    content_type = body.content_type
-    if content_type is not None and not content_type.startswith("application/json"):
-        raw = raw_of(body)
-        if raw is not None:
-            return decode_raw(schema, raw)
-    document = body.inference_json()
+        decoded = decode_binary_request(schema, body)
+    else:
+        content_type = body.content_type
+        raw = None
+        if content_type is not None and not content_type.startswith("application/json"):
+            raw = raw_of(body)
+        decoded = decode_raw(schema, raw) if raw is not None else _decode_document(schema, body.inference_json())
+    decoded.parse_ns = parsed_before
+    return decoded
+
+
+def _decode_document(schema: ModelSchema, document: Any) -> DecodedRequest:
     if type(document) is dict:
         inputs = document.get("inputs")
         # A list whose first item is not a tensor object is MLRun's list of data points.
@@ -52,7 +71,10 @@ def decode_body(schema: ModelSchema, body: Body) -> DecodedRequest:
 
 
 def _decode_dict_body(schema: ModelSchema, body: Body) -> DecodedRequest:
-    return decode_dict_request(schema, body.inference_json())
+    parsed_before = body.parse_ns
+    decoded = decode_dict_request(schema, body.inference_json())
+    decoded.parse_ns = parsed_before
+    return decoded
 
 
 def document_of(body: Body) -> Any:

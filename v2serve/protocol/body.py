@@ -9,6 +9,7 @@ data read straight into numpy, for decoding tensors). Nothing downstream asks "b
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +27,16 @@ class Body:
     content type without parameters, lower case; None when the request named none) and ``header_length``
     (the binary tensor extension's JSON header length, as the request's header gave it)."""
 
-    __slots__ = ("_inference", "_json", "binary_extension", "content_type", "header_length", "is_decoded", "raw")
+    __slots__ = (
+        "_inference",
+        "_json",
+        "binary_extension",
+        "content_type",
+        "header_length",
+        "is_decoded",
+        "parse_ns",
+        "raw",
+    )
 
     def __init__(
         self,
@@ -43,6 +53,8 @@ class Body:
         """Whether the body came as a value rather than as bytes."""
         self.binary_extension = header_length is not None
         """Whether the body is the binary tensor extension's (a JSON header, then tensor data)."""
+        self.parse_ns = 0
+        """How long parsing the body took, all readings together: part of the request's decode time."""
 
     @classmethod
     def of(cls, raw: bytes | bytearray | memoryview, headers: Mapping[str, str] = _NO_HEADERS) -> Body:
@@ -67,7 +79,9 @@ class Body:
         if self._json is _UNPARSED:
             if self.header_length is not None:
                 raise InvalidRequest("this operation takes JSON, not the binary tensor extension")
+            started = time.perf_counter_ns()
             self._json = loads(self.raw) if len(self.raw) else None
+            self.parse_ns += time.perf_counter_ns() - started
         return self._json
 
     def json_object(self) -> dict[str, Any]:
@@ -84,7 +98,9 @@ class Body:
         if self._inference is _UNPARSED:
             if self.header_length is not None:
                 raise InvalidRequest("this operation takes JSON, not the binary tensor extension")
+            started = time.perf_counter_ns()
             self._inference = loads_inference_request(self.raw)
+            self.parse_ns += time.perf_counter_ns() - started
         return self._inference
 
     def __len__(self) -> int:

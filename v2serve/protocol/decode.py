@@ -35,6 +35,9 @@ class DecodedRequest:
     lone: bool = False
     """The request was one data point, not a batch: a front-end that answers per point answers with the
     first row alone (TorchServe's body for one input)."""
+    parse_ns: int = 0
+    """Time spent parsing the body before the decoding ran (a front-end that had to look into it first):
+    counted in the request's decode time with the decoding itself."""
 
 
 @dataclass(frozen=True, slots=True)
