@@ -68,3 +68,18 @@ def test_no_module_of_v2serve_imports_itself_back():
 
     for module in sorted(graph.modules):
         visit(module)
+
+
+def test_the_readme_layout_names_every_package_and_module_of_the_root():
+    """The README's Layout is the map of v2serve/: every folder and every module at its root is on it."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    named = set(re.findall(r"([a-z_]+/|[a-z_]+\.py)", layout))
+    package = root / "v2serve"
+    present = {f"{p.name}/" for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    present |= {p.name for p in package.glob("*.py") if not p.name.startswith("_")}
+    assert present - named == set(), f"README Layout does not name {sorted(present - named)}"

@@ -16,7 +16,7 @@ from v2serve._version import __version__
 from v2serve.logs import configure_logging
 from v2serve.settings import Settings
 
-_APP_FACTORY = "v2serve.serving:create_app_from_settings"
+_APP_FACTORY = "v2serve.launch:create_app_from_settings"
 INGRAIN_INFERENCE_PORT = 8686
 INGRAIN_MODEL_PORT = 8687
 
@@ -199,7 +199,7 @@ def serve(settings: Settings) -> None:
         finally:
             shutil.rmtree(peers, ignore_errors=True)
         return
-    from v2serve.serving import create_app_from_settings
+    from v2serve.launch import create_app_from_settings
 
     run_uvicorn(create_app_from_settings(settings), settings)
 
@@ -219,7 +219,7 @@ def consume(settings: Settings) -> None:
         raise SystemExit("v2serve consume: name at least one model target or graph file (or set V2SERVE_MODELS)")
     import asyncio
 
-    from v2serve.serving import consume as consume_streams
+    from v2serve.launch import consume as consume_streams
 
     asyncio.run(consume_streams(settings))
 

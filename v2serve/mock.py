@@ -10,7 +10,7 @@ from v2serve.event import Event, Reply
 from v2serve.protocol.binary import HEADER_LENGTH
 from v2serve.protocol.body import Body
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, dumps, loads
-from v2serve.sync_server import SyncServer
+from v2serve.threaded import SyncServer
 
 
 @dataclass

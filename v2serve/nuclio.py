@@ -13,7 +13,7 @@ from v2serve.event import Event
 from v2serve.protocol.binary import HEADER_LENGTH
 from v2serve.protocol.body import Body
 from v2serve.server import ModelServer
-from v2serve.sync_server import SyncServer
+from v2serve.threaded import SyncServer
 
 _USER_DATA_KEY = "v2serve"
 

@@ -206,7 +206,7 @@ def _infer_kind(class_name: Any) -> str:
     if inspect.isclass(class_name) and issubclass(class_name, Model):
         return "model"
     if isinstance(class_name, str):
-        from v2serve.models.loader import import_object
+        from v2serve.models.imports import import_object
 
         try:
             target = import_object(class_name)

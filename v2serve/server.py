@@ -16,7 +16,12 @@ from v2serve.core.server_core import FrontEnd, ServerCore, ServerInfo
 from v2serve.data.artifacts import ArtifactCache
 from v2serve.data.fetch import DataFetcher
 from v2serve.data.policy import DataPolicy
+from v2serve.engine.invoker import Runner
+from v2serve.engine.loader import SETTINGS_FILE, models_from_target
+from v2serve.engine.registry import ModelRegistry
+from v2serve.engine.repository import ModelRepository
 from v2serve.event import Event, Reply
+from v2serve.frontends.catalogue import ModelCatalogue
 from v2serve.frontends.ingrain import ingrain_routes
 from v2serve.frontends.ingrain_models import IngrainModelEndpoints
 from v2serve.frontends.kserve_v1 import kserve_v1_routes
@@ -29,11 +34,6 @@ from v2serve.logs import REQUEST_ID
 from v2serve.metrics.peers import Snapshot, WorkerPeers
 from v2serve.metrics.server import ServerMetrics
 from v2serve.models.base import Model
-from v2serve.models.catalogue import ModelCatalogue
-from v2serve.models.invoker import Runner
-from v2serve.models.loader import SETTINGS_FILE, models_from_target
-from v2serve.models.registry import ModelRegistry
-from v2serve.models.repository import ModelRepository
 from v2serve.settings import Settings
 
 logger = logging.getLogger("v2serve.server")

@@ -16,8 +16,8 @@ import pytest
 from tests.conftest import serve_in_process, serve_in_thread
 from tests.data.conftest import s3_options
 from tests.fixtures import EchoModel, SumModel
+from v2serve.engine.loader import models_from_target
 from v2serve.mock import MockServer
-from v2serve.models.loader import models_from_target
 from v2serve.server import ModelServer
 from v2serve.settings import DataSettings, Settings
 

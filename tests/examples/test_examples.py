@@ -5,7 +5,7 @@ import pytest
 
 from tests.conftest import CLIServer, serve_in_process
 from v2serve import Graph
-from v2serve.models.loader import models_from_target
+from v2serve.engine.loader import models_from_target
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import run_kserve_check, serve_in_thread
 from tests.fixtures import GatedLoadModel
 from tests.frontends.models import RowSum
-from v2serve.models.loader import models_from_target
+from v2serve.engine.loader import models_from_target
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,11 @@ from tritonclient.utils import InferenceServerException
 from tests.conftest import free_port, run_kserve_check, serve_in_thread
 from tests.fixtures import ErrorModel, GatedLoadModel, SlowModel
 from tests.frontends.models import AsyncCountdown, RowSum
+from v2serve.engine.loader import models_from_target
 from v2serve.grpc.generated import inference_pb2 as pb
 from v2serve.grpc.server import GrpcServer
 from v2serve.grpc.service import SERVICE
 from v2serve.models.base import Model
-from v2serve.models.loader import models_from_target
 
 pytestmark = pytest.mark.anyio
 

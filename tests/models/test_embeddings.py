@@ -17,7 +17,7 @@ from PIL import Image
 
 from v2serve.errors import InvalidRequest, ModelNotFound
 from v2serve.event import Event
-from v2serve.models.catalogue import ModelCatalogue, check_name
+from v2serve.frontends.catalogue import ModelCatalogue, check_name
 from v2serve.models.embeddings import shape_embeddings
 from v2serve.models.runtimes.efficientnet_lite import EfficientNetLiteModel
 from v2serve.models.runtimes.sentence_transformers import SentenceTransformerModel

@@ -3,10 +3,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.fixtures import FailingLoadModel, SumModel
+from v2serve.engine.invoker import bind
+from v2serve.engine.loader import models_from_target
+from v2serve.engine.registry import ModelRegistry, ModelState, version_sort_key
 from v2serve.errors import ModelNotFound, ModelNotReady
-from v2serve.models.invoker import bind
-from v2serve.models.loader import models_from_target
-from v2serve.models.registry import ModelRegistry, ModelState, version_sort_key
 
 
 @pytest.fixture

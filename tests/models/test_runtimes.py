@@ -11,7 +11,8 @@ import torch
 import tritonclient.http as triton
 
 from tests.conftest import serve_in_process, serve_in_thread
-from v2serve.models.loader import import_object, models_from_target
+from v2serve.engine.loader import models_from_target
+from v2serve.models.imports import import_object
 from v2serve.models.runtimes.onnx import OnnxModel
 from v2serve.models.runtimes.torch import TorchModel
 from v2serve.protocol.binary import HEADER_LENGTH

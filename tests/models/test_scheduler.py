@@ -7,11 +7,11 @@ import pytest
 
 from tests.conftest import serve_in_process
 from tests.fixtures import CountingDouble, ErrorModel, GatedModel
+from v2serve.engine.invoker import ModelInvoker
+from v2serve.engine.scheduler import BatchScheduler, ConcurrencyScheduler
 from v2serve.errors import InferenceError
 from v2serve.metrics.model import ModelRecorder
 from v2serve.models.base import RequestContext
-from v2serve.models.invoker import ModelInvoker
-from v2serve.models.scheduler import BatchScheduler, ConcurrencyScheduler
 
 pytestmark = pytest.mark.anyio
 

@@ -13,8 +13,8 @@ import pytest
 
 from tests.conftest import CLIServer
 from tests.streams.kafka_tools import TopicReader, Topics, produce
+from v2serve.engine.loader import models_from_target
 from v2serve.mock import MockServer
-from v2serve.models.loader import models_from_target
 from v2serve.server import ModelServer
 from v2serve.settings import Settings
 

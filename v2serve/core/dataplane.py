@@ -23,6 +23,8 @@ from functools import partial
 from typing import Any
 
 from v2serve.core.operations import Kind, kind_of
+from v2serve.engine.outputs import as_output_dict
+from v2serve.engine.registry import ModelEntry, ModelRegistry, ModelState, Serving
 from v2serve.errors import (
     InferenceError,
     InvalidRequest,
@@ -31,8 +33,6 @@ from v2serve.errors import (
     V2ServeError,
 )
 from v2serve.models.base import Model, RequestContext
-from v2serve.models.outputs import as_output_dict
-from v2serve.models.registry import ModelEntry, ModelRegistry, ModelState, Serving
 from v2serve.protocol.bodies import Decoder
 from v2serve.protocol.decode import DecodedRequest
 from v2serve.protocol.outputs import requested_outputs, select_outputs

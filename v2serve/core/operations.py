@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from enum import Enum
 
-from v2serve.models.registry import ModelEntry
+from v2serve.engine.registry import ModelEntry
 
 TENSOR_OPERATIONS = ("infer", "infer_dict", "explain")
 """Operations on tensors, counted in the model's statistics; the others are custom operations."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from v2serve.engine.repository import ModelRepository
 from v2serve.errors import Conflict, Forbidden, InvalidRequest, OperationNotFound, Unauthorized
 from v2serve.event import Event
-from v2serve.models.repository import ModelRepository
 from v2serve.protocol.schemas import RepositoryIndexEntry
 from v2serve.settings import RepositorySettings
 

@@ -20,9 +20,9 @@ from v2serve.core.openapi import openapi_document
 from v2serve.core.repository_api import RepositoryEndpoints
 from v2serve.core.routes import Route, RouteTable
 from v2serve.data.fetch import DataFetcher
+from v2serve.engine.registry import ModelEntry, ModelRegistry
 from v2serve.errors import InvalidRequest, OperationNotFound, V2ServeError
 from v2serve.metrics.server import ServerMetrics
-from v2serve.models.registry import ModelEntry, ModelRegistry
 from v2serve.protocol.jsonio import dumps
 from v2serve.protocol.schemas import ModelReadiness, Readiness, ServerMetadata
 

@@ -32,11 +32,11 @@ import numpy as np
 
 from v2serve.core.routes import Handler, Route, errors_rendered
 from v2serve.core.server_core import ServerCore
+from v2serve.engine.registry import ModelEntry
 from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.metrics.server import PROMETHEUS_CONTENT_TYPE
 from v2serve.models.embeddings import EMBEDDING, IMAGE, TEXT, EmbeddingModel
-from v2serve.models.registry import ModelEntry
 from v2serve.protocol.body import Body
 from v2serve.protocol.decode import DecodedRequest
 from v2serve.protocol.response import InferenceResult

@@ -36,8 +36,8 @@ from v2serve.core.server_core import ServerCore
 from v2serve.data.artifacts import ArtifactCache
 from v2serve.errors import Forbidden, InvalidRequest, ModelNotFound
 from v2serve.event import Event, Reply
+from v2serve.frontends.catalogue import LIBRARIES, ModelCatalogue, check_name
 from v2serve.frontends.ingrain import in_ingrain_shape
-from v2serve.models.catalogue import LIBRARIES, ModelCatalogue, check_name
 from v2serve.models.embeddings import EmbeddingModel
 from v2serve.models.images import ImageEmbeddingModel
 

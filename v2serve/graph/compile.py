@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from v2serve.core.server_core import ServerCore
+from v2serve.engine.invoker import Runner, bind
+from v2serve.engine.registry import ModelEntry
 from v2serve.graph.flow import Flow, FlowNode
 from v2serve.graph.kinds import STEP_KINDS, StepKind
 from v2serve.graph.spec import GraphError, GraphSpec, StepSpec
 from v2serve.graph.steps import Step, TaskStep
 from v2serve.models.base import Model
-from v2serve.models.invoker import Runner, bind
-from v2serve.models.loader import import_object
+from v2serve.models.imports import import_object
 from v2serve.models.mlrun import ServingContext, V2ModelServer
-from v2serve.models.registry import ModelEntry
 
 
 @dataclass(frozen=True)

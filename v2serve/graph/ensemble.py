@@ -9,10 +9,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from v2serve.engine.outputs import as_output_dict
+from v2serve.engine.registry import ModelEntry
 from v2serve.errors import InferenceError
 from v2serve.models.base import Model, RequestContext, Tensors
-from v2serve.models.outputs import as_output_dict
-from v2serve.models.registry import ModelEntry
 
 VoteType = Literal["classification", "regression"]
 

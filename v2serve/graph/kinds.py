@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from v2serve.core.server_core import ServerCore
+from v2serve.engine.registry import ModelEntry
 from v2serve.graph.ensemble import VotingEnsemble
 from v2serve.graph.spec import GraphError, StepSpec
 from v2serve.graph.steps import ModelStep, ParallelStep, RouterStep, Step
 from v2serve.models.base import Model
-from v2serve.models.registry import ModelEntry
 
 
 class GraphCompiler(Protocol):

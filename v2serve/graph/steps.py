@@ -8,9 +8,9 @@ from typing import Any, Protocol
 from v2serve.core.operations import Kind, canonical, kind_of, model_in_path
 from v2serve.core.server_core import ServerCore
 from v2serve.data.requests import with_data_url
+from v2serve.engine.invoker import BoundMethod, Runner
 from v2serve.errors import InferenceError, InvalidRequest, ModelNotFound
 from v2serve.event import Event
-from v2serve.models.invoker import BoundMethod, Runner
 from v2serve.protocol.bodies import v2_decoder
 from v2serve.protocol.body import Body
 from v2serve.protocol.response import InferenceResult

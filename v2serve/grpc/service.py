@@ -18,12 +18,12 @@ from google.protobuf.message import Message
 
 from v2serve.core.repository_api import RepositoryEndpoints
 from v2serve.core.server_core import ServerCore
+from v2serve.engine.registry import ModelEntry
 from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event
 from v2serve.grpc.codec import decode_infer_request, encode_infer_response, parameters_of
 from v2serve.grpc.generated import inference_pb2 as pb
 from v2serve.grpc.status import rich_status
-from v2serve.models.registry import ModelEntry
 from v2serve.protocol.body import Body
 from v2serve.protocol.decode import DecodedRequest
 from v2serve.protocol.schema import ModelSchema

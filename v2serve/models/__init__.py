@@ -1,6 +1,6 @@
-"""Model base class, registry with readiness, and the loaders that build models from targets."""
+"""Model families: the Model base class users subclass, the runtimes (onnx, torch, embeddings, ...), the
+embedding and image models and MLRun's model class. What serves them is in ``v2serve.engine``."""
 
 from v2serve.models.base import Model, RequestContext
-from v2serve.models.registry import ModelEntry, ModelRegistry, ModelState
 
-__all__ = ["Model", "ModelEntry", "ModelRegistry", "ModelState", "RequestContext"]
+__all__ = ["Model", "RequestContext"]

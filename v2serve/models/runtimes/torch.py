@@ -79,7 +79,7 @@ class TorchModel(Model):
         if self.model_class is not None:
             cls = self.model_class
             if isinstance(cls, str):
-                from v2serve.models.loader import import_object
+                from v2serve.models.imports import import_object
 
                 cls = import_object(cls)
             module = cls(**self.model_args)

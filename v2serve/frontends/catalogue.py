@@ -20,10 +20,10 @@ import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from v2serve.engine.loader import SETTINGS_FILE, model_from_directory
+from v2serve.engine.repository import MAX_NAME_LENGTH, check_model_name
 from v2serve.errors import InvalidRequest, ModelNotFound
 from v2serve.models.base import Model
-from v2serve.models.loader import SETTINGS_FILE, model_from_directory
-from v2serve.models.repository import MAX_NAME_LENGTH, check_model_name
 from v2serve.models.runtimes import runtime_class
 
 LIBRARIES = ("sentence_transformers", "timm", "open_clip", "wordllama")

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from v2serve.data.artifacts import ArtifactCache
+from v2serve.engine.invoker import ModelInvoker
+from v2serve.engine.scheduler import Scheduler, make_scheduler
 from v2serve.errors import ModelLoadFailed, ModelNotFound, ModelNotReady, V2ServeError
 from v2serve.metrics.model import ModelGauge, ModelRecorder
 from v2serve.metrics.server import ServerMetrics
 from v2serve.models.base import Model, RequestContext
-from v2serve.models.invoker import ModelInvoker
-from v2serve.models.scheduler import Scheduler, make_scheduler
 from v2serve.protocol.datatypes import DATATYPE_TO_NUMPY
 from v2serve.protocol.schema import ModelSchema
 

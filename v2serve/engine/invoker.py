@@ -10,8 +10,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from v2serve.engine.instances import InstanceThreads
 from v2serve.models.base import Model
-from v2serve.models.instances import InstanceThreads
 
 
 @dataclass(frozen=True, slots=True)

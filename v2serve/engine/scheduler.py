@@ -28,11 +28,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from v2serve.engine.invoker import ModelInvoker
+from v2serve.engine.outputs import as_output_dict
 from v2serve.errors import DeadlineExceeded, InferenceError, ServerOverloaded, V2ServeError
 from v2serve.metrics.model import ModelRecorder
 from v2serve.models.base import RequestContext, Tensors
-from v2serve.models.invoker import ModelInvoker
-from v2serve.models.outputs import as_output_dict
 
 
 class Scheduler(Protocol):

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
+from v2serve.engine.loader import SETTINGS_FILE, model_from_directory
+from v2serve.engine.registry import ModelRegistry
 from v2serve.errors import InvalidRequest, ModelLoadFailed, ModelNotFound
 from v2serve.models.base import Model
-from v2serve.models.loader import SETTINGS_FILE, model_from_directory
-from v2serve.models.registry import ModelRegistry
 from v2serve.protocol.schemas import RepositoryIndexEntry
 
 

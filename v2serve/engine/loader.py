@@ -20,10 +20,6 @@ code it does not ship.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,49 +27,10 @@ from typing import Any
 import orjson
 
 from v2serve.models.base import Model
+from v2serve.models.imports import import_object, split_import_path
 from v2serve.models.runtimes import RUNTIMES, runtime_class
 
 SETTINGS_FILE = "model-settings.json"
-
-
-def import_object(path: str, base_dir: Path | None = None) -> Any:
-    """The object named by ``module:attr`` or ``file.py:attr``."""
-    module_name, attr = _split_import_path(path)
-    if module_name.endswith(".py"):
-        module = _import_file(Path(base_dir or ".") / module_name)
-    else:
-        module = importlib.import_module(module_name)
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ValueError(f"{module_name!r} has no attribute {attr!r}") from None
-
-
-def _split_import_path(path: str) -> tuple[str, str]:
-    module_name, sep, attr = path.partition(":")
-    if not sep or not attr:
-        raise ValueError(f"{path!r} is not an import path of the form 'module:Name' or 'file.py:Name'")
-    return module_name, attr
-
-
-def _import_file(file: Path) -> Any:
-    """The module of a Python file, imported again whenever its content changed (a repository reload must
-    serve the new code), and reused while it did not."""
-    file = file.resolve()
-    if not file.is_file():
-        raise ValueError(f"no such file: {file}")
-    source = file.read_bytes()
-    digest = hashlib.sha256(source).hexdigest()[:16]
-    module_name = f"v2serve_user_{hashlib.sha256(str(file).encode()).hexdigest()[:16]}_{digest}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, file)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import {file}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def model_from_import_path(path: str, **kwargs: Any) -> Model:
@@ -136,7 +93,7 @@ TRUSTED_PACKAGES = ("v2serve",)
 
 
 def _confine(implementation: str, directory: Path, packages: Sequence[str], settings_file: Path) -> None:
-    module_name, _ = _split_import_path(implementation)
+    module_name, _ = split_import_path(implementation)
     if module_name.endswith(".py"):
         if not (directory / module_name).resolve().is_relative_to(directory.resolve()):
             raise ValueError(f"{settings_file}: implementation {implementation!r} lies outside the model's directory")
