@@ -6,6 +6,7 @@ the error once (HTTP: ``{"error": message}`` with the status; streams: an error 
 
     V2ServeError (500)
     ├── InvalidRequest (400)             malformed JSON, wrong shape or datatype, unknown input, ...
+    ├── Unauthorized (401)               the repository API's bearer token is missing or wrong
     ├── Forbidden (403)                  a request asks for something the operator's policy refuses
     ├── NotFound (404)
     │   ├── ModelNotFound (404)          unknown model or version; names the available ones
@@ -14,6 +15,7 @@ the error once (HTTP: ``{"error": message}`` with the status; streams: an error 
     ├── Conflict (409)                   the request cannot be honoured as the server runs (several workers)
     ├── PayloadTooLarge (413)
     ├── InferenceError (500)             the model itself raised
+    ├── ModelLoadFailed (500)            a load through the repository failed; what served before serves on
     ├── NotImplementedOperation (501)    e.g. explain on a model without an explainer
     ├── UpstreamError (502)              a data_url's server answered with an error or a redirect
     ├── DeadlineExceeded (504)           the request's timeout passed before its answer was ready

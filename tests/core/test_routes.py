@@ -8,6 +8,7 @@ from v2serve.core.routes import Route, RouteTable
 from v2serve.errors import MethodNotAllowed, OperationNotFound
 from v2serve.event import Reply
 from v2serve.mock import MockServer
+from v2serve.protocol.schemas import Liveness
 from v2serve.server import ModelServer
 from v2serve.settings import Settings
 
@@ -21,7 +22,7 @@ async def echo_model(event, params):
 
 
 TOY = [
-    Route("GET", "/ping", ping, "Liveness, TorchServe style", "Liveness", server_level=True),
+    Route("GET", "/ping", ping, "Liveness, TorchServe style", Liveness, server_level=True),
     Route("POST", "/predictions/{model}/{version}", echo_model, "Which model a prediction names", errors=(404,)),
 ]
 

@@ -1,7 +1,8 @@
 """The OpenAPI description of everything the server exposes, served at ``/v2/docs/openapi.json`` and ``OPTIONS /``.
 
-Schemas are generated from the request dataclasses and response TypedDicts the server itself uses, and the
-paths and operations from the route table itself (``routes.py``): what is documented is what is served.
+Schemas are generated from the request and response types each route names (TypedDicts and dataclasses
+the server itself uses, a front-end's own beside it), and the paths and operations from the route table
+itself (``routes.py``): what is documented is what is served, and a new front-end edits nothing here.
 """
 
 from __future__ import annotations
@@ -9,56 +10,13 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from pydantic import ConfigDict, TypeAdapter
-from typing_extensions import NotRequired, TypedDict
+from pydantic import TypeAdapter
 
 from v2serve.core.routes import Route, RouteTable
 from v2serve.protocol import schemas
-from v2serve.protocol.types import InferenceRequest
 
 JSON = "application/json"
 
-
-class InferDictRequest(TypedDict):
-    """``infer_dict``: rows as objects keyed by feature name, put in the model's input order."""
-
-    inputs: list[dict[str, Any]] | dict[str, Any]
-    id: NotRequired[str]
-    parameters: NotRequired[dict[str, Any]]
-
-
-class GenerateRequest(TypedDict, total=False):
-    """Triton's ``generate``: the model's inputs by name (a value or a list of values), and ``parameters``."""
-
-    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
-    parameters: dict[str, Any]
-
-
-class KServeV1Request(TypedDict, total=False):
-    """KServe v1: ``instances`` (one item per instance) or ``inputs`` (data points, or a batch per input)."""
-
-    instances: list[Any]
-    inputs: Any
-
-
-_SCHEMA_TYPES: tuple[Any, ...] = (
-    InferenceRequest,
-    InferDictRequest,
-    GenerateRequest,
-    KServeV1Request,
-    schemas.ErrorBody,
-    schemas.ServerMetadata,
-    schemas.Liveness,
-    schemas.Readiness,
-    schemas.ModelList,
-    schemas.ModelMetadata,
-    schemas.ModelReadiness,
-    schemas.InferenceResponse,
-    schemas.StatisticsBody,
-    schemas.RepositoryIndexEntry,
-    schemas.RepositoryIndexRequest,
-    schemas.RepositoryModelRequest,
-)
 
 # What each error status means wherever it can happen.
 _ERRORS = {
@@ -81,8 +39,8 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(name: str | None, description: str = "OK") -> dict[str, Any]:
-    schema: dict[str, Any] = _ref(name) if name else {}
+def _json(kind: Any, description: str = "OK") -> dict[str, Any]:
+    schema: dict[str, Any] = _ref(kind.__name__) if kind is not None else {}
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
@@ -90,7 +48,7 @@ def _operation(route: Route) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": route.summary}
     operation["responses"] = {
         "200": _json(route.response),
-        **{str(code): _json("ErrorBody", _ERRORS[code]) for code in route.errors},
+        **{str(code): _json(schemas.ErrorBody, _ERRORS[code]) for code in route.errors},
         **(route.responses or {}),
     }
     if route.parameters:
@@ -103,7 +61,7 @@ def _operation(route: Route) -> dict[str, Any]:
     elif route.request is not None:
         operation["requestBody"] = {
             "required": route.request_required,
-            "content": {JSON: {"schema": _ref(route.request)}},
+            "content": {JSON: {"schema": _ref(route.request.__name__)}},
         }
     return operation
 
@@ -116,15 +74,23 @@ def openapi_document(table: RouteTable) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "v2serve", "version": __version__, "description": "KServe/Triton v2 inference protocol"},
         "paths": table.openapi_paths(_operation),
-        "components": {"schemas": _components()},
+        "components": {"schemas": _components(table.routes)},
     }
 
 
-@cache
-def _components() -> dict[str, Any]:
+def _components(routes: list[Route]) -> dict[str, Any]:
+    """The schemas of every type the routes name (and of the error body), collected from the routes."""
+    kinds = {schemas.ErrorBody}
+    for route in routes:
+        if route.documented:
+            kinds.update(kind for kind in (route.request, route.response, *route.components) if kind is not None)
     components: dict[str, Any] = {}
-    for kind in _SCHEMA_TYPES:
-        schema = TypeAdapter(kind).json_schema(ref_template="#/components/schemas/{model}")
-        components.update(schema.pop("$defs", {}))
-        components[kind.__name__] = schema
+    for kind in sorted(kinds, key=lambda kind: kind.__name__):
+        components.update(_schema_of(kind))
     return components
+
+
+@cache
+def _schema_of(kind: Any) -> dict[str, Any]:
+    schema = TypeAdapter(kind).json_schema(ref_template="#/components/schemas/{model}")
+    return {**schema.pop("$defs", {}), kind.__name__: schema}

@@ -5,7 +5,7 @@ documents: a summary, the schemas of its request and response bodies, its error 
 drives dispatch (``RouteTable.resolve``) and the OpenAPI document (``RouteTable.openapi``), so the two cannot
 drift apart. A new front-end adds a list; nothing in the table changes::
 
-    ping = Route("GET", "/ping", handle_ping, "Liveness, TorchServe style", response="Liveness")
+    ping = Route("GET", "/ping", handle_ping, "Liveness, TorchServe style", response=Liveness)
     table = RouteTable([*v2_routes, ping])
 """
 
@@ -34,10 +34,10 @@ class Route:
     path: str
     handler: Handler = field(compare=False)
     summary: str
-    response: str | None = None
-    """The schema (in the OpenAPI components) of the 200 body; None: not described."""
-    request: str | None = None
-    """The schema of the request body; None: the route takes none."""
+    response: Any = None
+    """The type (a TypedDict or dataclass) whose schema describes the 200 body; None: not described."""
+    request: Any = None
+    """The type whose schema describes the request body; None: the route takes none."""
     errors: tuple[int, ...] = ()
     request_required: bool = True
     responses: Mapping[str, Any] | None = None
@@ -53,6 +53,8 @@ class Route:
     ``GET /`` in a shape of its own); without it, two routes on one method and path are an error."""
     request_content: Mapping[str, Any] | None = None
     """The OpenAPI ``content`` of a request body that is not one JSON schema (any media type, a form)."""
+    components: tuple[Any, ...] = ()
+    """Further types whose schemas ``responses`` refers to by name (``#/components/schemas/<name>``)."""
 
     @property
     def parameters(self) -> list[str]:

@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
+from pydantic import ConfigDict
+from typing_extensions import TypedDict
+
 from v2serve.core.server_core import ServerCore
 from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
@@ -22,6 +25,13 @@ from v2serve.protocol.response import InferenceResult
 from v2serve.protocol.values import scalar_or_list
 
 EVENT_STREAM = "text/event-stream"
+
+
+class GenerateRequest(TypedDict, total=False):
+    """Triton's ``generate``: the model's inputs by name (a value or a list of values), and ``parameters``."""
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]
+    parameters: dict[str, Any]
 
 
 class GenerateEndpoints:

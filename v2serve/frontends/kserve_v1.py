@@ -9,17 +9,28 @@ how the kserve client's v1 ``is_server_live`` asks. Errors stay ``{"error": mess
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
+
+from typing_extensions import TypedDict
 
 from v2serve.core.routes import Route
 from v2serve.core.server_core import ServerCore
 from v2serve.errors import InvalidRequest
 from v2serve.event import Event, Reply
+from v2serve.protocol import schemas
 from v2serve.protocol.bodies import Decoder, parsed_first
 from v2serve.protocol.body import Body
 from v2serve.protocol.datapoints import decode_datapoints, decode_named_values
 from v2serve.protocol.values import rows
 
 _ERRORS = (400, 404, 413, 500, 503, 504)
+
+
+class KServeV1Request(TypedDict, total=False):
+    """KServe v1: ``instances`` (one item per instance) or ``inputs`` (data points, or a batch per input)."""
+
+    instances: list[Any]
+    inputs: Any
 
 
 class KServeV1Endpoints:
@@ -33,14 +44,14 @@ class KServeV1Endpoints:
         # The operation routes come first: "/v1/models/{model}" would also match "m:predict".
         return [
             Route("POST", "/v1/models/{model}:predict", self.predict, "Prediction, KServe v1", None,
-                  "KServeV1Request", _ERRORS),
+                  KServeV1Request, _ERRORS),
             Route("POST", "/v1/models/{model}:explain", self.explain, "Explanation, KServe v1", None,
-                  "KServeV1Request", (*_ERRORS, 501)),
-            Route("GET", "/v1/models", self.list_models, "Names of the models served, KServe v1", "ModelList",
+                  KServeV1Request, (*_ERRORS, 501)),
+            Route("GET", "/v1/models", self.list_models, "Names of the models served, KServe v1", schemas.ModelList,
                   server_level=True),
-            Route("GET", "/v1/models/{model}", self.model_ready, "Model readiness, KServe v1", "ModelReadiness",
+            Route("GET", "/v1/models/{model}", self.model_ready, "Model readiness, KServe v1", schemas.ModelReadiness,
                   errors=(404, 503)),
-            Route("GET", "/", self.root, "Server metadata, and liveness as KServe v1 asks", "ServerMetadata",
+            Route("GET", "/", self.root, "Server metadata, and liveness as KServe v1 asks", schemas.ServerMetadata,
                   server_level=True, replaces=True),
         ]  # fmt: skip
 

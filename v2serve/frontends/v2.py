@@ -11,23 +11,35 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from typing_extensions import NotRequired, TypedDict
+
 from v2serve.core.operations import BODY_OPERATIONS, Kind, canonical, kind_of
 from v2serve.core.routes import Handler, Route
 from v2serve.core.server_core import ServerCore
 from v2serve.data.requests import names_data_url, with_data_url
 from v2serve.errors import OperationNotFound, V2ServeError
 from v2serve.event import Addressed, Event, Reply, error_reply, value_reply
-from v2serve.frontends.generate import EVENT_STREAM, GenerateEndpoints
+from v2serve.frontends.generate import EVENT_STREAM, GenerateEndpoints, GenerateRequest
 from v2serve.metrics.server import PROMETHEUS_CONTENT_TYPE
+from v2serve.protocol import schemas
 from v2serve.protocol.bodies import document_of, v2_decoder
 from v2serve.protocol.body import Body
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE
 from v2serve.protocol.response import InferenceResult, encode_inference_response
+from v2serve.protocol.types import InferenceRequest
 
 OPENAPI_PATH = "/v2/docs/openapi.json"
 _TENSOR_ERRORS = (400, 404, 413, 500, 503, 504)
 _TEXT = {"200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}}
 _EVENTS = {"200": {"description": "One event per response", "content": {EVENT_STREAM: {"schema": {"type": "string"}}}}}
+
+
+class InferDictRequest(TypedDict):
+    """``infer_dict``: rows as objects keyed by feature name, put in the model's input order."""
+
+    inputs: list[dict[str, Any]] | dict[str, Any]
+    id: NotRequired[str]
+    parameters: NotRequired[dict[str, Any]]
 
 
 def v2_reply(result: InferenceResult) -> Reply:
@@ -185,34 +197,36 @@ class V2Endpoints:
 
     def _server_routes(self) -> list[Route]:
         routes = [
-            Route("GET", "/", self.server_metadata, "Server metadata", "ServerMetadata", server_level=True),
+            Route("GET", "/", self.server_metadata, "Server metadata", schemas.ServerMetadata, server_level=True),
             Route("OPTIONS", "/", self.openapi, "This OpenAPI description", server_level=True),
             # Which model it addresses, and so which schema its body follows, is in the body itself.
             Route("POST", "/", self.body_routed, "Any operation on the model the body or v2-* headers name",
                   documented=False),
-            Route("GET", "/v2", self.server_metadata, "Server metadata", "ServerMetadata", server_level=True),
+            Route("GET", "/v2", self.server_metadata, "Server metadata", schemas.ServerMetadata, server_level=True),
             Route("GET", "/v2/health", self.server_metadata, "Server metadata (MLRun's server info)",
-                  "ServerMetadata", server_level=True),
-            Route("GET", "/v2/health/live", self.live, "Liveness", "Liveness", server_level=True),
-            Route("GET", "/v2/health/ready", self.ready, "Readiness", "Readiness", server_level=True,
+                  schemas.ServerMetadata, server_level=True),
+            Route("GET", "/v2/health/live", self.live, "Liveness", schemas.Liveness, server_level=True),
+            Route("GET", "/v2/health/ready", self.ready, "Readiness", schemas.Readiness, server_level=True,
                   responses={"200": _json(_ref("Readiness")), "503": _json(_ref("Readiness"), "Not ready")}),
-            Route("GET", "/v2/models", self.list_models, "Names of the models served", "ModelList",
+            Route("GET", "/v2/models", self.list_models, "Names of the models served", schemas.ModelList,
                   server_level=True),
-            Route("GET", "/v2/models/stats", self.all_stats, "Statistics of every model", "StatisticsBody",
+            Route("GET", "/v2/models/stats", self.all_stats, "Statistics of every model", schemas.StatisticsBody,
                   server_level=True),
             Route("GET", "/metrics", self.metrics_text, "Prometheus metrics", responses=_TEXT, server_level=True),
             Route("GET", OPENAPI_PATH, self.openapi, "This OpenAPI description", server_level=True),
             Route("POST", "/v2/repository/index", self.repository_index, "Models in the repository and their state",
-                  None, "RepositoryIndexRequest", (400, 401, 404), request_required=False, server_level=True,
+                  None, schemas.RepositoryIndexRequest, (400, 401, 404), request_required=False, server_level=True,
+                  components=(schemas.RepositoryIndexEntry,),
                   responses={"200": _json({"type": "array", "items": _ref("RepositoryIndexEntry")})}),
             Route("POST", "/v2/repository/models/{model}/load", self.repository_load, "Load a model", None,
-                  "RepositoryModelRequest", (400, 401, 403, 404, 409, 500), request_required=False,
+                  schemas.RepositoryModelRequest, (400, 401, 403, 404, 409, 500), request_required=False,
                   server_level=True),
         ]  # fmt: skip
         for prefix in ("/v2/repository/models/{model}", "/v2/repository/models/{model}/versions/{version}"):
             routes.append(
                 Route("POST", f"{prefix}/unload", self.repository_unload, "Unload a model", None,
-                      "RepositoryModelRequest", (400, 401, 403, 404, 409), request_required=False, server_level=True)
+                      schemas.RepositoryModelRequest, (400, 401, 403, 404, 409), request_required=False,
+                      server_level=True)
             )  # fmt: skip
         return routes
 
@@ -220,8 +234,8 @@ class V2Endpoints:
         # MLRun's calls that name no model: the graph's default route (an ensemble) answers them.
         routes = [
             Route("POST", f"/v2/models/{operation}", self.default_operation(operation),
-                  f"{operation.capitalize()} on the default route (MLRun: the ensemble)", "InferenceResponse",
-                  "InferenceRequest", (*_TENSOR_ERRORS, 501) if operation == "explain" else _TENSOR_ERRORS)
+                  f"{operation.capitalize()} on the default route (MLRun: the ensemble)", schemas.InferenceResponse,
+                  InferenceRequest, (*_TENSOR_ERRORS, 501) if operation == "explain" else _TENSOR_ERRORS)
             for operation in ("infer", "predict", "explain")
         ]  # fmt: skip
         for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
@@ -232,32 +246,32 @@ class V2Endpoints:
         infer, infer_dict = self.operation("infer"), self.operation("infer_dict")
         return [
             # Model probes are answered by these routes even when a flow answers the rest: they never run it.
-            Route("GET", prefix, self.model_metadata, "Model metadata", "ModelMetadata", errors=(404,),
+            Route("GET", prefix, self.model_metadata, "Model metadata", schemas.ModelMetadata, errors=(404,),
                   server_level=True),
-            Route("POST", prefix, infer, "Inference (MLRun's POST to the model)", "InferenceResponse",
-                  "InferenceRequest", _TENSOR_ERRORS),
-            Route("GET", f"{prefix}/ready", self.model_ready, "Model readiness", "ModelReadiness", errors=(404,),
+            Route("POST", prefix, infer, "Inference (MLRun's POST to the model)", schemas.InferenceResponse,
+                  InferenceRequest, _TENSOR_ERRORS),
+            Route("GET", f"{prefix}/ready", self.model_ready, "Model readiness", schemas.ModelReadiness, errors=(404,),
                   server_level=True,
                   responses={"200": _json(_ref("ModelReadiness")), "404": _json(_ref("ErrorBody"), "Unknown model"),
                              "503": _json(_ref("ModelReadiness"), "Not ready")}),
-            Route("GET", f"{prefix}/stats", self.model_stats, "Model statistics", "StatisticsBody", errors=(404,),
+            Route("GET", f"{prefix}/stats", self.model_stats, "Model statistics", schemas.StatisticsBody, errors=(404,),
                   server_level=True),
-            Route("POST", f"{prefix}/infer", infer, "Inference", "InferenceResponse", "InferenceRequest",
+            Route("POST", f"{prefix}/infer", infer, "Inference", schemas.InferenceResponse, InferenceRequest,
                   _TENSOR_ERRORS),
             Route("POST", f"{prefix}/infer_dict", infer_dict, "Inference on rows keyed by feature name",
-                  "InferenceResponse", "InferDictRequest", _TENSOR_ERRORS),
-            Route("POST", f"{prefix}/explain", self.operation("explain"), "Explanation", "InferenceResponse",
-                  "InferenceRequest", (*_TENSOR_ERRORS, 501)),
-            Route("POST", f"{prefix}/predict", infer, "Inference (MLRun's name)", "InferenceResponse",
-                  "InferenceRequest", _TENSOR_ERRORS),
+                  schemas.InferenceResponse, InferDictRequest, _TENSOR_ERRORS),
+            Route("POST", f"{prefix}/explain", self.operation("explain"), "Explanation", schemas.InferenceResponse,
+                  InferenceRequest, (*_TENSOR_ERRORS, 501)),
+            Route("POST", f"{prefix}/predict", infer, "Inference (MLRun's name)", schemas.InferenceResponse,
+                  InferenceRequest, _TENSOR_ERRORS),
             Route("POST", f"{prefix}/predict_dict", infer_dict,
-                  "Inference on rows keyed by feature name (MLRun's name)", "InferenceResponse", "InferDictRequest",
+                  "Inference on rows keyed by feature name (MLRun's name)", schemas.InferenceResponse, InferDictRequest,
                   _TENSOR_ERRORS),
             Route("POST", f"{prefix}/generate", self._generate.generate,
-                  "Generate (Triton's extension): inputs by name in, one response", None, "GenerateRequest",
+                  "Generate (Triton's extension): inputs by name in, one response", None, GenerateRequest,
                   _TENSOR_ERRORS),
             Route("POST", f"{prefix}/generate_stream", self._generate.generate_stream,
-                  "Generate, streamed: a server-sent event per response", None, "GenerateRequest",
+                  "Generate, streamed: a server-sent event per response", None, GenerateRequest,
                   _TENSOR_ERRORS, responses=_EVENTS),
             Route("GET", f"{prefix}/{{operation}}", self.custom_operation, "A custom operation (op_<name>)",
                   errors=(404, 500)),
