@@ -18,7 +18,7 @@ from v2serve.protocol.schema import ModelSchema
 async def with_data_url(body: Body, operation: str, schema: ModelSchema, data: DataFetcher | None) -> tuple[Body, str]:
     """The body with the inputs its ``data_url`` names in place of the URL, and the operation that now runs
     (the file's rows are already ordered: infer_dict is plain infer); a body naming no data_url as it is."""
-    if not names_data_url(body):
+    if not body.names_data_url():
         return body, operation
     document = request_document(body)
     if data is None:
@@ -27,11 +27,3 @@ async def with_data_url(body: Body, operation: str, schema: ModelSchema, data: D
     inputs = inputs_from_data(url, await data.read(url), schema)
     rest = {key: value for key, value in document.items() if key != "data_url"}
     return Body.decoded({**rest, "inputs": inputs}), "explain" if operation == "explain" else "infer"
-
-
-def names_data_url(body: Body) -> bool:
-    """Whether the request names a data_url (its JSON is parsed, once, to know: the decoding reuses it)."""
-    if body.binary_extension:
-        return False
-    document = request_document(body)
-    return type(document) is dict and "data_url" in document

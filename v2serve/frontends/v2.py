@@ -9,6 +9,7 @@ headers (streams, serverless); ``OPTIONS /`` is the API description (TorchServe'
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from typing_extensions import NotRequired, TypedDict
@@ -16,13 +17,13 @@ from typing_extensions import NotRequired, TypedDict
 from v2serve.core.operations import BODY_OPERATIONS, Kind, canonical, kind_of
 from v2serve.core.routes import Handler, Route
 from v2serve.core.server_core import ServerCore
-from v2serve.data.requests import names_data_url, with_data_url
+from v2serve.data.requests import with_data_url
 from v2serve.errors import OperationNotFound, V2ServeError
 from v2serve.event import Addressed, Event, Reply, error_reply, value_reply
 from v2serve.frontends.generate import EVENT_STREAM, GenerateEndpoints, GenerateRequest
 from v2serve.metrics.server import PROMETHEUS_CONTENT_TYPE
 from v2serve.protocol import schemas
-from v2serve.protocol.bodies import document_of, v2_decoder
+from v2serve.protocol.bodies import document_of, v2_decoder, v2_decoding
 from v2serve.protocol.body import Body
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE
 from v2serve.protocol.response import InferenceResult, encode_inference_response
@@ -64,18 +65,19 @@ class V2Endpoints:
         """The handler of a route for one model operation."""
 
         explain = operation == "explain"
+        decoding = v2_decoding(operation)
 
         async def run(event: Event, params: Mapping[str, str]) -> Reply:
             entry = self._core.entry(params)
             kind = kind_of(entry, operation)
             if kind is Kind.TENSORS:
                 body = event.body
-                if names_data_url(body):
+                if body.names_data_url():
                     entry.require_ready()
                     body, runs = await with_data_url(body, operation, entry.schema, self._core.data)
                     decode = v2_decoder(body, runs)
                 else:
-                    decode = v2_decoder(body, operation)
+                    decode = partial(decoding, body=body)
                 result = await self._dataplane.infer(entry, decode, explain, event.headers, event.id)
                 return result.encode(v2_reply)
             value = document_of(event.body) if kind is Kind.DOCUMENT else event.body.json()

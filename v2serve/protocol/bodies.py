@@ -9,18 +9,11 @@ from functools import partial
 from typing import Any
 
 from v2serve.errors import InvalidRequest
-from v2serve.protocol.body import Body
+from v2serve.protocol.body import Body, RawBody
 from v2serve.protocol.datapoints import decode_datapoints, decode_fields, single_input
-from v2serve.protocol.decode import (
-    DecodedRequest,
-    RawBody,
-    decode_binary_request,
-    decode_dict_request,
-    decode_json_request,
-    raw_body,
-    raw_of,
-)
+from v2serve.protocol.decode import DecodedRequest, decode_binary_request, decode_dict_request, decode_tensors
 from v2serve.protocol.schema import ModelSchema
+from v2serve.protocol.types import parse_inference_request
 
 Decoder = Callable[[ModelSchema], DecodedRequest]
 """A request's decoding against the schema of the model it reaches (run, and timed, by the data plane)."""
@@ -28,9 +21,13 @@ Decoder = Callable[[ModelSchema], DecodedRequest]
 
 def v2_decoder(body: Body, operation: str) -> Decoder:
     """The decoding of a v2 request body for ``operation`` (infer, explain or infer_dict)."""
-    if operation == "infer_dict":
-        return partial(_decode_dict_body, body=body)
-    return partial(decode_body, body=body)
+    return partial(v2_decoding(operation), body=body)
+
+
+def v2_decoding(operation: str) -> Callable[..., DecodedRequest]:
+    """What decodes a v2 request body for ``operation``: ``partial(v2_decoding(op), body=body)`` is its
+    decoder (chosen once per route; the partial costs no Python call per request)."""
+    return decode_dict_body if operation == "infer_dict" else decode_body
 
 
 def parsed_first(body: Body, decode: Decoder) -> Decoder:
@@ -49,28 +46,28 @@ def decode_body(schema: ModelSchema, body: Body) -> DecodedRequest:
     """Any body an infer route takes: v2 tensors, MLRun's data points, or a body that is not JSON. The
     parsing a front-end did before (to route the request, or to find its data_url) counts as decoding."""
     parsed_before = body.parse_ns
+    content_type = body.content_type
+    raw = None
+    if content_type is not None and not content_type.startswith("application/json"):
+        raw = body.raw_body()
     if body.binary_extension:
         decoded = decode_binary_request(schema, body)
+    elif raw is not None:
+        decoded = decode_raw(schema, raw)
     else:
-        content_type = body.content_type
-        raw = None
-        if content_type is not None and not content_type.startswith("application/json"):
-            raw = raw_of(body)
-        decoded = decode_raw(schema, raw) if raw is not None else _decode_document(schema, body.inference_json())
+        document = body.inference_json()
+        inputs = document.get("inputs") if type(document) is dict else None
+        if type(inputs) is list and inputs and type(inputs[0]) is not dict:
+            # A list whose first item is not a tensor object is MLRun's list of data points.
+            decoded = _datapoints(schema, document, inputs)
+        else:  # decode_json_request, inline: the hot path
+            request = parse_inference_request(document)
+            decoded = DecodedRequest(request, decode_tensors(schema, request, None))
     decoded.parse_ns = parsed_before
     return decoded
 
 
-def _decode_document(schema: ModelSchema, document: Any) -> DecodedRequest:
-    if type(document) is dict:
-        inputs = document.get("inputs")
-        # A list whose first item is not a tensor object is MLRun's list of data points.
-        if type(inputs) is list and inputs and type(inputs[0]) is not dict:
-            return _datapoints(schema, document, inputs)
-    return decode_json_request(schema, document)
-
-
-def _decode_dict_body(schema: ModelSchema, body: Body) -> DecodedRequest:
+def decode_dict_body(schema: ModelSchema, body: Body) -> DecodedRequest:
     parsed_before = body.parse_ns
     decoded = decode_dict_request(schema, body.inference_json())
     decoded.parse_ns = parsed_before
@@ -82,12 +79,8 @@ def document_of(body: Body) -> Any:
     the bytes or text of a body that is not JSON as ``{"inputs": ...}`` (MLRun's rule)."""
     if body.binary_extension:
         raise InvalidRequest("this model takes JSON or raw bodies, not the binary tensor extension")
-    content_type = body.content_type
-    if content_type is not None and not body.is_decoded:
-        raw = raw_body(content_type, body.raw)
-        if raw is not None:
-            return {"inputs": raw.data}
-    return body.json()
+    raw = body.raw_body()
+    return body.json() if raw is None else {"inputs": raw.data}
 
 
 def decode_raw(schema: ModelSchema, raw: RawBody) -> DecodedRequest:

@@ -11,12 +11,36 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from v2serve.errors import InvalidRequest
 from v2serve.protocol.binary import HEADER_LENGTH
 from v2serve.protocol.jsonio import loads
 from v2serve.protocol.request_json import loads_inference_request
+
+
+@dataclass(frozen=True, slots=True)
+class RawBody:
+    """A request body that is not JSON, by its content type (MLRun's rule): the bytes of an ``image/*`` or
+    ``application/octet-stream`` body (without the binary extension's header), or the text of a
+    ``text/plain`` one. It reaches a model as its ``inputs``."""
+
+    data: bytes | str
+
+
+def raw_body(content_type: str, body: bytes | bytearray | memoryview) -> RawBody | None:
+    """The body as bytes or text when its content type is binary or plain text; None: it is JSON."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media.startswith("image/") or media == "application/octet-stream":
+        return RawBody(bytes(body))
+    if media == "text/plain":
+        try:
+            return RawBody(bytes(body).decode())
+        except UnicodeDecodeError:
+            raise InvalidRequest("a text/plain body must be UTF-8") from None
+    return None
+
 
 _UNPARSED: Any = object()
 _NO_HEADERS: Mapping[str, str] = {}
@@ -73,6 +97,24 @@ class Body:
     def media_type(self) -> str:
         """The content type without its parameters, lower case; '' when the request named none."""
         return (self.content_type or "").split(";", 1)[0].strip().lower()
+
+    def raw_body(self) -> RawBody | None:
+        """The body as bytes or text when its content type says it is not JSON (MLRun's rule); None otherwise."""
+        content_type = self.content_type
+        if content_type is None or self.is_decoded or content_type.startswith("application/json"):
+            return None
+        return raw_body(content_type, self.raw)
+
+    def names_data_url(self) -> bool:
+        """Whether the request is a v2 JSON request that names a ``data_url`` (parsed once to know: the
+        decoding reuses the parse)."""
+        if self.binary_extension:
+            return False
+        content_type = self.content_type
+        if content_type is not None and not content_type.startswith("application/json") and self.raw_body():
+            return False
+        document = self.inference_json()
+        return type(document) is dict and "data_url" in document
 
     def json(self) -> Any:
         """The body as plain JSON values (an empty body is None), parsed once."""

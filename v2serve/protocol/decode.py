@@ -15,7 +15,7 @@ import numpy as np
 
 from v2serve.errors import InvalidRequest
 from v2serve.protocol import binary
-from v2serve.protocol.body import Body
+from v2serve.protocol.body import Body, RawBody
 from v2serve.protocol.codec import decode_binary_tensor, decode_json_tensor, element_count
 from v2serve.protocol.datatypes import WIRE_ITEMSIZE
 from v2serve.protocol.request_json import loads_inference_request
@@ -40,44 +40,19 @@ class DecodedRequest:
     counted in the request's decode time with the decoding itself."""
 
 
-@dataclass(frozen=True, slots=True)
-class RawBody:
-    """A request body that is not JSON, by its content type (MLRun's rule): the bytes of an ``image/*`` or
-    ``application/octet-stream`` body (without the binary extension's header), or the text of a
-    ``text/plain`` one. It reaches a model as its ``inputs``."""
-
-    data: bytes | str
-
-
 def request_document(body: Body) -> Any:
     """The request's JSON document (parsed once, tensor data into numpy); None when the body uses the binary
     extension (its JSON header is parsed with the binary data it describes); a RawBody when its content type
     says it is not JSON."""
     if body.binary_extension:
         return None
-    raw = raw_of(body)
+    raw = body.raw_body()
     return body.inference_json() if raw is None else raw
 
 
 def raw_of(body: Body) -> RawBody | None:
     """The body as bytes or text when its content type says it is not JSON (MLRun's rule); None otherwise."""
-    content_type = body.content_type
-    if content_type is None or body.is_decoded or content_type.startswith("application/json"):
-        return None
-    return raw_body(content_type, body.raw)
-
-
-def raw_body(content_type: str, body: bytes | bytearray | memoryview) -> RawBody | None:
-    """The body as bytes or text when its content type is binary or plain text; None: it is JSON."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media.startswith("image/") or media == "application/octet-stream":
-        return RawBody(bytes(body))
-    if media == "text/plain":
-        try:
-            return RawBody(bytes(body).decode())
-        except UnicodeDecodeError:
-            raise InvalidRequest("a text/plain body must be UTF-8") from None
-    return None
+    return body.raw_body()
 
 
 def decode_request(schema: ModelSchema, body: Body) -> DecodedRequest:
