@@ -172,3 +172,32 @@ def test_loading_follows_the_repository_rules_token_and_loopback(tmp_path):
         allowed = server.test("/load_model", wordllama, headers={"authorization": "Bearer s3cret"}, get_body=False)
         assert allowed.status_code == 200
         assert call(server, "/unload_model", {"name": "wordllama"}).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("headers", "named"),
+    [
+        ({"X-Token": "a\x00b"}, "X-Token"),
+        ({"X-Token": "a\x7fb"}, "X-Token"),
+        ({"Bad\tName": "x"}, "Bad\tName"),
+        ({"Host": "internal.example"}, "Host"),
+        ({"transfer-encoding": "chunked"}, "transfer-encoding"),
+        ({"Content-Length": "10"}, "Content-Length"),
+        ({"Connection": "keep-alive"}, "Connection"),
+        ({"Proxy-Authorization": "Basic x"}, "Proxy-Authorization"),
+        ({"Upgrade": "h2c"}, "Upgrade"),
+    ],
+)
+def test_image_download_headers_that_could_steer_the_fetch_are_a_400_naming_the_header(files, headers, named):
+    files.files["/x.png"] = png((1, 2, 3))
+    settings = Settings(models=[], data=DataSettings(protocols=["http"], allow_private_addresses=True))
+    from v2serve.models.runtimes.efficientnet_lite import EfficientNetLiteModel
+
+    with MockServer(ModelServer([EfficientNetLiteModel("images")], settings)) as server:
+        body = {"name": "images", "image": [f"{files.url}/x.png"], "image_download_headers": headers}
+        refused = call(server, "/embed_image", body)
+        assert refused.status_code == 400, refused.body
+        assert repr(named) in refused.json()["detail"]
+        assert files.requests == []  # refused before any connection
+        allowed = call(server, "/embed_image", {**body, "image_download_headers": {"X-Token": "secret"}})
+        assert allowed.status_code == 200, allowed.body

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -46,6 +47,15 @@ INGRAIN_LISTENERS = frozenset({"ingrain", "ingrain-models"})
 """The listeners (ports) that are Ingrain's: their ``/metrics`` answers Ingrain's JSON by default."""
 MAX_DOWNLOAD_HEADERS = 32
 MAX_DOWNLOAD_HEADER_BYTES = 8192
+REFUSED_DOWNLOAD_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
+     "proxy-authorization", "proxy-authenticate", "proxy-connection", "expect"}
+)  # fmt: skip
+"""Headers a client may not pass to an image download: they would pick another virtual host than the one the
+data policy approved, or change the request's framing or the connection (hop-by-hop headers)."""
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""RFC 9110's token: what a header name may be."""
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 _ERRORS = (400, 403, 404, 413, 500, 502, 503, 504)
 
@@ -229,8 +239,15 @@ class IngrainRequest:
                 f"image_download_headers takes at most {MAX_DOWNLOAD_HEADERS} headers and "
                 f"{MAX_DOWNLOAD_HEADER_BYTES} bytes"
             )
-        if any("\r" in k + v or "\n" in k + v for k, v in headers.items()):
-            raise InvalidRequest("image_download_headers may not hold line breaks")
+        for name, value in headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise InvalidRequest(f"image_download_headers: {name!r} is not a header name")
+            if name.lower() in REFUSED_DOWNLOAD_HEADERS:
+                raise InvalidRequest(
+                    f"image_download_headers may not set {name!r}: the server decides the connection, host and framing"
+                )
+            if _CONTROL.search(value):
+                raise InvalidRequest(f"image_download_headers: the value of {name!r} holds a control character")
         return {str(k): v for k, v in headers.items()}
 
 
