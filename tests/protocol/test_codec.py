@@ -161,3 +161,15 @@ def test_integer_tensors_accept_integral_floats(datatype, data, expected):
 def test_integral_floats_out_of_range_or_fractional_are_refused(datatype, data, message):
     with pytest.raises(InvalidRequest, match=message):
         decode_json_tensor(RequestInput("t", [len(data)], datatype, data))
+
+
+def test_bytes_data_nested_deeper_than_the_shape_is_refused():
+    nested: list = ["x"]
+    for _ in range(980):
+        nested = [nested]
+    for shape, data in (([1], [["a"]]), ([1], nested), ([1, 1], [[["a"]]])):
+        with pytest.raises(InvalidRequest, match="nested deeper than its shape"):
+            decode_json_tensor(RequestInput("s", shape, "BYTES", data))
+    assert decode_json_tensor(RequestInput("s", [1, 2], "BYTES", [["a", "b"]])).tolist() == [[b"a", b"b"]]
+    assert decode_json_tensor(RequestInput("s", [1, 2], "BYTES", ["a", "b"])).tolist() == [[b"a", b"b"]]
+    assert decode_json_tensor(RequestInput("s", [1], "BYTES", "a")).tolist() == [b"a"]

@@ -159,6 +159,8 @@ def _decode_json_bytes(tensor: RequestInput) -> np.ndarray:
 def _flatten_strings(tensor: RequestInput, data: list[Any]) -> list[bytes]:
     # An explicit stack rather than recursion: JSON nested close to the parser's depth limit must not reach
     # Python's recursion limit.
+    # Flat data fits any shape; nested data may go as deep as the shape has dimensions, and no deeper.
+    depth = max(1, len(tensor.shape))
     out: list[bytes] = []
     stack = [iter(data)]
     while stack:
@@ -166,6 +168,10 @@ def _flatten_strings(tensor: RequestInput, data: list[Any]) -> list[bytes]:
             if isinstance(item, str):
                 out.append(item.encode())
             elif isinstance(item, list):
+                if len(stack) >= depth:
+                    raise InvalidRequest(
+                        f"input {tensor.name!r} has data nested deeper than its shape {tensor.shape} has dimensions"
+                    )
                 stack.append(iter(item))
                 break
             else:
