@@ -15,6 +15,7 @@ from typing import Any
 from typing_extensions import NotRequired, TypedDict
 
 from v2serve.core.operations import BODY_OPERATIONS, Kind, canonical, kind_of
+from v2serve.core.repository_api import RepositoryEndpoints
 from v2serve.core.routes import Handler, Route
 from v2serve.core.server_core import ServerCore
 from v2serve.data.requests import with_data_url
@@ -187,7 +188,7 @@ class V2Endpoints:
     async def repository_unload(self, event: Event, params: Mapping[str, str]) -> Reply:
         return Reply.json(await self._repository(event).unload(event, params["model"], params.get("version")))
 
-    def _repository(self, event: Event) -> Any:
+    def _repository(self, event: Event) -> RepositoryEndpoints:
         if self._core.repository is None:
             raise OperationNotFound(f"no route for {event.method} {event.path}")
         return self._core.repository

@@ -47,9 +47,9 @@ _NO_HEADERS: Mapping[str, str] = {}
 
 
 class Body:
-    """A request body: ``raw`` bytes (empty when a transport gave a decoded value), ``media_type`` (the
-    content type without parameters, lower case; None when the request named none) and ``header_length``
-    (the binary tensor extension's JSON header length, as the request's header gave it)."""
+    """A request body: ``raw`` bytes (empty when a transport gave a decoded value), ``content_type`` (as the
+    request named it, or None) and ``header_length`` (the binary tensor extension's JSON header length, as
+    the request's header gave it)."""
 
     __slots__ = (
         "_inference",
@@ -92,11 +92,6 @@ class Body:
         body._json = body._inference = value
         body.is_decoded = True
         return body
-
-    @property
-    def media_type(self) -> str:
-        """The content type without its parameters, lower case; '' when the request named none."""
-        return (self.content_type or "").split(";", 1)[0].strip().lower()
 
     def raw_body(self) -> RawBody | None:
         """The body as bytes or text when its content type says it is not JSON (MLRun's rule); None otherwise."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from v2serve.errors import InvalidRequest
 from v2serve.protocol import binary
-from v2serve.protocol.body import Body, RawBody
+from v2serve.protocol.body import Body
 from v2serve.protocol.codec import decode_binary_tensor, decode_json_tensor, element_count
 from v2serve.protocol.datatypes import WIRE_ITEMSIZE
 from v2serve.protocol.request_json import loads_inference_request
@@ -48,11 +48,6 @@ def request_document(body: Body) -> Any:
         return None
     raw = body.raw_body()
     return body.inference_json() if raw is None else raw
-
-
-def raw_of(body: Body) -> RawBody | None:
-    """The body as bytes or text when its content type says it is not JSON (MLRun's rule); None otherwise."""
-    return body.raw_body()
 
 
 def decode_request(schema: ModelSchema, body: Body) -> DecodedRequest:
