@@ -111,6 +111,44 @@ def test_embedded_ipv4_addresses_are_checked_too(address, public):
     assert is_public(ipaddress.ip_address(address)) is public
 
 
+LOOPBACK_SPELLINGS = ["2130706433", "0177.0.0.1", "127.1", "0x7f.1", "0x7F000001", "127.0.0.1.", "0177.0.0x1"]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_SPELLINGS)
+async def test_ipv4_spellings_of_loopback_are_refused_by_the_policy(file_server, host):
+    """Read as the WHATWG URL standard reads them (browsers do), not left to the HTTP client's parser."""
+    port = file_server.url.rsplit(":", 1)[1]
+    async with serve_in_process(EchoModel(name="echo"), **echo_settings()) as client:
+        response = await read(client, f"http://{host}:{port}/x")
+    assert response.status_code == 403 and "non-public address 127.0.0.1" in response.json()["error"]
+    assert file_server.requests == []
+
+
+@pytest.mark.parametrize("host", ["2130706433", "127.1", "0x7f.0.0.1"])
+async def test_a_non_standard_ipv4_spelling_is_refused_even_where_private_addresses_are_allowed(file_server, host):
+    port = file_server.url.rsplit(":", 1)[1]
+    async with serve_in_process(EchoModel(name="echo"), **echo_settings(allow_private_addresses=True)) as client:
+        response = await read(client, f"http://{host}:{port}/x")
+        standard = await read(client, f"http://127.0.0.1:{port}/x")
+    assert response.status_code == 403 and "127.0.0.1 in a non-standard way" in response.json()["error"]
+    assert standard.status_code != 403  # the dotted-quad spelling of the same address passes the policy
+
+
+@pytest.mark.parametrize("host", ["256.0.0.1", "1.2.3.4.5", "1..2.3", "0x1.09", "4294967296"])
+def test_a_host_ending_in_a_number_that_is_no_ipv4_address_is_refused(host):
+    policy = DataPolicy(DataSettings(protocols=["http"], allow_private_addresses=True))
+    with pytest.raises(Forbidden, match="not an IPv4 address"):
+        policy.check(f"http://{host}/x")
+
+
+@pytest.mark.parametrize(("host", "address"), [("8.8.8.8", "8.8.8.8"), ("1.2.3.example", None), ("[::1]", "::1")])
+def test_names_and_standard_addresses_read_as_before(host, address):
+    from v2serve.data.addresses import literal_address
+
+    found = literal_address(host.strip("[]"))
+    assert (None if found is None else str(found)) == address
+
+
 async def test_a_name_resolving_to_loopback_is_refused_at_connection(file_server):
     port = file_server.url.rsplit(":", 1)[1]
     async with serve_in_process(EchoModel(name="echo"), **echo_settings()) as client:

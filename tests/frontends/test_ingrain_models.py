@@ -153,6 +153,10 @@ def test_image_urls_to_private_addresses_are_refused_unless_allowed(tmp_path, fi
         refused = call(server, "/embed_image", {"name": "images", "image": [f"{files.url}/x.png"]})
         assert refused.status_code == 403 and "image 0 of the request" in refused.json()["detail"]
         assert files.requests == []  # refused before any connection
+        port = files.url.rsplit(":", 1)[1]
+        decimal = call(server, "/embed_image", {"name": "images", "image": f"http://2130706433:{port}/x.png"})
+        assert decimal.status_code == 403 and "non-public address 127.0.0.1" in decimal.json()["detail"]
+        assert files.requests == []
         not_allowed = call(server, "/embed_image", {"name": "images", "image": "ftp://example.com/x.png"})
         assert not_allowed.status_code == 403 and "not allowed" in not_allowed.json()["detail"]
 

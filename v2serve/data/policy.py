@@ -72,13 +72,16 @@ class DataPolicy:
         host = parts.hostname
         if not host:
             raise Forbidden(f"data_url {url!r} names no host")
-        if self.settings.allow_private_addresses:
-            return
         # A literal address is connected to as it is, with no resolution: check it here. Names are checked
         # when they are resolved for the connection.
         address = literal_address(host)
-        if address is not None:
+        if address is None:
+            return
+        if not self.settings.allow_private_addresses:
             refuse_unless_public(host, address)
+        if address.version == 4 and host != str(address):
+            # HTTP clients disagree on these spellings: the one that is connected to is the one checked.
+            raise Forbidden(f"data_url host {host!r} spells the IPv4 address {address} in a non-standard way")
 
 
 def split_url(url: str) -> tuple[str, str]:
