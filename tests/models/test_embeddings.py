@@ -165,6 +165,44 @@ def test_a_broken_or_oversized_image_is_a_400_naming_its_position(image_model):
         small.pixels([png(64, 48)])
 
 
+_PEAK_MEMORY_CHILD = """
+import resource, sys
+from v2serve.models.runtimes.efficientnet_lite import EfficientNetLiteModel
+
+def kb(field):  # this process's own figures: ru_maxrss would carry over the parent's peak through exec
+    return int(open("/proc/self/status").read().split(field + ":")[1].split()[0])
+
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # the issue's 4 GB: a runaway resize fails here
+model = EfficientNetLiteModel("images")
+image = open(sys.argv[1], "rb").read()
+model.pixels([])  # Pillow and numpy imported before the baseline
+before = kb("VmRSS")
+pixels = model.pixels([image])
+print(pixels.shape, (kb("VmHWM") - before) // 1024)
+"""
+
+
+@pytest.mark.parametrize(("width", "height"), [(10, 4_000_000), (100, 400_000), (4_000_000, 10)])
+def test_an_extreme_aspect_ratio_costs_no_more_than_its_decoded_pixels(tmp_path, width, height):
+    """A few KB of PNG claiming 40 million pixels in a sliver: resizing the short side to 224 before
+    cropping would build a 224 x 89,600,000 canvas (about 60 GB) for the first image, +1.3 GB for the
+    second. The peak is measured in a process of its own (Pillow's buffers are not Python objects)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "sliver.png"
+    Image.new("L", (width, height), 128).save(path, "PNG")
+    assert path.stat().st_size < 200_000
+    child = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY_CHILD, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    shape, grown_mb = child.stdout.rsplit(" ", 1)
+    assert shape == "(1, 3, 224, 224)"
+    # The decoded image is 40 MB (one byte a pixel); everything after the crop is 224 x 224.
+    assert int(grown_mb) < 150, f"{width}x{height}: peak grew by {grown_mb} MB"
+
+
 async def test_a_bad_image_in_a_batch_fails_only_its_own_request():
     model = EfficientNetLiteModel("images", device="cpu", max_batch_delay_ms=100)
     server = ModelServer([model], Settings(models=[]))

@@ -2,9 +2,10 @@
 
 Decoding runs in predict, in the model's thread, with Pillow (the ``embeddings`` extra). Every image is
 bounded before it is decoded: its header gives its size, and one of more than ``max_image_pixels`` pixels is
-refused (a small compressed file can claim a huge canvas). An image that does not decode is a 400 naming its
-position in the request; when requests were batched together, the batch is run again one request at a time,
-so that only the request that sent it fails.
+refused (a small compressed file can claim a huge canvas); its centre square is cut out before it is
+resized, so that what the resize makes is bounded by the model's size whatever the aspect ratio. An image
+that does not decode is a 400 naming its position in the request; when requests were batched together,
+the batch is run again one request at a time, so that only the request that sent it fails.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from v2serve.models.runtimes import require
 
 
 class ImageEmbeddingModel(EmbeddingModel):
-    """Decodes, resizes (shorter side to ``image_size``, then a centre crop) and normalises images into a
+    """Decodes, crops (the centre square), resizes (to ``image_size``) and normalises images into a
     float32 ``[n, 3, image_size, image_size]`` array for ``embed_pixels``, which subclasses implement."""
 
     modality: ClassVar[str] = IMAGE
@@ -73,22 +74,23 @@ class ImageEmbeddingModel(EmbeddingModel):
                         f"image {index} of the request has {width}x{height} pixels; at most "
                         f"{self.max_image_pixels} are accepted"
                     )
-                rgb = image.convert("RGB")
+                square = image.crop(centre_square(width, height))
+            rgb = square.convert("RGB")
         except InvalidRequest:
             raise
         except Exception as exc:
             raise InvalidRequest(f"image {index} of the request could not be decoded: {exc}") from None
-        return _resized_chw(rgb, self.image_size, image_module)
+        resized = rgb.resize((self.image_size, self.image_size), image_module.Resampling.BILINEAR)
+        return np.asarray(resized, np.float32).transpose(2, 0, 1) / np.float32(255)
 
 
-def _resized_chw(image: Any, size: int, image_module: Any) -> np.ndarray:
-    """The shorter side scaled to ``size``, the centre ``size`` x ``size`` cut out, as [3, size, size] in 0..1."""
-    width, height = image.size
-    scale = size / min(width, height)
-    resized = image.resize(
-        (max(size, round(width * scale)), max(size, round(height * scale))), image_module.Resampling.BILINEAR
-    )
-    left = (resized.width - size) // 2
-    top = (resized.height - size) // 2
-    cropped = resized.crop((left, top, left + size, top + size))
-    return np.asarray(cropped, np.float32).transpose(2, 0, 1) / np.float32(255)
+def centre_square(width: int, height: int) -> tuple[int, int, int, int]:
+    """The largest centred square of a ``width`` x ``height`` image, as Pillow's (left, top, right, bottom).
+
+    Cropping before resizing, not after, is what bounds the work by the decoded image: scaling the shorter
+    side of a 10 x 4,000,000 image up to 224 first would make a 224 x 89,600,000 canvas (60 GB) to keep
+    its centre. The result is the same centre square, scaled to the model's size.
+    """
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
