@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -115,7 +116,14 @@ def serve_in_thread(
 class CLIProcess:
     """``python -m v2serve <command> ...`` in a subprocess; its output is drained and kept for assertions."""
 
-    def __init__(self, command: str, *args: str, cwd: str | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        command: str,
+        *args: str,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        fd_limit: int | None = None,
+    ):
         self.lines: list[str] = []
         self._new_line = threading.Condition()
         self.process = subprocess.Popen(
@@ -125,6 +133,7 @@ class CLIProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=None if fd_limit is None else functools.partial(_limit_descriptors, fd_limit),
         )
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
@@ -163,13 +172,21 @@ class CLIProcess:
         return "".join(self.lines)
 
 
+def _limit_descriptors(limit: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
 class CLIServer(CLIProcess):
     """``python -m v2serve serve ...`` on a free port."""
 
-    def __init__(self, *args: str, cwd: str | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self, *args: str, cwd: str | None = None, env: dict[str, str] | None = None, fd_limit: int | None = None
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__("serve", *args, "--port", str(self.port), cwd=cwd, env=env)
+        super().__init__("serve", *args, "--port", str(self.port), cwd=cwd, env=env, fd_limit=fd_limit)
 
     def wait_started(self, timeout: float = 60) -> None:
         # uvicorn prints this once the socket listens, after the lifespan loaded the models.

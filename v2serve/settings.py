@@ -115,6 +115,13 @@ class GrpcSettings(BaseModel):
     """Larger messages are refused with RESOURCE_EXHAUSTED, both ways."""
     reflection: bool = True
     """Serve gRPC server reflection (grpcurl and other tools list the services with it)."""
+    max_connections: int = Field(default_factory=lambda: max(8, default_max_connections() // 2), ge=1)
+    """Open gRPC connections at most; a further one is closed at once (the client sees UNAVAILABLE and
+    retries). By default a quarter of the file descriptor limit: with HTTP's half, a flood of idle sockets
+    on either port leaves descriptors for the other, for models and for files."""
+    handshake_timeout_s: float = Field(10.0, gt=0)
+    """A connection that has not finished the HTTP/2 handshake by then is closed (an idle socket holds a
+    descriptor)."""
 
 
 class FrontendSettings(BaseModel):

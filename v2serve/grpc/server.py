@@ -37,7 +37,14 @@ class GrpcServer:
         settings = self._settings
         limit = settings.max_message_bytes
         server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                # gRPC core closes connections beyond these at once: neither a flood of sockets nor idle
+                # ones that never speak take the descriptors that HTTP and the models need.
+                ("grpc.max_allowed_incoming_connections", settings.max_connections),
+                ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_s * 1000)),
+            ]
         )
         core = self._model_server.core
         host = settings.host or self._model_server.settings.http.host
