@@ -9,6 +9,7 @@ bounded by the server's body limit.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from python_multipart.exceptions import MultipartParseError
@@ -18,6 +19,10 @@ from v2serve.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
+
+# The parser logs a warning for each malformed form before it raises; the client is told (a 400), and a
+# client must not be able to write to the server's log at will.
+logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
 
 MAX_PARTS = 1024
 MAX_HEADER_BYTES = 64 * 1024

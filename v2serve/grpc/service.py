@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import json_format
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from v2serve.core.repository_api import RepositoryEndpoints
 from v2serve.core.server_core import ServerCore
@@ -189,19 +189,46 @@ async def _abort(context: Any, exc: V2ServeError) -> NoReturn:
 
 def method_handlers(service: InferenceService) -> dict[str, grpc.RpcMethodHandler]:
     """Each RPC of the proto's service, bound to the method of ``service`` of the same name, with its
-    messages' (de)serialisers: the table protoc's ``_grpc`` plugin would generate, read from the descriptor."""
+    messages' (de)serialisers: the table protoc's ``_grpc`` plugin would generate, read from the descriptor.
+
+    Requests are parsed here, not by grpcio: a message that does not parse is the client's INVALID_ARGUMENT,
+    where grpcio's own deserialiser would answer UNKNOWN and log it as the server's error.
+    """
     handlers = {}
     for method in SERVICE.methods:
         request, response = getattr(pb, method.input_type.name), getattr(pb, method.output_type.name)
+        serve = getattr(service, method.name)
         if method.client_streaming and method.server_streaming:
-            make = grpc.stream_stream_rpc_method_handler
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                partial(_parsing_each, serve, request), response_serializer=response.SerializeToString
+            )
         elif not method.client_streaming and not method.server_streaming:
-            make = grpc.unary_unary_rpc_method_handler
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                partial(_parsing, serve, request), response_serializer=response.SerializeToString
+            )
         else:
             raise ValueError(f"{method.full_name}: only unary and bidirectional RPCs are served")
-        handlers[method.name] = make(
-            getattr(service, method.name),
-            request_deserializer=request.FromString,
-            response_serializer=response.SerializeToString,
-        )
     return handlers
+
+
+async def _parsing(serve: Any, message: type[Message], raw: bytes, context: Any) -> Any:
+    return await serve(await _parse(message, raw, context), context)
+
+
+async def _parsing_each(
+    serve: Any, message: type[Message], raws: AsyncIterator[bytes], context: Any
+) -> AsyncIterator[Any]:
+    async def requests() -> AsyncIterator[Message]:
+        async for raw in raws:
+            yield await _parse(message, raw, context)
+
+    async for response in serve(requests(), context):
+        yield response
+
+
+async def _parse(message: type[Message], raw: bytes, context: Any) -> Message:
+    try:
+        return message.FromString(raw)
+    except DecodeError:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {message.__name__} message")
+        raise  # pragma: no cover  (abort raises)
