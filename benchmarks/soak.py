@@ -3,13 +3,17 @@
     .venv/bin/python benchmarks/soak.py                    # 10 minutes, as the hardening issue asks
     .venv/bin/python benchmarks/soak.py --duration 60      # a quick look
 
-``v2serve serve examples`` runs pinned to core 0; the load generator (asyncio, raw HTTP/1.1 on keep-alive
-connections) runs pinned to core 1. First a closed-loop burst measures capacity (what this generator gets
-through at full speed); then an open loop paces requests at ``--load`` (0.8) of it for ``--duration``
-seconds. One request in four is hostile: malformed JSON, an unknown model, an unknown operation (a new name
-each time, which must not add a metric series), a binary request whose shape lies about its size, a
-truncated gzip body, data of the wrong shape, a scrape of /metrics now and then. Every answer's status is
-checked against what that request must get.
+``v2serve serve`` (the examples, wordllama, an MLRun-style model; gRPC on) runs pinned to core 0; the load
+generator (asyncio, raw HTTP/1.1 on keep-alive connections, grpc.aio beside) runs pinned to core 1. First a
+closed-loop burst measures capacity (what this generator gets through at full speed); then an open loop paces
+requests at ``--load`` (0.8) of it for ``--duration`` seconds. Every front-end is in the mix: v2 (half the
+requests), TorchServe's form upload, KServe v1, Ingrain's embed_text, an MLRun-style document model, and gRPC
+beside HTTP (about one call in twenty). One request in four is hostile: malformed JSON, an unknown model, an
+unknown operation (a new name each time, which must not add a metric series), a binary request whose shape
+lies about its size, a truncated gzip body, data of the wrong shape, a nested multipart form, KServe v1
+instances that are not a list, an Ingrain image download that sets Host, a data_url spelling loopback as one
+number, a document without inputs, gRPC bytes that are no message and raw contents shorter than their shape; a
+scrape of /metrics now and then. Every answer's status is checked against what that request must get.
 
 Reported (and written to benchmarks/results/soak-<time>.{md,json}): resident memory at the start of the
 paced phase (after a 30 s warm-up) and at its end, the growth in percent (the issue's bound: under 5%), and
@@ -58,11 +62,29 @@ def add_sub_body(values: list[int]) -> bytes:
     return json.dumps({"inputs": tensors}).encode()
 
 
+def form(parts: list[bytes], boundary: str = "soak") -> tuple[bytes, dict[str, str]]:
+    body = b"".join(b"--" + boundary.encode() + b"\r\n" + part + b"\r\n" for part in parts)
+    return body + b"--" + boundary.encode() + b"--\r\n", {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
 def request_mix() -> list[tuple[float, object]]:
+    """Good requests through every HTTP front-end (v2, TorchServe, KServe v1, Ingrain, an MLRun-style
+    model), and hostile ones aimed at each."""
     good = Request("good", http_request("/v2/models/add_sub/infer", add_sub_body(list(range(16)))), 200)
     lying = json.dumps(
         {"inputs": [{"name": "INPUT0", "shape": [10**9], "datatype": "BYTES", "parameters": {"binary_data_size": 4}}]}
     ).encode()
+    nested = b"".join(b'--in\r\ncontent-disposition: form-data; name="x"\r\n\r\nv\r\n' for _ in range(2000))
+    nested_form = form([b'content-disposition: form-data; name="data"\r\ncontent-type: multipart/mixed; boundary=in'
+                        b"\r\n\r\n" + nested + b"--in--\r\n"])  # fmt: skip
+    file_form = form([b'content-disposition: form-data; name="data"; filename="a.bin"\r\n\r\n' + bytes(range(256))])
+    json_type = {"Content-Type": "application/json"}
+    front_ends = [
+        Request("torchserve", http_request("/predictions/echo_bytes", *file_form), 200),
+        Request("kserve_v1", http_request("/v1/models/iris:predict", b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}'), 200),
+        Request("ingrain", http_request("/embed_text", b'{"name": "wordllama", "text": ["soak"]}', json_type), 200),
+        Request("mlrun", http_request("/v2/models/document/infer", b'{"inputs": [[1, 2], [3, 4]]}'), 200),
+    ]
     hostile = [
         Request("malformed", http_request("/v2/models/add_sub/infer", b'{"inputs": ['), 400),
         Request("unknown_model", http_request("/v2/models/nope/infer", add_sub_body(list(range(16)))), 404),
@@ -83,8 +105,27 @@ def request_mix() -> list[tuple[float, object]]:
             ),
             400,
         ),
+        Request("nested_form", http_request("/predictions/echo_bytes", *nested_form), 400),
+        Request("kserve_v1_bad", http_request("/v1/models/iris:predict", b'{"instances": "x"}'), 400),
+        Request(
+            "ingrain_host_header",
+            http_request(
+                "/embed_image",
+                b'{"name": "wordllama", "image": "http://example.com/a.png", "image_download_headers": {"Host": "x"}}',
+                json_type,
+            ),
+            400,
+        ),
+        Request(
+            "loopback_data_url",
+            http_request("/v2/models/echo_bytes/infer", b'{"data_url": "http://2130706433/a"}'),
+            403,
+        ),
+        Request("mlrun_no_inputs", http_request("/v2/models/document/infer", b'{"x": 1}'), 400),
     ]
-    mix: list[tuple[float, object]] = [(0.75, good), *((0.04, r) for r in hostile), (0.049, "unknown_op")]
+    mix: list[tuple[float, object]] = [(0.5, good), *((0.06, r) for r in front_ends)]
+    mix += [(0.02, r) for r in hostile]
+    mix.append((0.039, "unknown_op"))
     mix.append((0.001, Request("metrics", b"GET /metrics HTTP/1.1\r\nHost: soak\r\n\r\n", 200)))
     return mix
 
@@ -112,8 +153,9 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 
 
 class Load:
-    def __init__(self, port: int, seed: int) -> None:
+    def __init__(self, port: int, grpc_port: int, seed: int) -> None:
         self.port = port
+        self.grpc_port = grpc_port
         self.rng = random.Random(seed)
         self.mix = request_mix()
         self.counter = [0]
@@ -142,10 +184,56 @@ class Load:
                     await asyncio.sleep(delay)
         writer.close()
 
+    async def grpc_channel(self, until: float, interval: float) -> None:
+        """gRPC beside HTTP, one call every ``interval`` s: good add_sub calls, and calls for a model that
+        does not exist, with bytes that are no message, and with raw contents shorter than the shape."""
+        import grpc
+
+        sys.path.insert(0, str(ROOT))
+        from v2serve.grpc.generated import inference_pb2 as pb
+
+        good = pb.ModelInferRequest(model_name="add_sub")
+        for name in ("INPUT0", "INPUT1"):
+            good.inputs.add(name=name, datatype="INT32", shape=[1, 16])
+            good.raw_input_contents.append(bytes(64))
+        short = pb.ModelInferRequest()
+        short.CopyFrom(good)
+        short.raw_input_contents[1] = bytes(60)
+        calls = [
+            ("grpc", good.SerializeToString(), grpc.StatusCode.OK),
+            (
+                "grpc_unknown_model",
+                pb.ModelInferRequest(model_name="no").SerializeToString(),
+                grpc.StatusCode.NOT_FOUND,
+            ),
+            ("grpc_not_a_message", b"\xff\xff\xff", grpc.StatusCode.INVALID_ARGUMENT),
+            ("grpc_short_contents", short.SerializeToString(), grpc.StatusCode.INVALID_ARGUMENT),
+        ]
+        loop = asyncio.get_running_loop()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
+            infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+            due = loop.time()
+            while loop.time() < until:
+                kind, message, expected = self.rng.choices(calls, weights=[0.7, 0.1, 0.1, 0.1])[0]
+                started = time.perf_counter()
+                try:
+                    await infer(message, timeout=10)
+                    status = grpc.StatusCode.OK
+                except grpc.aio.AioRpcError as exc:
+                    status = exc.code()
+                self.samples.append((started, time.perf_counter() - started, kind))
+                if status != expected:
+                    self.wrong[f"{kind}:{status.name}"] = self.wrong.get(f"{kind}:{status.name}", 0) + 1
+                due += interval
+                await asyncio.sleep(max(0.0, due - loop.time()))
+
     async def run(self, seconds: float, connections: int, rate: float | None) -> None:
         until = asyncio.get_running_loop().time() + seconds
         interval = None if rate is None else connections / rate
-        await asyncio.gather(*(self.connection(until, interval) for _ in range(connections)))
+        grpc_interval = 0.01 if rate is None else 20 / rate  # about one call in twenty
+        await asyncio.gather(
+            *(self.connection(until, interval) for _ in range(connections)), self.grpc_channel(until, grpc_interval)
+        )
 
 
 def rss_kb(pid: int) -> int:
@@ -159,11 +247,18 @@ def p99(latencies: list[float]) -> float:
     return statistics.quantiles(latencies, n=100)[98] if len(latencies) > 100 else max(latencies)
 
 
-def start_server(port: int) -> subprocess.Popen[bytes]:
+SOAK_TARGETS = ["examples", "examples/embeddings/wordllama", str(HERE / "servers" / "soak_document")]
+"""The examples (add_sub, echo_bytes, iris), a text embedding model for Ingrain's routes, an MLRun-style one."""
+
+
+def start_server(port: int, grpc_port: int) -> subprocess.Popen[bytes]:
     # The benchmark venv (run.py builds it: httptools and uvloop, as deployed) when there is one.
     interpreter = python("v2serve") if python("v2serve").exists() else Path(sys.executable)
-    command = ["taskset", "-c", "0", str(interpreter), "-m", "v2serve", "serve", "examples", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = ["taskset", "-c", "0", str(interpreter), "-m", "v2serve", "serve", *SOAK_TARGETS, "--port", str(port),
+               "--grpc-port", str(grpc_port)]  # fmt: skip
+    # http data_urls allowed, so that a loopback address spelled as one number meets the address check.
+    env = {**os.environ, "V2SERVE_DATA__PROTOCOLS": '["http", "https"]'}
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     for _ in range(600):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
@@ -187,18 +282,18 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
-    port = free_port()
-    server = start_server(port)
+    port, grpc_port = free_port(), free_port()
+    server = start_server(port, grpc_port)
     try:
-        capacity_run = Load(port, seed=1)
+        capacity_run = Load(port, grpc_port, seed=1)
         asyncio.run(capacity_run.run(10, args.connections, None))
         capacity = len(capacity_run.samples) / 10
         rate = capacity * args.load
         print(f"capacity {capacity:.0f} req/s through this generator; pacing at {rate:.0f} req/s", flush=True)
-        warm = Load(port, seed=2)
+        warm = Load(port, grpc_port, seed=2)
         asyncio.run(warm.run(30, args.connections, rate))
         rss_start = rss_kb(server.pid)
-        paced = Load(port, seed=3)
+        paced = Load(port, grpc_port, seed=3)
         asyncio.run(paced.run(args.duration, args.connections, rate))
         rss_end = rss_kb(server.pid)
     finally:
