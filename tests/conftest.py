@@ -79,6 +79,16 @@ def _serialise_kinesis_appends() -> None:
     models.Shard.put_record = put_record
 
 
+def port_is_free(port: int) -> bool:
+    """Whether ``port`` can be bound on loopback now: a test about a default port skips when it cannot."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from v2serve._version import __version__
 from v2serve.logs import configure_logging
@@ -188,6 +189,9 @@ def serve(settings: Settings) -> None:
     from v2serve.http.run import run_uvicorn
 
     if settings.http.workers > 1:
+        from v2serve.server import ModelServer
+
+        ModelServer.check_targets(settings)  # here, once, rather than as a traceback from every worker
         if settings.kinesis.input_stream:
             # Every worker would read every shard and share one checkpoint file: run `consume` beside instead.
             raise SystemExit("v2serve serve: a Kinesis consumer runs in one process; use --workers 1 or `consume`")
@@ -206,12 +210,33 @@ def serve(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    settings = settings_from_args(args)
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:  # a V2SERVE_* variable or a flag's value
+        raise SystemExit(f"v2serve {args.command}: invalid settings: {startup_error(exc)}") from None
     configure_logging(settings.log_format)
-    if args.command == "serve":
-        serve(settings)
-    elif args.command == "consume":
-        consume(settings)
+    # As uvicorn does: `v2serve serve my_module:Model` finds my_module.py in the current directory.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        if args.command == "serve":
+            serve(settings)
+        elif args.command == "consume":
+            consume(settings)
+    except (ValueError, ImportError, OSError) as exc:
+        if settings.debug:
+            raise
+        raise SystemExit(f"v2serve {args.command}: {startup_error(exc)}") from None
+
+
+def startup_error(exc: BaseException) -> str:
+    """A start-up failure as one line: the message where it names the problem, the type where it does not."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors())
+    message = str(exc).strip() or type(exc).__name__
+    if not isinstance(exc, ValueError):  # "No module named 'x'" says more with ModuleNotFoundError before it
+        message = f"{type(exc).__name__}: {message}"
+    return message.splitlines()[0] + " (--debug shows the traceback)"
 
 
 def consume(settings: Settings) -> None:

@@ -26,6 +26,8 @@ the error once (HTTP: ``{"error": message}`` with the status; streams: an error 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import ClassVar
 
@@ -121,3 +123,10 @@ class ModelNotReady(Unavailable):
 
 class ServerOverloaded(Unavailable):
     pass
+
+
+def did_you_mean(key: str, valid: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the valid name closest to a misspelt ``key``, or nothing: the tail of a
+    message refusing an unknown setting."""
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

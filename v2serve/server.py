@@ -111,6 +111,16 @@ class ModelServer:
         graph_file = graph_files[0].resolve()
         return cls(models, settings, graph=GraphSpec.from_file(graph_file), graph_dir=graph_file.parent)
 
+    @staticmethod
+    def check_targets(settings: Settings) -> None:
+        """Read every target of ``settings.models`` as ``from_settings`` would (model settings, graph spec,
+        model classes), without building a server: ValueError or ImportError for the first that is wrong."""
+        for target in settings.models:
+            if is_graph_file(target):
+                GraphSpec.from_file(target)
+            else:
+                models_from_target(target, settings.implementation_packages)
+
     async def start(self) -> None:
         if self.settings.http.peers_dir:
             peers = WorkerPeers(self.settings.http.peers_dir, self._metrics_snapshot)

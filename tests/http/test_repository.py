@@ -67,6 +67,18 @@ async def test_load_from_the_repository_and_index(tmp_path):
         assert (await client.post("/v2/repository/models/..hidden/load")).status_code == 400
 
 
+async def test_only_directories_that_hold_a_model_are_listed_or_loaded(tmp_path):
+    write_model(tmp_path / "scale", factor=2)
+    write_model(tmp_path / "versioned" / "1", factor=3)
+    (tmp_path / "graphs").mkdir()
+    (tmp_path / "graphs" / "flow.yaml").write_text("topology: flow\n")
+    async with serve_in_process(repository={"root": str(tmp_path)}) as client:
+        index = (await client.post("/v2/repository/index")).json()
+        assert [row["name"] for row in index] == ["scale", "versioned"]
+        refused = await client.post("/v2/repository/models/graphs/load")
+        assert refused.status_code == 404 and "it has: scale, versioned" in refused.json()["error"]
+
+
 async def test_a_reload_under_load_fails_no_request(tmp_path):
     write_model(tmp_path / "scale", factor=2, load_seconds=0.2)
     async with serve_in_process(repository={"root": str(tmp_path)}) as client:

@@ -20,12 +20,15 @@ code it does not ship.
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from v2serve.errors import did_you_mean
 from v2serve.models.base import Model
 from v2serve.models.imports import import_object, split_import_path
 from v2serve.models.runtimes import RUNTIMES, runtime_class
@@ -44,7 +47,24 @@ def instantiate(cls: Any, label: str, **kwargs: Any) -> Model:
     try:
         return cls(**kwargs)
     except TypeError as exc:
-        raise ValueError(f"cannot create {cls.__name__} for {label!r}: {exc}") from None
+        hint = ""
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if unexpected:
+            hint = did_you_mean(unexpected.group(1), _keyword_parameters(cls))
+        raise ValueError(f"cannot create {cls.__name__} for {label!r}: {exc}{hint}") from None
+
+
+def _keyword_parameters(cls: type) -> set[str]:
+    """The keyword parameters of every ``__init__`` in ``cls``'s MRO (a subclass passes ``**kwargs`` on)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for parameter in inspect.signature(init).parameters.values():
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                names.add(parameter.name)
+    return names - {"self"}
 
 
 def model_from_directory(
@@ -62,9 +82,7 @@ def model_from_directory(
     directory ``hijack`` must not replace model ``add_sub``).
     """
     settings_file = directory / SETTINGS_FILE
-    settings = orjson.loads(settings_file.read_bytes())
-    if not isinstance(settings, dict):
-        raise ValueError(f"{settings_file} must hold a JSON object")
+    settings = read_model_settings(settings_file)
     if require_name and settings.get("name") is not None and settings["name"] != name:
         raise ValueError(
             f"{settings_file} names model {settings['name']!r}, but it lies in the repository as {name!r}: "
@@ -87,6 +105,32 @@ def model_from_directory(
         _confine(implementation, directory, packages, settings_file)
         cls = import_object(implementation, base_dir=directory)
     return instantiate(cls, str(settings_file), **kwargs)
+
+
+SETTINGS_KEYS = ("name", "version", "implementation", "model_path", "args")
+"""What a model-settings.json may say; anything else is refused, not ignored."""
+_MODEL_OPTIONS = ("max_batch_size", "max_batch_delay_ms", "instances", "max_queue_size", "timeout_s", "warmup_inputs")
+
+
+def read_model_settings(settings_file: Path) -> dict[str, Any]:
+    """A model-settings.json's object; ValueError naming the file (and the line and column of a syntax
+    error, or the closest valid key to an unknown one)."""
+    try:
+        settings = orjson.loads(settings_file.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{settings_file}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"{settings_file} must hold a JSON object")
+    for key in settings:
+        if key in SETTINGS_KEYS:
+            continue
+        if key in _MODEL_OPTIONS:
+            raise ValueError(f"{settings_file}: {key!r} goes under 'args' (it is the model class's argument)")
+        raise ValueError(
+            f"{settings_file}: unknown key {key!r}{did_you_mean(key, SETTINGS_KEYS)} "
+            f"(a model-settings.json holds {', '.join(SETTINGS_KEYS)})"
+        )
+    return settings
 
 
 TRUSTED_PACKAGES = ("v2serve",)
@@ -119,6 +163,11 @@ def models_from_target(target: str, packages: Sequence[str] = ()) -> list[Model]
     ``packages``: as for ``model_from_directory``; an import path given here is the operator's own choice.
     """
     path = Path(target)
+    if ":" not in target and not path.exists():
+        raise ValueError(
+            f"{target!r}: no such file or directory (a target is a model directory, a graph file, "
+            "or an import path 'module:Class' or 'file.py:Class')"
+        )
     if path.is_dir():
         if (path / SETTINGS_FILE).is_file():
             return [model_from_directory(path, packages=packages)]

@@ -229,7 +229,13 @@ class ModelRegistry:
             await _warm_up(entry)
         except Exception as exc:
             entry.state, entry.reason = ModelState.FAILED, f"{type(exc).__name__}: {exc}"
-            logger.exception("model %s failed to load", _label(entry.name, entry.version))
+            # A missing package is said in full by its message (which extra to install): no traceback.
+            logger.error(
+                "model %s failed to load: %s",
+                _label(entry.name, entry.version),
+                entry.reason,
+                exc_info=not isinstance(exc, ImportError),
+            )
         else:
             entry.schema = schema_of(entry.model)
             entry.state = ModelState.READY

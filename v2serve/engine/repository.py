@@ -70,16 +70,22 @@ class ModelRepository:
             await self.registry.remove(entry)
 
     def _names_in_repository(self) -> list[str]:
+        """The directories that hold a model (its settings, or one subdirectory per version): a folder of
+        anything else (graph files, data) is no model and not listed."""
         if self.root is None or not self.root.is_dir():
             return []
-        return sorted(child.name for child in self.root.iterdir() if child.is_dir() and not child.name.startswith("."))
+        return sorted(
+            child.name
+            for child in self.root.iterdir()
+            if child.is_dir() and not child.name.startswith(".") and _holds_model(child)
+        )
 
     def _directory(self, name: str) -> Path:
         if self.root is None:
             raise ModelNotFound("this server has no model repository to load from (set repository.root)")
         check_model_name(name)
         directory = self.root / name
-        if not directory.is_dir():
+        if not directory.is_dir() or not _holds_model(directory):
             present = ", ".join(self._names_in_repository()) or "nothing"
             raise ModelNotFound(f"model {name!r} is not in the repository; it has: {present}")
         return directory
@@ -96,6 +102,12 @@ class ModelRepository:
             return [load(d, version=d.name) for d in versions]
         except Exception as exc:
             raise ModelLoadFailed(f"model {name!r} failed to load: {type(exc).__name__}: {exc}") from exc
+
+
+def _holds_model(directory: Path) -> bool:
+    if (directory / SETTINGS_FILE).is_file():
+        return True
+    return any((version / SETTINGS_FILE).is_file() for version in directory.iterdir() if version.is_dir())
 
 
 MAX_NAME_LENGTH = 255

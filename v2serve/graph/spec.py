@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from v2serve.errors import did_you_mean
 
 
 class GraphError(ValueError):
@@ -104,18 +106,55 @@ class GraphSpec(BaseModel):
         return cls.model_validate(data)
 
     @classmethod
-    def from_text(cls, text: str) -> GraphSpec:
-        """Read a spec from JSON or YAML text."""
-        stripped = text.lstrip()
-        if stripped.startswith("{"):
-            return cls.from_dict(orjson.loads(text))
-        import yaml
-
-        return cls.from_dict(yaml.safe_load(text))
+    def from_text(cls, text: str, source: str = "the graph spec") -> GraphSpec:
+        """Read a spec from JSON or YAML text; GraphError names ``source`` and, for a syntax error, its line
+        and column, or the unknown key and the closest valid one."""
+        data = _parsed(text, source)
+        if not isinstance(data, dict):
+            raise GraphError(f"{source} must hold a mapping (topology, steps, ...), not {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except ValidationError as exc:
+            raise GraphError(f"{source}: {_described(exc)}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> GraphSpec:
-        return cls.from_text(Path(path).read_text())
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise GraphError(f"{path}: {exc.strerror or exc}") from None
+        return cls.from_text(text, source=str(path))
+
+
+def _parsed(text: str, source: str) -> Any:
+    if text.lstrip().startswith("{"):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise GraphError(f"{source}:{exc.lineno}:{exc.colno}: malformed JSON: {exc.msg}") from None
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        raise GraphError(f"{where}: malformed YAML: {getattr(exc, 'problem', None) or exc}") from None
+
+
+def _described(error: ValidationError) -> str:
+    """Each problem of a spec on one line: where it is (``steps[0].agrs``) and what is wrong."""
+    problems = []
+    for item in error.errors():
+        location = item["loc"]
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location).lstrip(".")
+        if item["type"] == "extra_forbidden":
+            fields = GraphSpec.model_fields if len(location) == 1 else StepSpec.model_fields
+            key = str(location[-1])
+            problems.append(f"unknown key {where!r}{did_you_mean(key, fields)}")
+        else:
+            problems.append(f"{where or 'the spec'}: {item['msg']}")
+    return "; ".join(problems)
 
 
 def import_path_of(obj: Any, where: str) -> str:
