@@ -22,6 +22,7 @@ from v2serve.engine.registry import ModelRegistry
 from v2serve.engine.repository import ModelRepository
 from v2serve.event import Event, Reply
 from v2serve.frontends.catalogue import ModelCatalogue
+from v2serve.frontends.docs import docs_routes
 from v2serve.frontends.ingrain import ingrain_routes
 from v2serve.frontends.ingrain_models import IngrainModelEndpoints
 from v2serve.frontends.kserve_v1 import kserve_v1_routes
@@ -167,6 +168,8 @@ def frontends_of(settings: Settings, artifacts: ArtifactCache) -> list[FrontEnd]
         frontends.append(torchserve_routes)
     if settings.frontends.kserve_v1:
         frontends.append(kserve_v1_routes)
+    if settings.frontends.docs:
+        frontends.append(docs_routes)
     if settings.ingrain.enabled:
         catalogue = ModelCatalogue(settings.repository.root, settings.implementation_packages)
 

@@ -131,6 +131,8 @@ class FrontendSettings(BaseModel):
     """TorchServe's inference API: /ping, /predictions/{model}, /explanations/{model}."""
     kserve_v1: bool = True
     """KServe's v1 protocol: /v1/models, /v1/models/{model}:predict and :explain."""
+    docs: bool = True
+    """Interactive API docs (Swagger UI) at /v2/docs, on the OpenAPI document of every front-end that is on."""
 
 
 class IngrainSettings(BaseModel):
