@@ -165,6 +165,12 @@ class CLIProcess:
                 lambda: any(fragment in line or line == "<exited>" for line in self.lines), timeout
             ) and any(fragment in line for line in self.lines)
 
+    def wait_for(self, seen: Callable[[list[str]], bool], timeout: float = 60) -> bool:
+        """Wait until ``seen(lines so far)`` holds (False if the process exits or the time runs out first)."""
+        with self._new_line:
+            self._new_line.wait_for(lambda: seen(self.lines) or "<exited>" in self.lines, timeout)
+            return seen(self.lines)
+
     def kill(self, timeout: float = 15) -> int:
         """SIGKILL: no chance to finish or clean up anything."""
         self.process.kill()

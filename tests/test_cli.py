@@ -67,6 +67,12 @@ def test_two_workers_share_the_port():
         # The workers serve the extra port too, and know it as Ingrain's: /metrics answers its JSON there.
         metrics = httpx.get(f"http://127.0.0.1:{ingrain_port}/metrics", timeout=10).json()
         assert [stats["name"] for stats in metrics["modelStats"]] == ["add_sub"]
+        # Each worker configures its logging: its model line and its summary reach the log.
+        assert server.wait_for(lambda lines: sum("serving:" in line for line in lines) == 2, 30), server.output
+        summaries = [line for line in server.lines if "serving:" in line]
+        assert len(summaries) == 2 and len({line.split("process ")[1] for line in summaries}) == 2
+        assert sum("model 'add_sub' version '1' ready" in line for line in server.lines) == 2
+        assert sum(line.strip().startswith("model     add_sub:1  READY") for line in server.lines) == 2
     finally:
         assert server.stop() == 0
 

@@ -130,3 +130,8 @@ def did_you_mean(key: str, valid: Iterable[str]) -> str:
     message refusing an unknown setting."""
     close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional part: from the package index, or from a checkout."""
+    return f"pip install 'v2serve[{extra}]' (from a checkout: pip install -e '.[{extra}]')"

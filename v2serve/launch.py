@@ -8,7 +8,9 @@ import signal
 
 from starlette.applications import Starlette
 
+from v2serve.errors import install_hint
 from v2serve.http.app import Service, create_app
+from v2serve.logs import configure_logging
 from v2serve.server import ModelServer
 from v2serve.settings import Settings
 from v2serve.streams.consumers import StreamConsumers, workers_from_settings
@@ -19,6 +21,11 @@ logger = logging.getLogger("v2serve")
 def create_app_from_settings(settings: Settings | None = None) -> Starlette:
     """The HTTP app for ``ModelServer.from_settings``, with the configured stream consumers running beside
     it: what each worker process runs."""
+    if settings is None:
+        # A worker process (uvicorn imports this factory by name in each): it configures its own logging, as
+        # the command line did for itself, or its model and summary lines would be lost.
+        settings = Settings()
+        configure_logging(settings.log_format)
     server = ModelServer.from_settings(settings)
     consumers = _consumers(server)
     services: list[Service] = [consumers] if consumers else []
@@ -26,7 +33,7 @@ def create_app_from_settings(settings: Settings | None = None) -> Starlette:
         try:
             from v2serve.grpc.server import GrpcServer  # grpcio is an extra: imported only when asked for
         except ImportError as exc:
-            raise SystemExit(f"--grpc-port needs the grpc extra (pip install 'v2serve[grpc]'): {exc}") from None
+            raise SystemExit(f"--grpc-port needs the grpc extra ({install_hint('grpc')}): {exc}") from None
         services.append(GrpcServer(server))
     return create_app(server, services)
 

@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from v2serve._version import __version__
 from v2serve.core.dispatch import Dispatcher
 from v2serve.core.repository_api import RepositoryEndpoints
 from v2serve.core.routes import Route
-from v2serve.core.server_core import FrontEnd, ServerCore, ServerInfo
+from v2serve.core.server_core import EXTENSIONS, FrontEnd, ServerCore, ServerInfo
 from v2serve.data.artifacts import ArtifactCache
 from v2serve.data.fetch import DataFetcher
 from v2serve.data.policy import DataPolicy
 from v2serve.engine.invoker import Runner
 from v2serve.engine.loader import SETTINGS_FILE, models_from_target
-from v2serve.engine.registry import ModelRegistry
+from v2serve.engine.registry import ModelRegistry, ModelState
 from v2serve.engine.repository import ModelRepository
 from v2serve.event import Event, Reply
 from v2serve.frontends.catalogue import ModelCatalogue
@@ -70,7 +72,12 @@ class ModelServer:
         self.data = DataFetcher(DataPolicy(self.settings.data))
         self.core = ServerCore(
             self.registry,
-            info=ServerInfo(name=self.settings.server_name, serves_graph=graph is not None),
+            info=ServerInfo(
+                name=self.settings.server_name,
+                serves_graph=graph is not None,
+                # What GET /v2 advertises is what answers: the repository's routes can be turned off.
+                extensions=[e for e in EXTENSIONS if e != "model_repository" or self.settings.repository.enabled],
+            ),
             debug=self.settings.debug,
             data=self.data,
             metrics=self.metrics,
@@ -93,6 +100,7 @@ class ModelServer:
 
         self.dispatcher = Dispatcher(self.core, [v2_routes, extra, *frontends_of(self.settings, self.artifacts)])
         self._loading: asyncio.Task[None] | None = None
+        self._graph = graph
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> ModelServer:
@@ -122,6 +130,48 @@ class ModelServer:
             else:
                 models_from_target(target, settings.implementation_packages)
 
+    def summary(self) -> str:
+        """What this process serves, for the log once it has started: where it listens, the front-ends that
+        are on, the streams it consumes, and each model with its state (and why, when it failed)."""
+        settings = self.settings
+        http, grpc, ingrain = settings.http, settings.grpc, settings.ingrain
+        frontends = ["v2"]
+        named = [
+            (settings.frontends.torchserve, "TorchServe"),
+            (settings.frontends.kserve_v1, "KServe v1"),
+            (ingrain.enabled, "Ingrain"),
+            (settings.frontends.docs, "docs at /v2/docs"),
+        ]
+        frontends += [name for on, name in named if on]
+        lines = [f"{self.core.info.name} {__version__}, process {os.getpid()}, serving:"]
+        lines.append(f"  HTTP      http://{_host(http.host)}:{http.port}  {', '.join(frontends)}")
+        if ingrain.inference_port is not None or ingrain.model_port is not None:
+            lines.append(f"  Ingrain   inference port {ingrain.inference_port}, model port {ingrain.model_port}")
+        if grpc.port is not None:
+            lines.append(f"  gRPC      {_host(grpc.host or http.host)}:{grpc.port}")
+        kafka, kinesis = settings.kafka, settings.kinesis
+        if kafka.bootstrap_servers:
+            topics = ", ".join(kafka.input_topics)
+            lines.append(f"  Kafka     {topics} at {kafka.bootstrap_servers} -> {kafka.output_topic} "
+                         f"(errors: {kafka.error_topic})")  # fmt: skip
+        if kinesis.input_stream:
+            lines.append(
+                f"  Kinesis   {kinesis.input_stream} -> {kinesis.output_stream} (errors: {kinesis.error_stream})"
+            )
+        if self._graph is not None:
+            lines.append(f"  graph     {self._graph.topology} of {len(self._graph.steps)} steps")
+        entries = list(self.registry)
+        for entry in entries:
+            label = entry.name if entry.version is None else f"{entry.name}:{entry.version}"
+            if entry.state is ModelState.READY:
+                state = f"READY in {entry.load_seconds:.2f} s"
+            else:
+                state = entry.state.value + (f": {entry.reason}" if entry.reason else "")
+            lines.append(f"  model     {label}  {state}")
+        if not entries:
+            lines.append("  model     none yet (the repository API loads them)")
+        return "\n".join(lines)
+
     async def start(self) -> None:
         if self.settings.http.peers_dir:
             peers = WorkerPeers(self.settings.http.peers_dir, self._metrics_snapshot)
@@ -131,6 +181,7 @@ class ModelServer:
             self._loading = asyncio.create_task(self.registry.load_all())
         else:
             await self.registry.load_all()
+        logger.info("%s", self.summary())
 
     def _metrics_snapshot(self) -> Snapshot:
         return {"samples": self.metrics.samples(), "statistics": self.core.dataplane.statistics()}
@@ -179,6 +230,10 @@ def frontends_of(settings: Settings, artifacts: ArtifactCache) -> list[FrontEnd]
 
         frontends += [ingrain_routes, ingrain_model_routes]
     return frontends
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def is_graph_file(target: str) -> bool:

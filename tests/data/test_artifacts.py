@@ -63,7 +63,7 @@ def test_a_failed_download_leaves_no_entry_and_the_next_one_succeeds(tmp_path, u
         def info(self, path):
             return self.fs.info(path)
 
-        def get_file(self, path, local):
+        def get_file(self, path, local, **kwargs):  # fsspec's signature: callback=...
             Path(local).write_bytes(b"\x93NUMPY half")
             raise ConnectionError("connection reset while downloading")
 

@@ -146,6 +146,7 @@ async def test_the_repository_routes_can_need_a_token_or_be_disabled(tmp_path):
         assert await answer(client) == 2  # inference needs no token
     async with serve_in_process(repository={"root": str(tmp_path), "enabled": False}) as client:
         assert (await client.post("/v2/repository/index")).status_code == 404
+        assert "model_repository" not in (await client.get("/v2")).json()["extensions"]  # not advertised either
 
 
 # ---- what a repository directory may and may not do (hardening issue, 7)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from v2serve.data.policy import split_url
 from v2serve.settings import DataSettings
 
 _RECORD = "artifact.json"
+logger = logging.getLogger("v2serve.artifacts")
 
 
 class ArtifactCache:
@@ -42,12 +45,15 @@ class ArtifactCache:
             return str(target)
         folder.mkdir(parents=True, exist_ok=True)
         partial = folder / f".{target.name}.{uuid.uuid4().hex}.part"
+        started = time.monotonic()
+        logger.info("downloading %s into the model cache (%s)", url, _megabytes(fs.info(path).get("size")))
         try:
-            fs.get_file(path, str(partial))
+            fs.get_file(path, str(partial), callback=_progress(url))
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
         _write_record(folder / _RECORD, {"url": url, "tag": tag, "file": target.name})
+        logger.info("downloaded %s in %.1f s", url, time.monotonic() - started)
         return str(target)
 
     def store(self, url: str, data: bytes) -> str:
@@ -69,6 +75,32 @@ class ArtifactCache:
         import fsspec
 
         return fsspec.filesystem(protocol, **self.settings.storage_options.get(protocol, {}))
+
+
+def _progress(url: str) -> Any:
+    """An fsspec progress callback that logs every ``PROGRESS_EVERY_S`` while a download runs (fsspec is
+    imported here, when a download happens, not with the package)."""
+    from fsspec.callbacks import Callback
+
+    class Progress(Callback):  # type: ignore[misc]  # fsspec is untyped
+        def __init__(self) -> None:
+            super().__init__()
+            self.last = time.monotonic()
+
+        def call(self, *args: Any, **kwargs: Any) -> None:
+            now = time.monotonic()
+            if now - self.last >= PROGRESS_EVERY_S:
+                self.last = now
+                logger.info("downloading %s: %s of %s", url, _megabytes(self.value), _megabytes(self.size))
+
+    return Progress()
+
+
+PROGRESS_EVERY_S = 10.0
+
+
+def _megabytes(size: Any) -> str:
+    return f"{size / 1e6:.1f} MB" if isinstance(size, int | float) else "size unknown"
 
 
 def _version_tag(info: dict[str, Any]) -> str:

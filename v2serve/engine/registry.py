@@ -125,6 +125,18 @@ class Serving:
         entry.stats.finished(self.started, self.label, self.status, inference=self.inference)
 
 
+PROGRESS_EVERY_S = 10.0
+"""A load that takes longer says so in the log, at this interval and then at double it each time (to 5 min)."""
+
+
+async def _still_loading(label: str, started: float) -> None:
+    wait = PROGRESS_EVERY_S
+    while True:
+        await asyncio.sleep(wait)
+        logger.info("model %s still loading, %.0f s so far", label, time.perf_counter() - started)
+        wait = min(wait * 2, 300.0)
+
+
 def schema_of(model: Model) -> ModelSchema:
     return ModelSchema.of(model.name, model.inputs, model.outputs, model.feature_names)
 
@@ -223,6 +235,7 @@ class ModelRegistry:
         """Load one model, recording READY or FAILED with the reason; never raises for a model's failure."""
         entry.state, entry.reason = ModelState.LOADING, None
         started = time.perf_counter()
+        progress = asyncio.create_task(_still_loading(_label(entry.name, entry.version), started))
         try:
             await self._fetch_artifact(entry.model)
             await entry.invoker.load()
@@ -241,6 +254,8 @@ class ModelRegistry:
             entry.state = ModelState.READY
             entry.load_seconds = time.perf_counter() - started
             logger.info("model %s ready in %.3fs", _label(entry.name, entry.version), entry.load_seconds)
+        finally:
+            progress.cancel()
 
     async def _fetch_artifact(self, model: Model) -> None:
         """A model_path naming a remote URL is replaced by its local copy in the artifact cache."""

@@ -7,6 +7,7 @@ import importlib.util
 import logging
 from typing import Protocol
 
+from v2serve.errors import install_hint
 from v2serve.metrics.streams import StreamStats
 from v2serve.settings import Settings
 from v2serve.streams.retry import Handle
@@ -48,7 +49,7 @@ def workers_from_settings(handle: Handle, settings: Settings) -> list[StreamWork
 
 def _require_extra(module: str, extra: str, feature: str) -> None:
     if importlib.util.find_spec(module) is None:
-        raise ImportError(f"{feature} needs the {extra} extra: pip install 'v2serve[{extra}]'")
+        raise ImportError(f"{feature} needs the {extra} extra: {install_hint(extra)}")
 
 
 class StreamConsumers:

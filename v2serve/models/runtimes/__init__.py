@@ -10,6 +10,8 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+from v2serve.errors import install_hint
+
 RUNTIMES: dict[str, dict[str, str]] = {
     "onnx": {"class": "v2serve.models.runtimes.onnx:OnnxModel", "module": "onnxruntime", "extra": "onnx"},
     "torch": {"class": "v2serve.models.runtimes.torch:TorchModel", "module": "torch", "extra": "torch"},
@@ -59,4 +61,4 @@ def require(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"{module} is needed here: pip install 'v2serve[{extra}]'") from exc
+        raise ImportError(f"{module} is needed here: {install_hint(extra)}") from exc

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +22,8 @@ import numpy as np
 
 from v2serve.models.embeddings import EmbeddingModel
 from v2serve.models.runtimes import require
+
+logger = logging.getLogger("v2serve.models")
 
 
 class OnnxTextEmbeddingModel(EmbeddingModel):
@@ -87,7 +91,10 @@ class OnnxTextEmbeddingModel(EmbeddingModel):
         key = hashlib.sha256(f"{folder.resolve()}|{stamp}".encode()).hexdigest()[:24]
         target = Path(self.export_dir).expanduser() / key / "model.onnx"
         if not target.is_file():
+            logger.info("exporting %s to ONNX, once: the graph is kept at %s (this takes a while)", folder, target)
+            started = time.monotonic()
             export(folder, target)
+            logger.info("exported %s to ONNX in %.1f s", folder, time.monotonic() - started)
         return target
 
     def embed(self, items: list[Any]) -> np.ndarray:
