@@ -6,9 +6,10 @@ import asyncio
 import ipaddress
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from v2serve._version import __version__
 from v2serve.core.dispatch import Dispatcher
@@ -22,6 +23,7 @@ from v2serve.engine.invoker import Runner
 from v2serve.engine.loader import SETTINGS_FILE, models_from_target
 from v2serve.engine.registry import ModelRegistry, ModelState
 from v2serve.engine.repository import ModelRepository
+from v2serve.errors import install_hint
 from v2serve.event import Event, Reply
 from v2serve.frontends.catalogue import ModelCatalogue
 from v2serve.frontends.docs import docs_routes
@@ -38,6 +40,9 @@ from v2serve.metrics.peers import Snapshot, WorkerPeers
 from v2serve.metrics.server import ServerMetrics
 from v2serve.models.base import Model
 from v2serve.settings import Settings
+
+if TYPE_CHECKING:
+    from v2serve.tracing import Tracing
 
 logger = logging.getLogger("v2serve.server")
 
@@ -64,6 +69,9 @@ class ModelServer:
         self.settings = settings or Settings()
         self.executor = ThreadPoolExecutor(self.settings.predict_threads, thread_name_prefix="v2serve-model")
         self.metrics = ServerMetrics()
+        self.tracing = _tracing(self.settings)
+        if self.tracing is not None:
+            self.metrics.recorder_factory = self.tracing.recorder
         self.artifacts = ArtifactCache(self.settings.data)
         self.registry = ModelRegistry(self.executor, self.artifacts, self.metrics)
         self.metrics.watch_models(self.registry.gauges)
@@ -101,6 +109,13 @@ class ModelServer:
         self.dispatcher = Dispatcher(self.core, [v2_routes, extra, *frontends_of(self.settings, self.artifacts)])
         self._loading: asyncio.Task[None] | None = None
         self._graph = graph
+        self.handle: Callable[[Event], Awaitable[Reply]] = self._handle
+        """Serve one Event (what every transport calls); traced when tracing is on."""
+        if self.tracing is not None:
+            self.handle = self.tracing.traced_handle(self._handle)
+            if self.flow is not None:
+                self.flow.wrap_steps(self.tracing.traced_step)
+            self.data.propagate_with(self.tracing.inject)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> ModelServer:
@@ -196,7 +211,7 @@ class ModelServer:
         await self.data.close()
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    async def handle(self, event: Event) -> Reply:
+    async def _handle(self, event: Event) -> Reply:
         request_id = event.headers.get("x-request-id")
         # Everything logged while serving this event carries its id (tasks it starts inherit the context).
         token = REQUEST_ID.set(request_id or event.id or "-")
@@ -230,6 +245,17 @@ def frontends_of(settings: Settings, artifacts: ArtifactCache) -> list[FrontEnd]
 
         frontends += [ingrain_routes, ingrain_model_routes]
     return frontends
+
+
+def _tracing(settings: Settings) -> Tracing | None:
+    if not settings.tracing.enabled:
+        return None  # nothing of OpenTelemetry is imported
+    from v2serve.tracing import Tracing
+
+    try:
+        return Tracing(settings.tracing)
+    except ImportError as exc:
+        raise ImportError(f"tracing needs the otel extra: {install_hint('otel')} ({exc})") from None
 
 
 def _host(host: str) -> str:

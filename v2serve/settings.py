@@ -124,6 +124,21 @@ class GrpcSettings(BaseModel):
     descriptor)."""
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry tracing (the ``otel`` extra): a span per request, with decode, queue, predict, encode
+    and graph steps as children; W3C ``traceparent`` read from HTTP headers, gRPC metadata and Kafka headers,
+    and sent on with ``data_url`` fetches. Off: nothing of OpenTelemetry is imported."""
+
+    enabled: bool = False
+    exporter: Literal["otlp", "console", "global"] = "otlp"
+    """``otlp``: OTLP over HTTP to ``endpoint``; ``console``: printed; ``global``: the tracer provider the
+    process already set (``opentelemetry-instrument``, a test's in-memory exporter)."""
+    endpoint: str | None = None
+    """The OTLP/HTTP traces endpoint; None: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or the exporter's default
+    (http://localhost:4318/v1/traces)."""
+    service_name: str = "v2serve"
+
+
 class FrontendSettings(BaseModel):
     """The APIs served beside v2 on the same port (each a route list over the same models)."""
 
@@ -296,6 +311,7 @@ class Settings(BaseSettings):
     repository: RepositorySettings = Field(default_factory=lambda: RepositorySettings())
     frontends: FrontendSettings = Field(default_factory=lambda: FrontendSettings())
     grpc: GrpcSettings = Field(default_factory=lambda: GrpcSettings())
+    tracing: TracingSettings = Field(default_factory=lambda: TracingSettings())
     ingrain: IngrainSettings = Field(default_factory=lambda: IngrainSettings())
     kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings())
     kinesis: KinesisSettings = Field(default_factory=lambda: KinesisSettings())

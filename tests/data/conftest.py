@@ -17,11 +17,15 @@ class FileServer:
         self.requests: list[tuple[str, str]] = []
         self.protected: dict[str, tuple[str, str]] = {}
         """Paths answered 401 unless the request carries this header (name, value)."""
+        self.headers: list[dict[str, str]] = []
+        """The headers of each request, in the order of ``requests`` (lower-case names)."""
         files, redirects, requests, protected = self.files, self.redirects, self.requests, self.protected
+        seen_headers = self.headers
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self, with_body: bool) -> None:
                 requests.append((self.command, self.path))
+                seen_headers.append({name.lower(): value for name, value in self.headers.items()})
                 if self.path in redirects:
                     self.send_response(302)
                     self.send_header("Location", redirects[self.path])

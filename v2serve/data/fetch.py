@@ -9,7 +9,7 @@ and abandons the third.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from v2serve.data.http import HttpReader
@@ -38,6 +38,10 @@ class DataFetcher:
             return await asyncio.wait_for(self._read(location, url, headers or {}), timeout)
         except asyncio.TimeoutError:
             raise DeadlineExceeded(f"reading data_url {url!r} took longer than {timeout:g} s") from None
+
+    def propagate_with(self, inject: Callable[[dict[str, str]], None]) -> None:
+        """Let ``inject`` add to the headers of every http(s) read (tracing: the request's trace context)."""
+        self._http.propagate = inject
 
     async def close(self) -> None:
         await self._http.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from v2serve.data.addresses import refuse_unless_public
@@ -32,12 +32,16 @@ class HttpReader:
     def __init__(self, allow_private_addresses: bool) -> None:
         self._allow_private = allow_private_addresses
         self._session: Any = None
+        self.propagate: Callable[[dict[str, str]], None] | None = None
+        """Adds the request's trace context to the headers sent (tracing sets it)."""
 
     async def read(self, url: str, limit: int, headers: Mapping[str, str] | None = None) -> bytes:
         session = self._open_session()
         import aiohttp
 
         sent = {**(headers or {}), "accept-encoding": "identity"}
+        if self.propagate is not None:
+            self.propagate(sent)
         try:
             async with session.get(url, allow_redirects=False, headers=sent) as response:
                 _check_status(url, response)

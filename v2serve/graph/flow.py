@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,15 @@ class Flow:
         self._levels = levels
         self._responder = responder
         self._error_handler = error_handler
+
+    def wrap_steps(self, wrap: Callable[[str, Step], Step]) -> None:
+        """Replace each step (and error handler) by ``wrap(name, step)``: tracing puts a span around each."""
+        for name, node in self._nodes.items():
+            node.step = wrap(name, node.step)
+            if node.on_error is not None:
+                node.on_error = wrap(f"{name}_on_error", node.on_error)
+        if self._error_handler is not None:
+            self._error_handler = wrap("error_handler", self._error_handler)
 
     async def handle(self, event: Event) -> Reply:
         body = None

@@ -36,6 +36,7 @@ class GrpcServer:
     async def start(self) -> None:
         settings = self._settings
         limit = settings.max_message_bytes
+        tracing = self._model_server.tracing
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limit),
@@ -44,7 +45,8 @@ class GrpcServer:
                 # ones that never speak take the descriptors that HTTP and the models need.
                 ("grpc.max_allowed_incoming_connections", settings.max_connections),
                 ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_s * 1000)),
-            ]
+            ],
+            interceptors=None if tracing is None else [tracing.grpc_interceptor()],
         )
         core = self._model_server.core
         host = settings.host or self._model_server.settings.http.host

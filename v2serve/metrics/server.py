@@ -25,12 +25,14 @@ class ServerMetrics:
         self._collectors: list[Any] = []
         self.peers: WorkerPeers | None = None
         """The other worker processes of this server, when there are several (see ``peers.py``)."""
+        self.recorder_factory: Callable[[str, str | None], ModelRecorder] = ModelRecorder
+        """What records a model version's observations (tracing adds spans to the same observations)."""
 
     def for_model(self, name: str, version: str | None) -> ModelRecorder:
         key = (name, version or "")
         recorder = self._models.get(key)
         if recorder is None:
-            recorder = self._models[key] = ModelRecorder(name, version)
+            recorder = self._models[key] = self.recorder_factory(name, version)
         return recorder
 
     def unrouted(self, status: int) -> None:
