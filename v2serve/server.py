@@ -78,6 +78,9 @@ class ModelServer:
         for model in models:
             self.registry.add(model)
         self.data = DataFetcher(DataPolicy(self.settings.data))
+        image_policy = self.settings.data.model_copy(update={"protocols": self.settings.ingrain.image_url_protocols})
+        self.image_data = DataFetcher(DataPolicy(image_policy))
+        """Ingrain's image URLs: the data policy with protocols of their own (public http(s) by default)."""
         self.core = ServerCore(
             self.registry,
             info=ServerInfo(
@@ -106,7 +109,8 @@ class ModelServer:
         def extra(core: ServerCore) -> Sequence[Route]:
             return extra_routes
 
-        self.dispatcher = Dispatcher(self.core, [v2_routes, extra, *frontends_of(self.settings, self.artifacts)])
+        frontends = frontends_of(self.settings, self.artifacts, self.image_data)
+        self.dispatcher = Dispatcher(self.core, [v2_routes, extra, *frontends])
         self._loading: asyncio.Task[None] | None = None
         self._graph = graph
         self.handle: Callable[[Event], Awaitable[Reply]] = self._handle
@@ -116,6 +120,7 @@ class ModelServer:
             if self.flow is not None:
                 self.flow.wrap_steps(self.tracing.traced_step)
             self.data.propagate_with(self.tracing.inject)
+            self.image_data.propagate_with(self.tracing.inject)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> ModelServer:
@@ -209,6 +214,7 @@ class ModelServer:
             self._loading.cancel()
         await self.registry.unload_all()
         await self.data.close()
+        await self.image_data.close()
         self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def _handle(self, event: Event) -> Reply:
@@ -227,8 +233,9 @@ class ModelServer:
         return reply
 
 
-def frontends_of(settings: Settings, artifacts: ArtifactCache) -> list[FrontEnd]:
-    """The front-ends beside v2 that the settings turn on (their routes may replace v2's: ``GET /``)."""
+def frontends_of(settings: Settings, artifacts: ArtifactCache, images: DataFetcher | None = None) -> list[FrontEnd]:
+    """The front-ends beside v2 that the settings turn on (their routes may replace v2's: ``GET /``);
+    ``images`` reads Ingrain's image URLs."""
     frontends: list[FrontEnd] = []
     if settings.frontends.torchserve:
         frontends.append(torchserve_routes)
@@ -243,7 +250,10 @@ def frontends_of(settings: Settings, artifacts: ArtifactCache) -> list[FrontEnd]
             endpoints = IngrainModelEndpoints(core, catalogue, artifacts, settings.ingrain.max_loaded_models)
             return endpoints.routes()
 
-        frontends += [ingrain_routes, ingrain_model_routes]
+        def ingrain_inference_routes(core: ServerCore) -> list[Route]:
+            return ingrain_routes(core, images)
+
+        frontends += [ingrain_inference_routes, ingrain_model_routes]
     return frontends
 
 

@@ -162,6 +162,11 @@ class IngrainSettings(BaseModel):
     """Also listen here (Ingrain's model server's is 8687)."""
     max_loaded_models: int = Field(8, ge=1)
     """Models loaded through Ingrain's load routes that stay loaded; beyond it, the least recently used goes."""
+    image_url_protocols: list[str] = Field(default_factory=lambda: ["http", "https"])
+    """What an image URL on Ingrain's routes may use. Unlike ``data.protocols`` (where no URL is read until
+    the operator says which), image URLs are what Ingrain's API is for, so public http(s) ones are read by
+    default; everything else of the data policy holds (no private, loopback or link-local address unless
+    ``data.allow_private_addresses``, redirects refused, the size cap, the time-out, ``allowed_prefixes``)."""
 
 
 class RepositorySettings(BaseModel):

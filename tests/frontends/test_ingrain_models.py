@@ -161,6 +161,32 @@ def test_image_urls_to_private_addresses_are_refused_unless_allowed(tmp_path, fi
         assert not_allowed.status_code == 403 and "not allowed" in not_allowed.json()["detail"]
 
 
+def test_image_urls_are_read_by_default_where_data_urls_are_not(files):
+    """Public http(s) image URLs need no setting (Ingrain's API is built on them); data_url still reads
+    nothing until the operator lists protocols. The rest of the policy holds for both."""
+    from v2serve.models.runtimes.efficientnet_lite import EfficientNetLiteModel
+
+    files.files["/x.png"] = png((1, 2, 3))
+    url = f"{files.url}/x.png"
+    guarded = Settings(models=[])  # the defaults: data.protocols is ["file"]
+    with MockServer(ModelServer([EfficientNetLiteModel("images")], guarded)) as server:
+        loopback = call(server, "/embed_image", {"name": "images", "image": url})
+        assert loopback.status_code == 403 and "non-public address" in loopback.json()["detail"]  # not "protocol"
+    assert files.requests == []
+    # The file server stands in for a public host: private addresses allowed, protocols left at the default.
+    loopback_allowed = Settings(models=[], data=DataSettings(allow_private_addresses=True))
+    with MockServer(ModelServer([EfficientNetLiteModel("images")], loopback_allowed)) as server:
+        read = call(server, "/embed_image", {"name": "images", "image": url})
+        assert read.status_code == 200 and len(read.json()["embeddings"][0]) == 1280
+        data_url = call(server, "/v2/models/images/infer", {"data_url": url})
+        assert data_url.status_code == 403 and "protocol 'http' is not allowed" in data_url.json()["error"]
+    off = Settings(models=[], ingrain=IngrainSettings(image_url_protocols=[]))
+    with MockServer(ModelServer([EfficientNetLiteModel("images")], off)) as server:
+        refused = call(server, "/embed_image", {"name": "images", "image": url})
+        assert refused.status_code == 403 and "not allowed" in refused.json()["detail"]
+    assert files.requests == [("GET", "/x.png")]
+
+
 def test_loading_follows_the_repository_rules_token_and_loopback(tmp_path):
     from v2serve.settings import HTTPSettings
 

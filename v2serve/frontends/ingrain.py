@@ -9,8 +9,9 @@ concurrently; ``{"textEmbeddings", "imageEmbeddings", "processingTimeMs"}``), ``
 the same model, whatever API it came through; ``n_dims`` and ``normalize`` become request parameters that the
 model's ``finalize`` applies (``models/embeddings.py``: truncate first, then normalise).
 
-Image URLs are read through the ``data_url`` policy (``settings.data``: protocols, private addresses, size,
-time-out), with the request's ``image_download_headers``. Errors are ``{"detail", "error"}`` (FastAPI's key,
+Image URLs are read under the ``data_url`` policy (``settings.data``: private addresses, size, time-out,
+prefixes) with protocols of their own (``settings.ingrain.image_url_protocols``: public http(s) by default),
+with the request's ``image_download_headers``. Errors are ``{"detail", "error"}`` (FastAPI's key,
 which Ingrain's users read, and the one its Python client reads), with v2serve's status codes.
 
 ``/metrics`` is both Prometheus's and Ingrain's: a request whose ``Accept`` names ``text/plain`` or
@@ -33,6 +34,7 @@ import numpy as np
 
 from v2serve.core.routes import Handler, Route, errors_rendered
 from v2serve.core.server_core import ServerCore
+from v2serve.data.fetch import DataFetcher
 from v2serve.engine.registry import ModelEntry
 from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
@@ -70,9 +72,12 @@ def ingrain_error(exc: V2ServeError) -> Reply:
 class IngrainEndpoints:
     """The handlers of Ingrain's inference routes, over the server core."""
 
-    def __init__(self, core: ServerCore) -> None:
+    def __init__(self, core: ServerCore, images: DataFetcher | None = None) -> None:
+        """``images``: what reads image URLs (its own policy: public http(s) by default); None: the core's
+        data_url reader."""
         self._core = core
         self._dataplane = core.dataplane
+        self._image_reader = images if images is not None else core.data
 
     def routes(self) -> list[Route]:
         def post(path: str, handler: Handler, summary: str) -> Route:
@@ -179,10 +184,10 @@ class IngrainEndpoints:
                 f"image {index} of the request must be a URL or base64 text, not {type(value).__name__}"
             )
         if _is_url(value):
-            if self._core.data is None:
+            if self._image_reader is None:
                 raise InvalidRequest(f"image {index} of the request is a URL, and this server reads no URLs")
             try:
-                return await self._core.data.read(value, headers)
+                return await self._image_reader.read(value, headers)
             except V2ServeError as exc:
                 exc.message = f"image {index} of the request: {exc.message}"
                 raise
@@ -280,8 +285,8 @@ def ingrain_model_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def ingrain_routes(core: ServerCore) -> list[Route]:
-    return IngrainEndpoints(core).routes()
+def ingrain_routes(core: ServerCore, images: DataFetcher | None = None) -> list[Route]:
+    return IngrainEndpoints(core, images).routes()
 
 
 def _duration(value: Mapping[str, Any]) -> dict[str, str]:
