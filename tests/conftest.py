@@ -82,6 +82,8 @@ def _serialise_kinesis_appends() -> None:
 def port_is_free(port: int) -> bool:
     """Whether ``port`` can be bound on loopback now: a test about a default port skips when it cannot."""
     with socket.socket() as sock:
+        # As servers bind (uvicorn does): a port whose old connections linger in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.data.conftest import FileServer
+from v2serve.engine.loader import models_from_target
 from v2serve.mock import MockResponse, MockServer
 from v2serve.server import ModelServer
 from v2serve.settings import DataSettings, IngrainSettings, RepositorySettings, Settings
@@ -70,7 +71,28 @@ def test_beyond_the_limit_the_least_recently_used_model_is_unloaded(tmp_path):
         assert call(server, "/load_model", {"name": "acme/c", "library": "sentence_transformers"}).status_code == 200
         assert loaded(server) == {"acme/a", "acme/c"}
         status, answer = embed(server, "acme/b")
-        assert status == 404 and "acme/b" in answer["detail"]
+        # Ingrain's answer for a model that is not loaded: a 400 telling to load it first.
+        assert status == 400 and "Model acme/b with checkpoint None is not loaded" in answer["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "location"),
+    [
+        ("/embed_text", {"text": "hello"}, ["body", "name"]),
+        ("/embed_text", {"name": "wordllama"}, ["body", "text"]),
+        ("/embed", {"name": "wordllama"}, ["body"]),
+        ("/embed_image", [1, 2], ["body"]),
+        ("/embed_image", {"name": "wordllama", "image": "x", "image_download_headers": "h"},
+         ["body", "image_download_headers"]),
+    ],
+)  # fmt: skip
+def test_a_body_that_is_not_what_the_route_takes_is_fastapis_422(tmp_path, path, body, location):
+    """Ingrain is a FastAPI app: a body that fails validation is a 422 whose detail lists where."""
+    with MockServer(ModelServer(models_from_target("examples/embeddings/wordllama"), Settings(models=[]))) as server:
+        refused = call(server, path, body)
+    assert refused.status_code == 422, refused.body
+    (problem,) = refused.json()["detail"]
+    assert problem["loc"] == location and problem["msg"] == refused.json()["error"]
 
 
 def test_a_failed_load_keeps_the_model_that_was_serving_and_says_why(tmp_path):

@@ -27,6 +27,7 @@ _ERRORS = {
     405: "Method not allowed",
     409: "Not possible as the server runs (several worker processes)",
     413: "Request body too large",
+    422: "The request body is not what the route takes (FastAPI's validation error, on Ingrain's routes)",
     500: "The model failed",
     501: "Not implemented by the model",
     502: "A URL the request named could not be read",

@@ -28,6 +28,7 @@ import binascii
 import re
 import time
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from v2serve.core.routes import Handler, Route, errors_rendered
 from v2serve.core.server_core import ServerCore
 from v2serve.data.fetch import DataFetcher
 from v2serve.engine.registry import ModelEntry
-from v2serve.errors import InvalidRequest, V2ServeError
+from v2serve.errors import InvalidRequest, ModelNotFound, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.metrics.server import PROMETHEUS_CONTENT_TYPE
 from v2serve.models.embeddings import EMBEDDING, IMAGE, TEXT, EmbeddingModel
@@ -59,12 +60,26 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """RFC 9110's token: what a header name may be."""
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
-_ERRORS = (400, 403, 404, 413, 500, 502, 503, 504)
+_ERRORS = (400, 403, 404, 413, 422, 500, 502, 503, 504)
+
+
+class RequestValidationError(InvalidRequest):
+    """A request body that is not what the route takes: FastAPI's 422 (Ingrain is a FastAPI app), whose
+    ``detail`` lists each problem with its location."""
+
+    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.location = ["body"] if field is None else ["body", field]
 
 
 def ingrain_error(exc: V2ServeError) -> Reply:
     """An error as Ingrain's users read it: ``detail`` (FastAPI's) and ``error`` (what its client reads)."""
-    reply = Reply.json({"detail": exc.message, "error": exc.message}, exc.status_code, dict(exc.headers))
+    detail: Any = exc.message
+    if isinstance(exc, RequestValidationError):
+        detail = [{"type": "value_error", "loc": exc.location, "msg": exc.message}]
+    reply = Reply.json({"detail": detail, "error": exc.message}, exc.status_code, dict(exc.headers))
     reply.error = exc
     return reply
 
@@ -112,7 +127,7 @@ class IngrainEndpoints:
         request = IngrainRequest.parse(event.body)
         texts, images = request.items(TEXT), request.items(IMAGE)
         if texts is None and images is None:
-            raise InvalidRequest("give 'text', 'image' or both")
+            raise RequestValidationError("give 'text', 'image' or both")
         text_part = self._embed(request, TEXT, texts, event) if texts is not None else _nothing()
         image_part = self._embed(request, IMAGE, images, event) if images is not None else _nothing()
         text_embeddings, image_embeddings = await asyncio.gather(text_part, image_part)
@@ -126,7 +141,7 @@ class IngrainEndpoints:
     async def classify_image(self, event: Event, params: Mapping[str, str]) -> Reply:
         started = time.perf_counter()
         request = IngrainRequest.parse(event.body)
-        entry, model = self._embedder(request.name, IMAGE)
+        entry, model = self._embedder(request, IMAGE)
         images = await self._images(request.items(IMAGE, required=True) or [], request, model)
         probabilities = await self._dataplane.call(
             entry, "classify", {"images": images}, headers=event.headers, event_id=event.id
@@ -148,7 +163,7 @@ class IngrainEndpoints:
         return Reply.json({"embeddings": embeddings, "processingTimeMs": _elapsed_ms(started)})
 
     async def _embed(self, request: IngrainRequest, modality: str, values: list[Any] | None, event: Event) -> Any:
-        entry, model = self._embedder(request.name, modality)
+        entry, model = self._embedder(request, modality)
         items: list[Any] = values or []
         if modality == IMAGE:
             items = await self._images(items, request, model)
@@ -161,8 +176,16 @@ class IngrainEndpoints:
         result = await self._dataplane.infer(entry, decode, headers=event.headers, event_id=event.id)
         return result.encode(_embedding)
 
-    def _embedder(self, name: str, modality: str) -> tuple[ModelEntry, EmbeddingModel]:
-        entry = self._core.resolve(name)
+    def _embedder(self, request: IngrainRequest, modality: str) -> tuple[ModelEntry, EmbeddingModel]:
+        name = request.name
+        try:
+            entry = self._core.resolve(name)
+        except ModelNotFound as exc:
+            # Ingrain's answer (a 400 telling to load the model), with what this server has.
+            raise InvalidRequest(
+                f"Model {name} with checkpoint {request.field('pretrained')} is not loaded. Load the model first "
+                f"using /load_model on the model server. ({exc.message})"
+            ) from None
         model = entry.model
         if not isinstance(model, EmbeddingModel):
             raise InvalidRequest(f"model {name!r} is not an embedding model")
@@ -201,12 +224,17 @@ class IngrainRequest:
         self.fields = fields
         name = fields.get("name")
         if not isinstance(name, str) or not name:
-            raise InvalidRequest("'name' must be the model's name")
+            raise RequestValidationError("'name' must be the model's name", "name")
         self.name = name
+        self._download_headers = self._checked_download_headers()  # the body is checked before any model is
 
     @classmethod
     def parse(cls, body: Body) -> IngrainRequest:
-        return cls(body.json_object())
+        try:
+            fields = body.json_object()
+        except InvalidRequest as exc:
+            raise RequestValidationError(exc.message) from None
+        return cls(fields)
 
     def field(self, snake: str, camel: str | None = None) -> Any:
         value = self.fields.get(snake)
@@ -217,7 +245,7 @@ class IngrainRequest:
         value = self.fields.get(modality)
         if value is None:
             if required:
-                raise InvalidRequest(f"'{modality}' is required: one value or a list of them")
+                raise RequestValidationError(f"'{modality}' is required: one value or a list of them", modality)
             return None
         return value if isinstance(value, list) else [value]
 
@@ -233,11 +261,16 @@ class IngrainRequest:
         return parameters
 
     def download_headers(self) -> dict[str, str]:
+        return self._download_headers
+
+    def _checked_download_headers(self) -> dict[str, str]:
         headers = self.field("image_download_headers", "imageDownloadHeaders")
         if headers is None:
             return {}
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-            raise InvalidRequest("image_download_headers must be an object of strings")
+            raise RequestValidationError(
+                "image_download_headers must be an object of strings", "image_download_headers"
+            )
         size = sum(len(k) + len(v) for k, v in headers.items())
         if len(headers) > MAX_DOWNLOAD_HEADERS or size > MAX_DOWNLOAD_HEADER_BYTES:
             raise InvalidRequest(
