@@ -95,6 +95,19 @@ def test_a_body_that_is_not_what_the_route_takes_is_fastapis_422(tmp_path, path,
     assert problem["loc"] == location and problem["msg"] == refused.json()["error"]
 
 
+def test_an_unloaded_model_stays_listed_until_it_is_deleted(tmp_path):
+    """As Ingrain's (Triton's) repository keeps it: unload, then delete, works."""
+    with ingrain_server(tmp_path) as server:
+        assert call(server, "/load_model", {"name": "wordllama", "library": "wordllama"}).status_code == 200
+        assert call(server, "/unload_model", {"name": "wordllama"}).status_code == 200
+        states = {m["name"]: m["state"] for m in call(server, "/repository_models").json()["models"]}
+        assert states == {"wordllama": "UNAVAILABLE"}
+        assert loaded(server) == set()
+        assert call(server, "/delete_model", {"name": "wordllama"}, "DELETE").status_code == 200
+        assert call(server, "/repository_models").json()["models"] == []
+        assert call(server, "/delete_model", {"name": "wordllama"}, "DELETE").status_code == 404  # gone now
+
+
 def test_a_failed_load_keeps_the_model_that_was_serving_and_says_why(tmp_path):
     root = repository(tmp_path / "repository", ["acme/flaky"])
     with ingrain_server(tmp_path) as server:

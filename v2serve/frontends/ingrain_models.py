@@ -9,6 +9,8 @@
   Face cache), or is a 404 at once that says where the server looked.
 - A load registers the model beside whatever serves its name and swaps it in only once it is ready: a load
   that fails leaves the old one serving, and answers the reason.
+- An unloaded model stays in ``/repository_models`` (``UNAVAILABLE``) until ``delete_model``, which also
+  works on it, as Ingrain's does.
 - At most ``max_loaded_models`` models loaded through these routes stay loaded: after a load, the least
   recently used of them (by its last inference, or its load when it has none) is unloaded. The models the
   server started with are not counted and never unloaded.
@@ -75,6 +77,9 @@ class IngrainModelEndpoints:
         self._artifacts = artifacts
         self._max_loaded = max_loaded_models
         self._loaded: dict[str, Loaded] = {}
+        self._unloaded: dict[str, str] = {}
+        """Models unloaded through these routes, by name, with their library: Ingrain lists them with their
+        state until they are deleted."""
         self._custom: dict[str, CustomWeights] = {}
         self._lock = asyncio.Lock()
 
@@ -117,6 +122,7 @@ class IngrainModelEndpoints:
         async with self._lock:
             await self._registry.load_and_swap(model)
             self._loaded[name] = Loaded(library, _now_ms())
+            self._unloaded.pop(name, None)
             await self._evict(keep=name)
         return Reply.json({"message": f"Model {name} loaded successfully."})
 
@@ -133,10 +139,12 @@ class IngrainModelEndpoints:
         custom = self._custom.pop(name, None)
         if custom is not None:
             Path(custom.path).unlink(missing_ok=True)
+        unloaded = self._unloaded.pop(name, None)
         if self._registry.entries_of(name):
             await self._unload(name)
-        elif custom is None:
-            raise ModelNotFound(f"model {name!r} is neither loaded nor downloaded")
+            self._unloaded.pop(name, None)
+        elif custom is None and unloaded is None:
+            raise ModelNotFound(f"model {name!r} is neither loaded, unloaded nor downloaded")
         return Reply.json({"message": f"Model {name} deleted successfully."})
 
     async def loaded_models(self, event: Event, params: Mapping[str, str]) -> Reply:
@@ -155,7 +163,8 @@ class IngrainModelEndpoints:
         else:
             index = [(entry.name, entry.state.value) for entry in self._registry]
         states: dict[str, str] = {}
-        for name, state in [*index, *((name, "DOWNLOADED") for name in self._custom)]:
+        unloaded = ((name, "UNAVAILABLE") for name in self._unloaded)  # Triton's state for an unloaded model
+        for name, state in [*index, *unloaded, *((name, "DOWNLOADED") for name in self._custom)]:
             states.setdefault(name, state)  # one row a name, as Ingrain lists them (the index has one a version)
         return Reply.json({"models": [{"name": name, "state": state} for name, state in states.items()]})
 
@@ -201,7 +210,9 @@ class IngrainModelEndpoints:
         entries = self._registry.entries_of(name)
         if not entries:
             raise ModelNotFound(f"model {name!r} is not loaded")
-        self._loaded.pop(name, None)
+        loaded = self._loaded.pop(name, None)
+        model = entries[0].model
+        self._unloaded[name] = loaded.library if loaded else getattr(model, "library", model.platform)
         for entry in entries:
             await self._registry.remove(entry)
 
