@@ -171,6 +171,11 @@ def test_custom_weights_are_downloaded_under_the_policy_and_loaded_over_the_arch
         assert call(server, "/load_model", custom_load).status_code == 200
         custom = call(server, "/embed_image", {"name": "efficientnet_lite0", "image": image}).json()["embeddings"]
         assert not np.allclose(stock, custom, atol=1e-3)
+        # `pretrained` on an inference route names the checkpoint: the one served answers, another is not loaded.
+        named = {"name": "efficientnet_lite0", "image": image, "pretrained": "half-head"}
+        assert call(server, "/embed_image", named).json()["embeddings"] == custom
+        other = call(server, "/embed_image", {**named, "pretrained": "imagenet"})
+        assert other.status_code == 400 and "with checkpoint imagenet is not loaded" in other.json()["detail"]
         cached = list((tmp_path / "cache").rglob("half-head.safetensors"))
         assert len(cached) == 1
         assert call(server, "/delete_model", {"name": "half-head"}, "DELETE").status_code == 200

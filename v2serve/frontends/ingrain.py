@@ -189,6 +189,14 @@ class IngrainEndpoints:
         model = entry.model
         if not isinstance(model, EmbeddingModel):
             raise InvalidRequest(f"model {name!r} is not an embedding model")
+        pretrained = request.field("pretrained")
+        if pretrained is not None and pretrained != model.checkpoint and model.library != "sentence_transformers":
+            # The checkpoint named is another one than the model serves (Ingrain ignores it for
+            # sentence-transformers, whose name is the checkpoint).
+            raise InvalidRequest(
+                f"Model {name} with checkpoint {pretrained} is not loaded. Load the model first using /load_model "
+                f"on the model server. ({name!r} serves checkpoint {model.checkpoint})"
+            )
         if model.modality != modality:
             raise InvalidRequest(f"model {name!r} embeds {model.modality}s, not {modality}s")
         return entry, model

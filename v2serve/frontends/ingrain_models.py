@@ -119,6 +119,7 @@ class IngrainModelEndpoints:
             if not isinstance(model, EmbeddingModel):
                 raise InvalidRequest(f"model {name!r} cannot take downloaded weights")
             model.weights_file = custom.path
+            model.checkpoint = pretrained
         async with self._lock:
             await self._registry.load_and_swap(model)
             self._loaded[name] = Loaded(library, _now_ms())

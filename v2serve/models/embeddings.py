@@ -70,6 +70,8 @@ class EmbeddingModel(Model):
         self.dimensions = 0
         self.weights_file: str | None = None
         """A safetensors file of weights to load over the architecture's own (Ingrain's custom models)."""
+        self.checkpoint: str | None = None
+        """The name of those weights (Ingrain's ``pretrained``): a request naming another is not for it."""
         self.inputs = [TensorSpec(self.modality, "BYTES", [-1])]
         self.outputs = [TensorSpec(EMBEDDING, "FP32", [-1, -1])]
 
