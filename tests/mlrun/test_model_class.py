@@ -146,3 +146,35 @@ async def test_mlrun_style_models_are_bounded_by_instances_and_their_queue():
         assert [r.status_code for r in flood] == [503] * 5 and not busy.done()
         model.release.set()
         assert [(await t).status_code for t in (busy, *queued)] == [200] * 3
+
+
+def test_a_flow_model_steps_input_and_result_paths_apply_once():
+    """MLRun's model applies its own input_path and result_path: in a flow they are not applied again (the
+    body {"req": {"inputs": [5]}} with input_path "req" was a 400, and result_path nested the answer twice)."""
+    from v2serve import Graph
+
+    selected = Graph("flow")
+    selected.to(EchoInputs, "m", input_path="req").respond()
+    with selected.to_mock_server() as server:
+        answer = server.test("/", body={"req": {"inputs": [5]}})
+    assert answer["model_name"] == "m" and answer["outputs"] == ["list", [5]]
+    written = Graph("flow")
+    written.to(EchoInputs, "m", result_path="out").respond()
+    with written.to_mock_server() as server:
+        answer = server.test("/", body={"inputs": [5]})
+    assert answer["inputs"] == [5] and answer["out"]["outputs"] == ["list", [5]] and "out" not in answer["out"]
+
+
+@pytest.mark.parametrize("outputs", [[{"name": "species"}], ["species"]])
+def test_data_points_on_a_typed_model_honour_the_requested_outputs(outputs):
+    """MLRun-style data points ({"inputs": [[...]]}) to a model that declares its tensors: only the outputs
+    asked for come back (both did)."""
+    from v2serve.engine.loader import models_from_target
+
+    with MockServer(ModelServer(models_from_target("examples/iris"), Settings(models=[]))) as server:
+        answer = server.test("/v2/models/iris/infer", body={"inputs": [[5.1, 3.5, 1.4, 0.2]], "outputs": outputs})
+        unknown = server.test("/v2/models/iris/infer", body={"inputs": [[5.1, 3.5, 1.4, 0.2]], "outputs": ["x"]},
+                              silent=True, get_body=False)  # fmt: skip
+    assert [output["name"] for output in answer["outputs"]] == ["species"]
+    assert answer["outputs"][0]["data"] == ["setosa"]
+    assert unknown.status_code == 400 and "'x'" in unknown.json()["error"]

@@ -86,6 +86,10 @@ class GraphCompiler:
         model: Model = self._instantiate(spec, cls, kwargs)
         return model
 
+    def _is_mlrun_model(self, spec: StepSpec) -> bool:
+        cls = self._import(spec, spec.class_name, "class_name")
+        return isinstance(cls, type) and issubclass(cls, V2ModelServer)
+
     def _instantiate(self, spec: StepSpec, cls: type, kwargs: dict[str, Any]) -> Any:
         try:
             return cls(**kwargs)
@@ -149,9 +153,12 @@ class GraphCompiler:
             if unknown:
                 raise GraphError(f"step {step.name!r} comes after unknown step(s) {unknown}")
             on_error = self.task(step.on_error) if step.on_error is not None else None
-            nodes[step.name] = FlowNode(
-                self.step(step), list(step.after), step.input_path, step.result_path, on_error, step.merge
-            )
+            runtime = self.step(step)
+            # An MLRun-style model applies its own input_path and result_path (as MLRun's do_event does): the
+            # flow leaves them to it, or they would be applied twice.
+            own = step.kind == "model" and self._is_mlrun_model(step)
+            input_path, result_path = (None, None) if own else (step.input_path, step.result_path)
+            nodes[step.name] = FlowNode(runtime, list(step.after), input_path, result_path, on_error, step.merge)
         levels = _levels(by_name)
         handler = self.task(spec.error_handler) if spec.error_handler is not None else None
         return Flow(nodes, levels, _responder(spec.steps), handler)

@@ -13,7 +13,7 @@ from v2serve.protocol.body import Body, RawBody
 from v2serve.protocol.datapoints import decode_datapoints, decode_fields, single_input
 from v2serve.protocol.decode import DecodedRequest, decode_binary_request, decode_dict_request, decode_tensors
 from v2serve.protocol.schema import ModelSchema
-from v2serve.protocol.types import parse_inference_request
+from v2serve.protocol.types import parse_inference_request, parse_requested_outputs
 
 Decoder = Callable[[ModelSchema], DecodedRequest]
 """A request's decoding against the schema of the model it reaches (run, and timed, by the data plane)."""
@@ -101,6 +101,7 @@ def _datapoints(schema: ModelSchema, document: dict[str, Any], inputs: list[Any]
     if parameters is not None and not isinstance(parameters, dict):
         raise InvalidRequest("'parameters' must be an object")
     decoded = decode_datapoints(schema, inputs, parameters)
+    decoded.request.outputs = parse_requested_outputs(document.get("outputs"), names=True)
     request_id = document.get("id")
     if request_id is not None:
         if not isinstance(request_id, str):

@@ -117,11 +117,22 @@ def parse_inference_request(obj: Any) -> InferenceRequest:
     request_id = obj.get("id")
     if request_id is not None and type(request_id) is not str:
         _expect(request_id, str, "'id'")
-    outputs = None
-    if obj.get("outputs") is not None:
-        outputs = []
-        for i, item in enumerate(_expect(obj["outputs"], list, "'outputs'")):
-            _expect(item, dict, f"outputs[{i}]")
-            out_name = _expect(item.get("name"), str, f"outputs[{i}].name")
-            outputs.append(RequestedOutput(out_name, _parameters(item, f"output {out_name!r}")))
+    requested = obj.get("outputs")
+    outputs = None if requested is None else parse_requested_outputs(requested)  # most ask for every output
     return InferenceRequest(inputs, request_id, _parameters(obj, "the request"), outputs)
+
+
+def parse_requested_outputs(value: Any, *, names: bool = False) -> list[RequestedOutput] | None:
+    """A request's ``outputs``: v2's ``[{"name", "parameters"}]`` (with ``names``, plain names too, as data-point
+    requests may write them); None when the request asks for none in particular."""
+    if value is None:
+        return None
+    outputs = []
+    for i, item in enumerate(_expect(value, list, "'outputs'")):
+        if names and type(item) is str:
+            outputs.append(RequestedOutput(item, {}))
+            continue
+        _expect(item, dict, f"outputs[{i}]")
+        out_name = _expect(item.get("name"), str, f"outputs[{i}].name")
+        outputs.append(RequestedOutput(out_name, _parameters(item, f"output {out_name!r}")))
+    return outputs
