@@ -92,6 +92,11 @@ def test_explanations(url):
     response = requests.post(f"{url}/explanations/rowsum", json=[[1, 1, 2]], timeout=10)
     assert response.status_code == 200
     assert np.allclose(response.json(), [[0.25, 0.25, 0.5]])
+    # curl http://127.0.0.1:8080/explanations/mnist -T 0.png: curl -T sends PUT, as the document's example does
+    uploaded = requests.put(
+        f"{url}/explanations/rowsum", data=b"[[1, 1, 2]]", headers={"content-type": "application/json"}, timeout=10
+    )
+    assert uploaded.status_code == 200 and np.allclose(uploaded.json(), [[0.25, 0.25, 0.5]])
 
 
 def test_errors_take_torchserves_shape(url):

@@ -73,8 +73,13 @@ class TorchServeEndpoints:
                       request_content=_ANY_BODY, responses=_PREDICTION_RESPONSES),
             ]  # fmt: skip
         for prefix in ("/explanations/{model}", "/explanations/{model}/{version}"):
-            routes.append(Route("POST", prefix, explanations, "Explanation, TorchServe style",
-                                request_content=_ANY_BODY, responses=_PREDICTION_RESPONSES))  # fmt: skip
+            routes += [
+                Route("POST", prefix, explanations, "Explanation, TorchServe style",
+                      request_content=_ANY_BODY, responses=_PREDICTION_RESPONSES),
+                # The document's own example uploads with curl -T, which sends PUT.
+                Route("PUT", prefix, explanations, "Explanation, TorchServe style (curl -T)",
+                      request_content=_ANY_BODY, responses=_PREDICTION_RESPONSES),
+            ]  # fmt: skip
         return routes
 
     async def ping(self, event: Event, params: Mapping[str, str]) -> Reply:
