@@ -182,3 +182,23 @@ def test_the_front_end_can_be_turned_off():
         assert requests.get(f"{base}/v1/models", timeout=10).status_code == 404
         assert "/ping" not in requests.options(f"{base}/", timeout=10).json()["paths"]
         assert "status" not in requests.get(f"{base}/", timeout=10).json()
+
+
+def test_kserve_v1_instances_in_the_row_format_and_binary_values(url):
+    """KServe v1 as TorchServe's kserve envelope and TF Serving write it: instances as objects of inputs by
+    name, binary values as {"b64": ...}, and TorchServe's {"data": ...} (its mnist.json) for a single input."""
+    import base64
+
+    rows = requests.post(f"{url}/v1/models/rowsum:predict", json={"instances": [{"x": [1, 2, 3]}, {"x": [4, 5, 6]}]})
+    assert rows.status_code == 200 and rows.json() == {"predictions": [6.0, 15.0]}
+    encoded = base64.b64encode(JPEG).decode()
+    for instances in ([{"b64": encoded}], [{"data": {"b64": encoded}}]):
+        binary = requests.post(f"{url}/v1/models/bytelen:predict", json={"instances": instances}, timeout=10)
+        assert binary.status_code == 200 and binary.json() == {"predictions": [{"length": len(JPEG), "first": 0xFF}]}
+    # TorchServe's kserve example sends the base64 text under "data"; its handler decodes it, as a model would.
+    text = requests.post(f"{url}/v1/models/bytelen:predict", json={"instances": [{"data": encoded}]}, timeout=10)
+    assert text.status_code == 200 and text.json()["predictions"][0]["length"] == len(encoded)
+    bad = requests.post(f"{url}/v1/models/bytelen:predict", json={"instances": [{"b64": "not base64!"}]}, timeout=10)
+    assert bad.status_code == 400 and "base64" in bad.json()["error"]
+    ragged = requests.post(f"{url}/v1/models/rowsum:predict", json={"instances": [{"x": [1, 2, 3]}, {"y": [1]}]})
+    assert ragged.status_code == 400 and "instance 1" in ragged.json()["error"]

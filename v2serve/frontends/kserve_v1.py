@@ -20,7 +20,7 @@ from v2serve.event import Event, Reply
 from v2serve.protocol import schemas
 from v2serve.protocol.bodies import Decoder, parsed_first
 from v2serve.protocol.body import Body
-from v2serve.protocol.datapoints import decode_datapoints, decode_named_values
+from v2serve.protocol.datapoints import decode_datapoints, decode_named_values, decode_rows
 from v2serve.protocol.values import rows
 
 _ERRORS = (400, 404, 413, 500, 503, 504)
@@ -97,6 +97,8 @@ def _decoder(body: Body) -> Decoder:
         instances = document["instances"]
         if not isinstance(instances, list):
             raise InvalidRequest("'instances' must be a list, one item per instance")
+        if instances and all(isinstance(instance, dict) for instance in instances):
+            return lambda schema: decode_rows(schema, instances)  # the row format: inputs by name
         return lambda schema: decode_datapoints(schema, instances, batch=True)
     inputs = document["inputs"]
     if isinstance(inputs, dict):

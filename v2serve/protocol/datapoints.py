@@ -7,6 +7,8 @@ decoded by the same checked codec as v2 tensors (cast to the declared datatype, 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -81,6 +83,56 @@ def decode_fields(schema: ModelSchema, fields: Mapping[str, Sequence[bytes]], *,
     if missing:
         raise InvalidRequest(f"model {schema.name!r} needs input(s) {missing}, which the request lacks")
     return DecodedRequest(InferenceRequest(tensors), arrays, lone=lone)
+
+
+def decode_rows(schema: ModelSchema, rows: Sequence[Mapping[str, Any]]) -> DecodedRequest:
+    """Instances as objects of input name to value (KServe v1's and TF Serving's row format), one batch row
+    each. A binary value is ``{"b64": "..."}``; a BYTES input takes text as its UTF-8 bytes. TorchServe's
+    envelope (``{"data": ...}`` or ``{"body": ...}``) fills a model's single input of another name."""
+    if all(_is_b64(row) for row in rows):  # each instance is a binary value of the single input
+        columns: dict[str, list[Any]] = {single_input(schema).name: list(rows)}
+    else:
+        names = list(rows[0]) if rows else []
+        columns = {name: [] for name in names}
+        for index, row in enumerate(rows):
+            if list(row) != names:
+                raise InvalidRequest(f"instance {index} names {sorted(row)}, but instance 0 names {sorted(names)}")
+            for name, value in row.items():
+                columns[name].append(value)
+        if len(names) == 1 and names[0] in ("data", "body") and schema.inputs and names[0] not in schema.inputs:
+            columns = {single_input(schema).name: columns[names[0]]}
+    fields: dict[str, Sequence[bytes]] = {}
+    tensors: list[dict[str, Any]] = []
+    for name, values in columns.items():
+        spec = schema.inputs.get(name)
+        if spec is None or spec.datatype == "BYTES" or any(_is_b64(value) for value in values):
+            fields[name] = [_binary(name, value) for value in values]
+        else:
+            tensors.append(_tensor(spec, values, _shape_of(values, name)))
+    decoded = decode_fields(schema, fields) if fields and not tensors else None
+    if tensors:
+        typed = _decoded(schema, tensors, None) if not fields else None
+        if typed is None:
+            raise InvalidRequest("mix binary and typed inputs as v2 tensors, not as KServe v1 instances")
+        return typed
+    if decoded is None:
+        raise InvalidRequest("'instances' holds no values")
+    return decoded
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"}
+
+
+def _binary(name: str, value: Any) -> bytes:
+    if _is_b64(value):
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise InvalidRequest(f"input {name!r}: a 'b64' value must be base64 text") from None
+    if isinstance(value, str):
+        return value.encode()
+    raise InvalidRequest(f"input {name!r} takes bytes: text, or {{'b64': ...}} for binary data")
 
 
 def single_input(schema: ModelSchema) -> TensorSpec:
