@@ -178,3 +178,39 @@ def test_data_points_on_a_typed_model_honour_the_requested_outputs(outputs):
     assert [output["name"] for output in answer["outputs"]] == ["species"]
     assert answer["outputs"][0]["data"] == ["setosa"]
     assert unknown.status_code == 400 and "'x'" in unknown.json()["error"]
+
+
+MODEL_SPEC = """kind: model
+metadata: {key: classifier}
+spec:
+  model_file: model.json
+  inputs:
+  - {name: petal, value_type: float}
+  - {name: sepal, value_type: float}
+  outputs:
+  - {name: label, value_type: int}
+"""
+
+
+def test_infer_dict_orders_rows_by_the_model_spec_as_mlrun_does(tmp_path):
+    """A model folder as MLRun's log_model writes it (model_spec.yaml): infer_dict rows are put in the spec's
+    input order, a missing feature and list rows are refused, and the metadata lists the inputs and outputs."""
+    (tmp_path / "model.json").write_text(json.dumps({"weights": [1, 10]}))
+    (tmp_path / "model_spec.yaml").write_text(MODEL_SPEC)
+    models = [ClassifierModel(name="m", model_path=str(tmp_path), threshold=5), ClassifierModel(name="bare")]
+    models[1].model_path = str(tmp_path / "model.json")  # a file, not a folder: no model spec
+    with MockServer(ModelServer(models, Settings(models=[]))) as server:
+        # petal*1 + sepal*10 > 5: the order decides (sepal first would give 0 for the first row).
+        rows = [{"sepal": 0, "petal": 6}, {"sepal": 1, "petal": 0}, {"petal": 1, "sepal": 0}]
+        assert server.test("/v2/models/m/infer_dict", {"inputs": rows})["outputs"] == [1, 1, 0]
+        assert server.test("/v2/models/m/predict_dict", {"inputs": [{"sepal": 1, "petal": 0}]})["outputs"] == [1]
+        missing = server.test("/v2/models/m/infer_dict", {"inputs": [{"petal": 1}]}, silent=True, get_body=False)
+        assert missing.status_code == 400 and "['sepal']" in missing.json()["error"]
+        lists = server.test("/v2/models/m/infer_dict", {"inputs": [[1, 2]]}, silent=True, get_body=False)
+        assert lists.status_code == 400 and "`list[dict]` or `dict`" in lists.json()["error"]
+        bare = server.test("/v2/models/bare/infer_dict", {"inputs": [{"petal": 1}]}, silent=True, get_body=False)
+        assert bare.status_code == 400 and "model_path" in bare.json()["error"]
+        metadata = server.test("/v2/models/m", method="GET")
+    assert [spec["name"] for spec in metadata["inputs"]] == ["petal", "sepal"]
+    assert [spec["name"] for spec in metadata["outputs"]] == ["label"]
+    assert metadata["parameters"]["feature_names"] == ["petal", "sepal"]

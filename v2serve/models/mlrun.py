@@ -24,12 +24,14 @@ from __future__ import annotations
 import datetime
 import logging
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from v2serve.errors import InvalidRequest, NotImplementedOperation
 from v2serve.models.base import Model
 from v2serve.protocol.paths import get_path, set_path
+from v2serve.protocol.types import TensorSpec
 
 DOCUMENT_OPERATIONS = ("infer", "predict", "explain")
 
@@ -40,6 +42,55 @@ class ServingContext:
     def __init__(self, logger: logging.Logger | None = None, parameters: dict[str, Any] | None = None) -> None:
         self.logger = logger or logging.getLogger("v2serve.mlrun")
         self.parameters: dict[str, Any] = dict(parameters or {})
+
+
+MODEL_SPEC_FILE = "model_spec.yaml"
+
+_VALUE_TYPES = {"float": "FP64", "float32": "FP32", "float64": "FP64", "double": "FP64", "float16": "FP16",
+                "int": "INT64", "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
+                "uint8": "UINT8", "bool": "BOOL", "str": "BYTES", "string": "BYTES", "bytes": "BYTES"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One input or output of MLRun's model spec: a name and a ``value_type`` (``float``, ``int``, ``str``)."""
+
+    name: str
+    value_type: str = ""
+
+    def tensor_spec(self) -> TensorSpec:
+        # A column of values: one element a row.
+        return TensorSpec(self.name, _VALUE_TYPES.get(self.value_type.lower(), "BYTES"), [-1])
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """MLRun's model spec as ``log_model`` writes it (``model_spec.yaml``): the model's inputs and outputs."""
+
+    inputs: list[Feature]
+    outputs: list[Feature]
+
+    @classmethod
+    def read(cls, path: Path) -> ModelSpec:
+        import yaml
+
+        document = yaml.safe_load(path.read_text()) or {}
+        spec = document.get("spec", document) if isinstance(document, dict) else {}
+        return cls(_features(spec.get("inputs"), path), _features(spec.get("outputs"), path))
+
+    def to_dict(self) -> dict[str, list[dict[str, str]]]:
+        return {
+            "inputs": [{"name": f.name, "value_type": f.value_type} for f in self.inputs],
+            "outputs": [{"name": f.name, "value_type": f.value_type} for f in self.outputs],
+        }
+
+
+def _features(items: Any, path: Path) -> list[Feature]:
+    if items is None:
+        return []
+    if not isinstance(items, list) or not all(isinstance(item, dict) and "name" in item for item in items):
+        raise ValueError(f"{path}: inputs and outputs are lists of {{name, value_type}}")
+    return [Feature(str(item["name"]), str(item.get("value_type") or "")) for item in items]
 
 
 class V2ModelServer(Model):
@@ -66,6 +117,8 @@ class V2ModelServer(Model):
         self.protocol = protocol or "v2"
         self.input_path = input_path
         self.result_path = result_path
+        self.model_spec: ModelSpec | None = None
+        """MLRun's model spec (inputs and outputs as features), from the model folder's model_spec.yaml."""
         self._class_args = class_args
         for key, value in class_args.items():
             if not hasattr(type(self), key):  # MLRun sets class arguments as attributes too
@@ -81,16 +134,52 @@ class V2ModelServer(Model):
 
     def get_model(self, suffix: str = "") -> tuple[str, dict[str, Any]]:
         """The model file and MLRun's extra data items (none here): ``model_path`` itself when it is a file,
-        else the file in that folder whose name ends with ``suffix``."""
+        else the file in that folder whose name ends with ``suffix``. A folder's ``model_spec.yaml`` (what
+        MLRun's ``log_model`` writes) gives ``model_spec``: its inputs order ``infer_dict`` rows and are the
+        model's metadata."""
         if self.model_path is None:
             raise FileNotFoundError(f"model {self.name!r} has no model_path")
         path = Path(self.model_path)
         if path.is_dir():
-            matches = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffix))
+            spec_file = path / MODEL_SPEC_FILE
+            if spec_file.is_file():
+                self._use_model_spec(ModelSpec.read(spec_file))
+            matches = sorted(
+                p for p in path.iterdir() if p.is_file() and p.name.endswith(suffix) and p.name != MODEL_SPEC_FILE
+            )
             if not matches:
                 raise FileNotFoundError(f"no file ending in {suffix!r} in {path}")
             path = matches[0]
         return str(path), {}
+
+    def _use_model_spec(self, spec: ModelSpec) -> None:
+        self.model_spec = spec
+        self.feature_names = [feature.name for feature in spec.inputs]
+        self.inputs = [feature.tensor_spec() for feature in spec.inputs]
+        self.outputs = [feature.tensor_spec() for feature in spec.outputs]
+
+    def _inputs_to_list(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``infer_dict``: rows keyed by feature name, put in the order of the model spec's inputs (MLRun's)."""
+        if self.model_spec is None or not self.model_spec.inputs:
+            raise InvalidRequest(
+                "In order to use predict_dict or infer_dict operation you have to provide `model_path` to the model "
+                "server and to load it by `load()` function"
+            )
+        order = [feature.name for feature in self.model_spec.inputs]
+        inputs = request.get("inputs")
+        if isinstance(inputs, dict):
+            rows, single = [inputs], True
+        elif isinstance(inputs, list) and all(isinstance(row, dict) for row in inputs):
+            rows, single = inputs, False
+        else:
+            raise InvalidRequest(
+                "When using predict_dict or infer_dict operation the inputs must be of type `list[dict]` or `dict`"
+            )
+        missing = sorted({name for row in rows for name in order if name not in row})
+        if missing:
+            raise InvalidRequest(f"the input rows lack feature(s) {missing}; the model's inputs are {order}")
+        ordered = [[row[name] for name in order] for row in rows]
+        return {**request, "inputs": ordered[0] if single else ordered}
 
     def preprocess(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         """The request document before validate and predict; MLRun calls it ``preprocess(request,
@@ -121,6 +210,8 @@ class V2ModelServer(Model):
             body = get_path(body, self.input_path, f"model {self.name!r} (its input_path)")
         if not isinstance(body, dict):
             body = {"inputs": body}
+        if operation == "infer_dict":
+            body = self._inputs_to_list(body)
         request = self.preprocess(body, operation)
         request = self.validate(request, operation)
         if operation == "explain":
