@@ -44,9 +44,13 @@ class Graph:
         name: str,
         vote_type: Literal["classification", "regression"] | None = None,
         weights: dict[str, float] | None = None,
+        prediction_col_name: str | None = None,
     ) -> EnsembleBuilder:
-        """Add a voting ensemble; add its members with ``.add_model`` on the returned builder."""
-        spec = StepSpec(name=name, kind="ensemble", vote_type=vote_type, weights=weights)
+        """Add a voting ensemble; add its members with ``.add_model`` on the returned builder.
+        ``prediction_col_name``: MLRun's, for members whose outputs hold their predictions under a key."""
+        spec = StepSpec(
+            name=name, kind="ensemble", vote_type=vote_type, weights=weights, prediction_col_name=prediction_col_name
+        )
         self.spec.steps.append(spec)
         return EnsembleBuilder(spec)
 

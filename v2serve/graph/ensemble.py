@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -39,8 +40,11 @@ class VotingEnsemble(Model):
         weights: dict[str, float] | None = None,
         version: str | None = None,
         resolve: Callable[[str, str | None], ModelEntry] | None = None,
+        prediction_col_name: str | None = None,
     ) -> None:
         super().__init__(name=name, version=version)
+        self.prediction_col_name = prediction_col_name or "prediction"
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         if not members:
             raise ValueError(f"ensemble {name!r} needs at least one member")
         self.members = list(members)
@@ -81,16 +85,35 @@ class VotingEnsemble(Model):
             voted[name] = (_vote if vote_type == "classification" else _mean)(stacked, self.weights)
         return voted
 
+    def _predictions(self, member: ModelEntry, answer: Any) -> tuple[Any, str]:
+        if not isinstance(answer, dict) or "outputs" not in answer:
+            raise InferenceError(f"ensemble {self.name!r}: member {member.name!r} answered no 'outputs'")
+        return _column(self.name, member.name, answer["outputs"], self.prediction_col_name)
+
+    def unload(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
     def serve_document(self, operation: str, body: Any, event_id: str | None) -> Any:
         """The vote of MLRun-style members (they take documents): each member's ``outputs``, one
         prediction per data point, voted point by point; answered in MLRun's shape."""
         members = self.members if self._resolve is None else [self._resolve(*key) for key in self._member_keys]
         for member in members:
             member.require_ready()
-        answers = [member.model.serve_document(operation, body, event_id) for member in members]  # type: ignore[attr-defined]
+        # The members run at once on threads of the ensemble's own (MLRun's ParallelRun, threads by default).
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(len(members), thread_name_prefix=f"v2serve-{self.name}")
+        futures = [
+            self._pool.submit(member.model.serve_document, operation, body, event_id)  # type: ignore[attr-defined]
+            for member in members
+        ]
+        answers = [future.result() for future in futures]
+        columns = [self._predictions(member, answer) for member, answer in zip(members, answers, strict=True)]
+        shape = columns[0][1]
         try:
-            predictions = np.array([answer["outputs"] for answer in answers], dtype=np.float64)
-        except (TypeError, ValueError, KeyError) as exc:
+            predictions = np.array([column for column, _ in columns], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
             raise InferenceError(
                 f"ensemble {self.name!r}: members answered no numeric outputs to vote on: {exc}"
             ) from None
@@ -100,13 +123,39 @@ class VotingEnsemble(Model):
             votes = _vote(predictions.astype(np.int64), self.weights).tolist()
         else:
             votes = _mean(predictions, self.weights).tolist()
+        outputs: Any = votes
+        col = self.prediction_col_name
+        if shape == "column":
+            outputs = {col: votes}
+        elif shape == "rows":
+            outputs = [{col: vote} for vote in votes]
         response = dict(answers[0])
-        response.update({"model_name": self.name, "outputs": votes})
+        response.update({"model_name": self.name, "outputs": outputs})
         if self.version:
             response["model_version"] = self.version
         else:
             response.pop("model_version", None)
         return response
+
+
+def _column(name: str, member: str, outputs: Any, col: str) -> tuple[Any, str]:
+    """A member's predictions, and the shape they came in: a list (``list``), an object holding them under
+    ``col`` (``column``), or one object a row (``rows``)."""
+    if isinstance(outputs, dict):
+        if col not in outputs:
+            raise InferenceError(
+                f"ensemble {name!r}: prediction_col_name {col!r} is not in member {member!r}'s outputs "
+                f"({sorted(outputs)})"
+            )
+        return outputs[col], "column"
+    if isinstance(outputs, list) and outputs and all(isinstance(row, dict) for row in outputs):
+        missing = [i for i, row in enumerate(outputs) if col not in row]
+        if missing:
+            raise InferenceError(
+                f"ensemble {name!r}: prediction_col_name {col!r} is not in member {member!r}'s rows {missing}"
+            )
+        return [row[col] for row in outputs], "rows"
+    return outputs, "list"
 
 
 def route_key(entry: ModelEntry) -> str:

@@ -52,7 +52,13 @@ def _ensemble(compiler: GraphCompiler, spec: StepSpec) -> Model:
     members = [compiler.register(route) for route in spec.routes]
     try:
         return VotingEnsemble(
-            spec.name, members, spec.vote_type, spec.weights, spec.version, resolve=compiler.core.registry.resolve
+            spec.name,
+            members,
+            spec.vote_type,
+            spec.weights,
+            spec.version,
+            resolve=compiler.core.registry.resolve,
+            prediction_col_name=spec.prediction_col_name,
         )
     except ValueError as exc:
         raise GraphError(f"step {spec.name!r}: {exc}") from None

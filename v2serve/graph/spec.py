@@ -61,6 +61,9 @@ class StepSpec(BaseModel):
     routes: list[StepSpec] = Field(default_factory=list)
     vote_type: Literal["classification", "regression"] | None = None
     weights: dict[str, float] | None = None
+    prediction_col_name: str | None = None
+    """Ensemble of MLRun-style members: the key of their predictions when a member's ``outputs`` is an
+    object (``{"prediction": [...]}``) or a list of objects, one per row (MLRun's, default ``prediction``)."""
 
     @field_validator("version", mode="before")
     @classmethod
