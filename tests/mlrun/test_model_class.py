@@ -53,6 +53,15 @@ def test_the_hooks_run_in_mlruns_order(server):
     model.calls.clear()
     server.test("/v2/models/m1/infer", {"inputs": [[1, 1]]})
     assert model.calls == [("preprocess", "infer"), ("validate", "infer"), ("postprocess", None)]
+    # preprocess and validate are told the operation as it was called, as MLRun tells them.
+    for path, body, named in [
+        ("/v2/models/m1/predict", {"inputs": [[1, 1]]}, "predict"),
+        ("/", {"model": "m1", "operation": "predict", "inputs": [[1, 1]]}, "predict"),
+        ("/v2/models/m1/explain", {"inputs": [[1, 1]]}, "explain"),
+    ]:
+        model.calls.clear()
+        server.test(path, body)
+        assert model.calls[:2] == [("preprocess", named), ("validate", named)], path
 
 
 def test_explain_and_custom_operations(server):

@@ -208,9 +208,11 @@ class DataPlane:
         *,
         headers: Mapping[str, str] = _NO_HEADERS,
         event_id: str | None = None,
+        named: str | None = None,
     ) -> Any:
         """A value in, the model's value out: a custom operation (``op_<operation>``), or, on a model that
-        takes documents (MLRun's classes), infer or explain on the document as it was sent. Runs under the
+        takes documents (MLRun's classes), infer or explain on the document as it was sent; such a model is
+        told the operation as the request ``named`` it (``predict``), as MLRun tells it. Runs under the
         model's scheduler bound (instances, queue); counted like the other doors."""
         kind = kind_of(entry, operation)
         if kind is Kind.DOCUMENT:
@@ -230,7 +232,7 @@ class DataPlane:
                     "operations: infer, infer_dict, explain, ready and its op_<name> methods"
                 )
             if kind is Kind.DOCUMENT:
-                run = partial(entry.invoker.run, method, operation, value, event_id)
+                run = partial(entry.invoker.run, method, named or operation, value, event_id)
             else:
                 context = RequestContext(id=event_id or uuid.uuid4().hex, headers=headers)
                 run = partial(entry.invoker.run, method, value, context)

@@ -62,8 +62,9 @@ class V2Endpoints:
 
     # ------------------------------------------------------------ model routes
 
-    def operation(self, operation: str) -> Handler:
-        """The handler of a route for one model operation."""
+    def operation(self, operation: str, named: str | None = None) -> Handler:
+        """The handler of a route for one model operation; ``named``: what the route calls it (``predict``
+        for ``infer``), which an MLRun-style model is told, as MLRun tells its ``preprocess``."""
 
         explain = operation == "explain"
         decoding = v2_decoding(operation)
@@ -82,9 +83,10 @@ class V2Endpoints:
                 result = await self._dataplane.infer(entry, decode, explain, event.headers, event.id)
                 return result.encode(v2_reply)
             value = document_of(event.body) if kind is Kind.DOCUMENT else event.body.json()
-            return value_reply(
-                await self._dataplane.call(entry, operation, value, headers=event.headers, event_id=event.id)
+            answer = await self._dataplane.call(
+                entry, operation, value, headers=event.headers, event_id=event.id, named=named
             )
+            return value_reply(answer)
 
         return run
 
@@ -117,7 +119,7 @@ class V2Endpoints:
 
     def default_operation(self, operation: str) -> Handler:
         """The handler of ``POST /v2/models/<operation>``, which names no model (MLRun's ensemble calls)."""
-        handler = self.operation(BODY_OPERATIONS[operation])
+        handler = self.operation(BODY_OPERATIONS[operation], operation)
 
         async def unnamed(event: Event, params: Mapping[str, str]) -> Reply:
             return await handler(event, {"model": self._core.unnamed_model()})
@@ -136,7 +138,7 @@ class V2Endpoints:
                 self._core.count_unrouted(exc)
                 raise
             target = self._body_target(addressed)
-            reply = await self.operation(target["operation"])(event, target)
+            reply = await self.operation(target["operation"], addressed.operation)(event, target)
         except V2ServeError as exc:
             reply = error_reply(exc)
         reply.addressed = addressed
@@ -247,6 +249,7 @@ class V2Endpoints:
 
     def _routes_of_a_model(self, prefix: str) -> list[Route]:
         infer, infer_dict = self.operation("infer"), self.operation("infer_dict")
+        predict, predict_dict = self.operation("infer", "predict"), self.operation("infer_dict", "predict_dict")
         return [
             # Model probes are answered by these routes even when a flow answers the rest: they never run it.
             Route("GET", prefix, self.model_metadata, "Model metadata", schemas.ModelMetadata, errors=(404,),
@@ -265,9 +268,9 @@ class V2Endpoints:
                   schemas.InferenceResponse, InferDictRequest, _TENSOR_ERRORS),
             Route("POST", f"{prefix}/explain", self.operation("explain"), "Explanation", schemas.InferenceResponse,
                   InferenceRequest, (*_TENSOR_ERRORS, 501)),
-            Route("POST", f"{prefix}/predict", infer, "Inference (MLRun's name)", schemas.InferenceResponse,
+            Route("POST", f"{prefix}/predict", predict, "Inference (MLRun's name)", schemas.InferenceResponse,
                   InferenceRequest, _TENSOR_ERRORS),
-            Route("POST", f"{prefix}/predict_dict", infer_dict,
+            Route("POST", f"{prefix}/predict_dict", predict_dict,
                   "Inference on rows keyed by feature name (MLRun's name)", schemas.InferenceResponse, InferDictRequest,
                   _TENSOR_ERRORS),
             Route("POST", f"{prefix}/generate", self._generate.generate,

@@ -48,9 +48,12 @@ class ModelStep:
 
     async def run(self, body: Any, event: Event) -> Any:
         entry = self._core.registry.resolve(self.model, self.version)
-        operation = canonical(body.get("operation", "infer") if isinstance(body, dict) else "infer")
+        named = body.get("operation", "infer") if isinstance(body, dict) else "infer"
+        operation = canonical(named)
         if kind_of(entry, operation) is not Kind.TENSORS:
-            return await self._dataplane.call(entry, operation, body, headers=event.headers, event_id=event.id)
+            return await self._dataplane.call(
+                entry, operation, body, headers=event.headers, event_id=event.id, named=named
+            )
         request, runs = await with_data_url(Body.decoded(body), operation, entry.schema, self._core.data)
         result = await self._dataplane.infer(
             entry, v2_decoder(request, runs), explain=runs == "explain", headers=event.headers, event_id=event.id

@@ -33,7 +33,7 @@ from v2serve.models.base import Model
 from v2serve.protocol.paths import get_path, set_path
 from v2serve.protocol.types import TensorSpec
 
-DOCUMENT_OPERATIONS = ("infer", "predict", "explain")
+DOCUMENT_OPERATIONS = ("infer", "predict", "explain", "infer_dict", "predict_dict")
 
 
 class ServingContext:
@@ -210,7 +210,7 @@ class V2ModelServer(Model):
             body = get_path(body, self.input_path, f"model {self.name!r} (its input_path)")
         if not isinstance(body, dict):
             body = {"inputs": body}
-        if operation == "infer_dict":
+        if operation in ("infer_dict", "predict_dict"):
             body = self._inputs_to_list(body)
         request = self.preprocess(body, operation)
         request = self.validate(request, operation)
