@@ -42,8 +42,9 @@ class ClassifierModel(V2ModelServer):
         self.calls.append(("postprocess", None))
         return response
 
-    def op_weights(self, body):
-        return {"weights": self.weights, "asked": body}
+    def op_weights(self, event):
+        # MLRun calls op_<name> with the event: its body, and the path it came on.
+        return {"weights": self.weights, "asked": event.body, "path": event.path}
 
 
 class EchoInputs(V2ModelServer):
@@ -69,7 +70,7 @@ class Greeter(V2ModelServer):
     def predict(self, body: dict) -> list:
         return [body["inputs"][0]]
 
-    def op_image(self, body):
+    def op_image(self, event):
         return b"\x89PNG\r\n"
 
 

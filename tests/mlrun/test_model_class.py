@@ -66,7 +66,8 @@ def test_the_hooks_run_in_mlruns_order(server):
 
 def test_explain_and_custom_operations(server):
     assert server.test("/v2/models/m1/explain", {"inputs": [[1, 1]]})["outputs"] == {"weights": [1, 2]}
-    assert server.test("/v2/models/m1/weights", {"x": 1}) == {"weights": [1, 2], "asked": {"x": 1}}
+    # op_<name> gets MLRun's event (body, path), as MLRun calls it
+    assert server.test("/v2/models/m1/weights", {"x": 1}) == {"weights": [1, 2], "asked": {"x": 1}, "path": "/weights"}
 
 
 def test_inputs_arrive_exactly_as_sent(server):

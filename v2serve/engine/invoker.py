@@ -172,8 +172,8 @@ class ModelInvoker(Runner):
     def operation(self, name: str) -> BoundMethod | None:
         """The custom operation ``op_<name>``, or None when the model has none by that name."""
         if name not in self._operations:
-            method = getattr(self.model, f"op_{name}", None)
-            if not callable(method):
+            method = self.model.custom_operation(name)
+            if method is None:
                 return None
             self._operations[name] = bind(method, 2)
         return self._operations[name]

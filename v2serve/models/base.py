@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,6 +145,13 @@ class Model:
     def explain(self, inputs: Tensors, *args: Any, **kwargs: Any) -> Any:
         """Explain a prediction. Models without an explainer answer 501."""
         raise NotImplementedOperation(f"model {self.name!r} does not implement explain")
+
+    def custom_operation(self, name: str) -> Callable[..., Any] | None:
+        """The method behind custom operation ``name``: ``op_<name>``, called with the request's value and
+        its context. A family of models that calls its operations otherwise (MLRun's get an event) says so
+        here; None: the model has no such operation."""
+        method = getattr(self, f"op_{name}", None)
+        return method if callable(method) else None
 
     def __repr__(self) -> str:
         version = f", version={self.version!r}" if self.version else ""

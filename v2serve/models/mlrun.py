@@ -15,21 +15,23 @@ Such a class takes the request document as it was sent, not tensors: ``predict(b
 its ``inputs`` untouched (bytes for an image or octet-stream body, a str for text), and the answer has
 MLRun's shape, ``{"id", "model_name", "model_version" (when versioned), "outputs": <what predict returned>,
 "timestamp"}``. ``preprocess(body, operation)``, ``validate(body, operation)``, ``postprocess(response)``,
-``explain(body)`` and ``op_<name>(body)`` are called as MLRun calls them; class arguments arrive as keyword
-arguments and are read with ``get_param``.
+``explain(body)`` and ``op_<name>(event)`` (the event's ``body`` is the request's) are called as MLRun
+calls them; class arguments arrive as keyword arguments and are read with ``get_param``.
 """
 
 from __future__ import annotations
 
 import datetime
+import inspect
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from v2serve.errors import InvalidRequest, NotImplementedOperation
-from v2serve.models.base import Model
+from v2serve.models.base import Model, RequestContext
 from v2serve.protocol.paths import get_path, set_path
 from v2serve.protocol.types import TensorSpec
 
@@ -42,6 +44,18 @@ class ServingContext:
     def __init__(self, logger: logging.Logger | None = None, parameters: dict[str, Any] | None = None) -> None:
         self.logger = logger or logging.getLogger("v2serve.mlrun")
         self.parameters: dict[str, Any] = dict(parameters or {})
+
+
+@dataclass
+class ServingEvent:
+    """What MLRun passes an ``op_<name>`` method: the request's ``body``, its ``path`` (``/<name>``),
+    ``method``, ``id`` and ``headers``."""
+
+    body: Any
+    path: str = "/"
+    method: str = "POST"
+    id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 MODEL_SPEC_FILE = "model_spec.yaml"
@@ -201,6 +215,27 @@ class V2ModelServer(Model):
         return outputs
 
     # ------------------------------------------------------------ what the data plane calls
+
+    def custom_operation(self, name: str) -> Callable[..., Any] | None:
+        """``op_<name>(event)``, as MLRun calls it: with the event, whose ``body`` is the request's."""
+        method = super().custom_operation(name)
+        if method is None:
+            return None
+
+        def event_of(body: Any, context: RequestContext) -> ServingEvent:
+            return ServingEvent(body=body, path=f"/{name}", id=context.id, headers=dict(context.headers))
+
+        if inspect.iscoroutinefunction(method):
+
+            async def call_async(body: Any, context: RequestContext) -> Any:
+                return await method(event_of(body, context))
+
+            return call_async
+
+        def call(body: Any, context: RequestContext) -> Any:
+            return method(event_of(body, context))
+
+        return call
 
     def serve_document(self, operation: str, body: Any, event_id: str | None) -> Any:
         """One infer, predict or explain, as MLRun's ``do_event`` runs it."""
