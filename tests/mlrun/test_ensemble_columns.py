@@ -51,6 +51,7 @@ def test_members_answering_a_prediction_column_are_voted_on_it():
     with graph.to_mock_server() as server:
         answer = server.test("/v2/models/vote/infer", body={"inputs": [[1], [5]]})
     assert answer["model_name"] == "vote" and answer["outputs"] == {"prediction": [1, 5]}
+    assert "timestamp" not in answer  # MLRun's vote carries none
 
 
 def test_members_answering_one_object_a_row_are_voted_on_the_named_column():

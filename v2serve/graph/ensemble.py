@@ -130,6 +130,7 @@ class VotingEnsemble(Model):
         elif shape == "rows":
             outputs = [{col: vote} for vote in votes]
         response = dict(answers[0])
+        response.pop("timestamp", None)  # MLRun's vote carries none: it is no single member's answer
         response.update({"model_name": self.name, "outputs": outputs})
         if self.version:
             response["model_version"] = self.version

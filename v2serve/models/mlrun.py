@@ -260,7 +260,8 @@ class V2ModelServer(Model):
         if self.version:
             response["model_version"] = self.version
         response["outputs"] = outputs
-        response["timestamp"] = started.isoformat(sep=" ", timespec="microseconds")
+        if operation != "explain":  # MLRun's explain answers carry no timestamp
+            response["timestamp"] = started.isoformat(sep=" ", timespec="microseconds")
         response = self.postprocess(response)
         if self.result_path:
             if not isinstance(original, dict):
