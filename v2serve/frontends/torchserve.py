@@ -65,21 +65,17 @@ class TorchServeEndpoints:
         routes = [Route("GET", "/ping", self.ping, "Health, TorchServe style", server_level=True, responses=health)]
         predictions = _errors_in_torchserve_shape(self.predictions)
         explanations = _errors_in_torchserve_shape(self.explanations)
-        for prefix in ("/predictions/{model}", "/predictions/{model}/{version}"):
-            routes += [
-                Route("POST", prefix, predictions, "Prediction, TorchServe style: any body",
-                      request_content=_ANY_BODY, responses=_PREDICTION_RESPONSES),
-                Route("PUT", prefix, predictions, "Prediction, TorchServe style (curl -T)",
-                      request_content=_ANY_BODY, responses=_PREDICTION_RESPONSES),
-            ]  # fmt: skip
-        for prefix in ("/explanations/{model}", "/explanations/{model}/{version}"):
-            routes += [
-                Route("POST", prefix, explanations, "Explanation, TorchServe style",
-                      request_content=_ANY_BODY, responses=_PREDICTION_RESPONSES),
-                # The document's own example uploads with curl -T, which sends PUT.
-                Route("PUT", prefix, explanations, "Explanation, TorchServe style (curl -T)",
-                      request_content=_ANY_BODY, responses=_PREDICTION_RESPONSES),
-            ]  # fmt: skip
+        for route, handler, summary in (
+            ("predictions", predictions, "Prediction"),
+            ("explanations", explanations, "Explanation"),
+        ):
+            for prefix in (f"/{route}/{{model}}", f"/{route}/{{model}}/{{version}}"):
+                # POST, and PUT: the documents' own examples upload with curl -T, which sends PUT.
+                routes += [
+                    Route(method, prefix, handler, f"{summary}, TorchServe style ({method}: {body})",
+                          request_content=_ANY_BODY, responses=_PREDICTION_RESPONSES)
+                    for method, body in (("POST", "any body"), ("PUT", "curl -T"))
+                ]  # fmt: skip
         return routes
 
     async def ping(self, event: Event, params: Mapping[str, str]) -> Reply:
