@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -224,6 +225,10 @@ class ModelServer:
         try:
             if self.flow is None or self.dispatcher.is_server_request(event):
                 reply = await self.dispatcher.handle(event)
+            elif event.method == "GET" and event.path.rstrip("/").endswith("/ready"):
+                # A readiness probe on any path of a flow (MLRun's ``<step>/ready``) asks about the server: it
+                # is answered as /v2/health/ready is, never by running the flow on an empty body.
+                reply = await self.dispatcher.handle(dataclasses.replace(event, path=READY_PATH))
             else:
                 reply = await self.flow.handle(event)
         finally:
@@ -255,6 +260,9 @@ def frontends_of(settings: Settings, artifacts: ArtifactCache, images: DataFetch
 
         frontends += [ingrain_inference_routes, ingrain_model_routes]
     return frontends
+
+
+READY_PATH = "/v2/health/ready"
 
 
 def _tracing(settings: Settings) -> Tracing | None:

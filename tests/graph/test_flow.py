@@ -186,3 +186,24 @@ def test_server_requests_reach_the_router_and_the_rest_the_flow():
         assert server.test("/v2/repository/index", body={}) == []
         assert "paths" in server.test("/", method="OPTIONS")
         assert b"# TYPE v2serve_requests_total counter" in server.test("/metrics", get_body=False).body
+
+
+RAN: list[object] = []
+
+
+def record(body):
+    RAN.append(body)
+    return {"ran": True}
+
+
+@pytest.mark.parametrize("path", ["/ready", "/record/ready", "/record/ready/"])
+def test_a_readiness_probe_on_a_flow_is_answered_without_running_it(path):
+    """A GET on .../ready asks about the server (it was the flow run on an empty body: a 400)."""
+    flow = Graph("flow")
+    flow.to(record, name="record").respond()
+    RAN.clear()
+    with flow.to_mock_server() as server:
+        probe = server.test(path, method="GET", get_body=False, silent=True)
+        assert server.test("/", body={"x": 1}) == {"ran": True}  # the flow itself still answers the rest
+    assert probe.status_code == 200 and probe.json() == {"ready": True}
+    assert RAN == [{"x": 1}]
