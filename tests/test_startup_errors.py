@@ -96,13 +96,10 @@ def test_an_unknown_key_in_a_graph_file_is_refused_with_the_closest_valid_one(tm
 
 
 def test_a_missing_stream_extra_names_the_extra(monkeypatch):
-    import importlib.util
-
     from v2serve.settings import KafkaSettings, Settings
     from v2serve.streams.consumers import workers_from_settings
 
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiokafka" else real(name, *a))
+    monkeypatch.setitem(sys.modules, "aiokafka", None)  # as if it were not installed: importing it fails
     settings = Settings(models=[], kafka=KafkaSettings(bootstrap_servers="localhost:9092", input_topics=["in"]))
     with pytest.raises(ImportError, match=r"pip install 'v2serve\[kafka\]'"):
         workers_from_settings(lambda event: None, settings)

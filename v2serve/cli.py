@@ -191,7 +191,7 @@ def serve(settings: Settings) -> None:
     if settings.http.workers > 1:
         from v2serve.server import ModelServer
 
-        ModelServer.check_targets(settings)  # here, once, rather than as a traceback from every worker
+        ModelServer.read_targets(settings)  # here, once, rather than as a traceback from every worker
         if settings.kinesis.input_stream:
             # Every worker would read every shard and share one checkpoint file: run `consume` beside instead.
             raise SystemExit("v2serve serve: a Kinesis consumer runs in one process; use --workers 1 or `consume`")

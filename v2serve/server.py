@@ -131,25 +131,22 @@ class ModelServer:
         one); the others are model classes or model directories served beside the graph.
         """
         settings = settings or Settings()
-        graph_files = [Path(t) for t in settings.models if is_graph_file(t)]
+        models, graph, graph_file = cls.read_targets(settings)
+        return cls(models, settings, graph=graph, graph_dir=None if graph_file is None else graph_file.parent)
+
+    @staticmethod
+    def read_targets(settings: Settings) -> tuple[list[Model], GraphSpec | None, Path | None]:
+        """The models, graph spec and graph file ``settings.models`` names, read without building a server
+        (the command line checks them so once before starting workers): ValueError or ImportError for the
+        first target that is wrong."""
+        graph_files = [Path(t).resolve() for t in settings.models if is_graph_file(t)]
         if len(graph_files) > 1:
             raise ValueError(f"serve one graph at a time, not {[str(f) for f in graph_files]}")
         packages = settings.implementation_packages
         models = [m for t in settings.models if not is_graph_file(t) for m in models_from_target(t, packages)]
         if not graph_files:
-            return cls(models, settings)
-        graph_file = graph_files[0].resolve()
-        return cls(models, settings, graph=GraphSpec.from_file(graph_file), graph_dir=graph_file.parent)
-
-    @staticmethod
-    def check_targets(settings: Settings) -> None:
-        """Read every target of ``settings.models`` as ``from_settings`` would (model settings, graph spec,
-        model classes), without building a server: ValueError or ImportError for the first that is wrong."""
-        for target in settings.models:
-            if is_graph_file(target):
-                GraphSpec.from_file(target)
-            else:
-                models_from_target(target, settings.implementation_packages)
+            return models, None, None
+        return models, GraphSpec.from_file(graph_files[0]), graph_files[0]
 
     def summary(self) -> str:
         """What this process serves, for the log once it has started: where it listens, the front-ends that

@@ -3,8 +3,8 @@ front-end that is on), with "try it out" against this server.
 
 Swagger UI 5 (the first to read OpenAPI 3.1) comes from the ``swagger-ui-py`` package, whose static files are
 read from disk (none of its framework code is imported): no CDN, so the page works where nothing outside the
-machine is reachable. The page's links are relative, so it works
-behind a proxy that mounts the server under a prefix. Only the bundle's files named here are served.
+machine is reachable. The page's links are relative, so it works behind a proxy that mounts the server under
+a prefix. Only the bundle's files named here are served.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ model's ``finalize`` applies (``models/embeddings.py``: truncate first, then nor
 Image URLs are read under the ``data_url`` policy (``settings.data``: private addresses, size, time-out,
 prefixes) with protocols of their own (``settings.ingrain.image_url_protocols``: public http(s) by default),
 with the request's ``image_download_headers``. Errors are ``{"detail", "error"}`` (FastAPI's key,
-which Ingrain's users read, and the one its Python client reads), with v2serve's status codes.
+which Ingrain's users read, and the one its Python client reads), with Ingrain's status codes: a model that
+is not loaded is its 400, a body that is not what the route takes FastAPI's 422 (``detail`` lists where).
 
 ``/metrics`` is both Prometheus's and Ingrain's: a request whose ``Accept`` names ``text/plain`` or
 OpenMetrics (every Prometheus scraper's does) gets the Prometheus text; one that names ``application/json``

@@ -77,9 +77,8 @@ class IngrainModelEndpoints:
         self._artifacts = artifacts
         self._max_loaded = max_loaded_models
         self._loaded: dict[str, Loaded] = {}
-        self._unloaded: dict[str, str] = {}
-        """Models unloaded through these routes, by name, with their library: Ingrain lists them with their
-        state until they are deleted."""
+        self._unloaded: set[str] = set()
+        """Models unloaded through these routes: Ingrain lists them with their state until they are deleted."""
         self._custom: dict[str, CustomWeights] = {}
         self._lock = asyncio.Lock()
 
@@ -123,7 +122,7 @@ class IngrainModelEndpoints:
         async with self._lock:
             await self._registry.load_and_swap(model)
             self._loaded[name] = Loaded(library, _now_ms())
-            self._unloaded.pop(name, None)
+            self._unloaded.discard(name)
             await self._evict(keep=name)
         return Reply.json({"message": f"Model {name} loaded successfully."})
 
@@ -140,12 +139,11 @@ class IngrainModelEndpoints:
         custom = self._custom.pop(name, None)
         if custom is not None:
             Path(custom.path).unlink(missing_ok=True)
-        unloaded = self._unloaded.pop(name, None)
         if self._registry.entries_of(name):
             await self._unload(name)
-            self._unloaded.pop(name, None)
-        elif custom is None and unloaded is None:
+        if name not in self._unloaded and custom is None:
             raise ModelNotFound(f"model {name!r} is neither loaded, unloaded nor downloaded")
+        self._unloaded.discard(name)
         return Reply.json({"message": f"Model {name} deleted successfully."})
 
     async def loaded_models(self, event: Event, params: Mapping[str, str]) -> Reply:
@@ -211,9 +209,8 @@ class IngrainModelEndpoints:
         entries = self._registry.entries_of(name)
         if not entries:
             raise ModelNotFound(f"model {name!r} is not loaded")
-        loaded = self._loaded.pop(name, None)
-        model = entries[0].model
-        self._unloaded[name] = loaded.library if loaded else getattr(model, "library", model.platform)
+        self._loaded.pop(name, None)
+        self._unloaded.add(name)
         for entry in entries:
             await self._registry.remove(entry)
 

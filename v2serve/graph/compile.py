@@ -18,7 +18,7 @@ from v2serve.engine.registry import ModelEntry
 from v2serve.graph.flow import Flow, FlowNode
 from v2serve.graph.kinds import STEP_KINDS, StepKind
 from v2serve.graph.spec import GraphError, GraphSpec, StepSpec
-from v2serve.graph.steps import Step, TaskStep
+from v2serve.graph.steps import ModelStep, Step, TaskStep
 from v2serve.models.base import Model
 from v2serve.models.imports import import_object
 from v2serve.models.mlrun import ServingContext, V2ModelServer
@@ -86,10 +86,6 @@ class GraphCompiler:
         model: Model = self._instantiate(spec, cls, kwargs)
         return model
 
-    def _is_mlrun_model(self, spec: StepSpec) -> bool:
-        cls = self._import(spec, spec.class_name, "class_name")
-        return isinstance(cls, type) and issubclass(cls, V2ModelServer)
-
     def _instantiate(self, spec: StepSpec, cls: type, kwargs: dict[str, Any]) -> Any:
         try:
             return cls(**kwargs)
@@ -156,7 +152,9 @@ class GraphCompiler:
             runtime = self.step(step)
             # An MLRun-style model applies its own input_path and result_path (as MLRun's do_event does): the
             # flow leaves them to it, or they would be applied twice.
-            own = step.kind == "model" and self._is_mlrun_model(step)
+            own = isinstance(runtime, ModelStep) and isinstance(
+                self.core.registry.resolve(runtime.model, runtime.version).model, V2ModelServer
+            )
             input_path, result_path = (None, None) if own else (step.input_path, step.result_path)
             nodes[step.name] = FlowNode(runtime, list(step.after), input_path, result_path, on_error, step.merge)
         levels = _levels(by_name)

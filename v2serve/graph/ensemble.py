@@ -44,7 +44,6 @@ class VotingEnsemble(Model):
     ) -> None:
         super().__init__(name=name, version=version)
         self.prediction_col_name = prediction_col_name or "prediction"
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         if not members:
             raise ValueError(f"ensemble {name!r} needs at least one member")
         self.members = list(members)
@@ -62,6 +61,13 @@ class VotingEnsemble(Model):
         if len(kinds) > 1:
             raise ValueError(f"ensemble {name!r} mixes MLRun-style models with tensor models; use one kind")
         self.takes_documents = kinds.pop()
+        # MLRun-style members run at once on threads of the ensemble's own (MLRun's ParallelRun, threads by
+        # default); the executor starts its threads only when first used.
+        self._pool = (
+            concurrent.futures.ThreadPoolExecutor(len(self.members), thread_name_prefix=f"v2serve-{name}")
+            if self.takes_documents
+            else None
+        )
 
     async def predict(self, inputs: Tensors, context: RequestContext) -> Any:
         members = self.members if self._resolve is None else [self._resolve(*key) for key in self._member_keys]
@@ -93,7 +99,6 @@ class VotingEnsemble(Model):
     def unload(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
 
     def serve_document(self, operation: str, body: Any, event_id: str | None) -> Any:
         """The vote of MLRun-style members (they take documents): each member's ``outputs``, one
@@ -101,9 +106,7 @@ class VotingEnsemble(Model):
         members = self.members if self._resolve is None else [self._resolve(*key) for key in self._member_keys]
         for member in members:
             member.require_ready()
-        # The members run at once on threads of the ensemble's own (MLRun's ParallelRun, threads by default).
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(len(members), thread_name_prefix=f"v2serve-{self.name}")
+        assert self._pool is not None  # an ensemble of MLRun-style members has one
         futures = [
             self._pool.submit(member.model.serve_document, operation, body, event_id)  # type: ignore[attr-defined]
             for member in members

@@ -92,12 +92,6 @@ class ModelSpec:
         spec = document.get("spec", document) if isinstance(document, dict) else {}
         return cls(_features(spec.get("inputs"), path), _features(spec.get("outputs"), path))
 
-    def to_dict(self) -> dict[str, list[dict[str, str]]]:
-        return {
-            "inputs": [{"name": f.name, "value_type": f.value_type} for f in self.inputs],
-            "outputs": [{"name": f.name, "value_type": f.value_type} for f in self.outputs],
-        }
-
 
 def _features(items: Any, path: Path) -> list[Feature]:
     if items is None:

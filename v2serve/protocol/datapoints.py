@@ -109,15 +109,13 @@ def decode_rows(schema: ModelSchema, rows: Sequence[Mapping[str, Any]]) -> Decod
             fields[name] = [_binary(name, value) for value in values]
         else:
             tensors.append(_tensor(spec, values, _shape_of(values, name)))
-    decoded = decode_fields(schema, fields) if fields and not tensors else None
+    if fields and tensors:
+        raise InvalidRequest("mix binary and typed inputs as v2 tensors, not as KServe v1 instances")
     if tensors:
-        typed = _decoded(schema, tensors, None) if not fields else None
-        if typed is None:
-            raise InvalidRequest("mix binary and typed inputs as v2 tensors, not as KServe v1 instances")
-        return typed
-    if decoded is None:
+        return _decoded(schema, tensors, None)
+    if not fields:
         raise InvalidRequest("'instances' holds no values")
-    return decoded
+    return decode_fields(schema, fields)
 
 
 def _is_b64(value: Any) -> bool:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 from typing import Protocol
 
-from v2serve.errors import install_hint
 from v2serve.metrics.streams import StreamStats
+from v2serve.models.runtimes import require
 from v2serve.settings import Settings
 from v2serve.streams.retry import Handle
 
@@ -35,21 +34,16 @@ def workers_from_settings(handle: Handle, settings: Settings) -> list[StreamWork
     workers: list[StreamWorker] = []
     drain_s = settings.http.graceful_timeout_s
     if settings.kafka.bootstrap_servers:
-        _require_extra("aiokafka", "kafka", "a Kafka stream (--kafka-servers)")
+        require("aiokafka", "kafka")
         from v2serve.streams.kafka import KafkaWorker
 
         workers.append(KafkaWorker(handle, settings.kafka, drain_s))
     if settings.kinesis.input_stream:
-        _require_extra("boto3", "kinesis", "a Kinesis stream (--kinesis-input-stream)")
+        require("boto3", "kinesis")
         from v2serve.streams.kinesis import KinesisWorker
 
         workers.append(KinesisWorker(handle, settings.kinesis, drain_s))
     return workers
-
-
-def _require_extra(module: str, extra: str, feature: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        raise ImportError(f"{feature} needs the {extra} extra: {install_hint(extra)}")
 
 
 class StreamConsumers:
