@@ -135,3 +135,16 @@ def did_you_mean(key: str, valid: Iterable[str]) -> str:
 def install_hint(extra: str) -> str:
     """How to install an optional part: from the package index, or from a checkout."""
     return f"pip install 'v2serve[{extra}]' (from a checkout: pip install -e '.[{extra}]')"
+
+
+_BY_STATUS: dict[int, type[V2ServeError]] = {}
+
+
+def error_with_status(status: int) -> type[V2ServeError]:
+    """An error class answering ``status``, for an error whose status a model chose itself (a TorchServe
+    handler's ``PredictionException(message, 418)``): 4xx is the request's fault, the rest the server's."""
+    cls = _BY_STATUS.get(status)
+    if cls is None:
+        base: type[V2ServeError] = InvalidRequest if 400 <= status < 500 else V2ServeError
+        cls = _BY_STATUS[status] = type(f"StatusError{status}", (base,), {"status_code": status})
+    return cls

@@ -32,6 +32,7 @@ from v2serve.errors import did_you_mean
 from v2serve.models.base import Model
 from v2serve.models.imports import import_object, split_import_path
 from v2serve.models.runtimes import RUNTIMES, runtime_class
+from v2serve.models.torchserve import ARCHIVE_SUFFIX, TorchServeArchive, is_archive
 
 SETTINGS_FILE = "model-settings.json"
 
@@ -157,22 +158,56 @@ def _resolve_model_path(model_path: str, directory: Path) -> str:
     return str((directory / model_path).resolve())
 
 
-def models_from_target(target: str, packages: Sequence[str] = ()) -> list[Model]:
-    """Every model a CLI target names: an import path or a model directory (or a directory of them).
+def models_from_target(target: str, packages: Sequence[str] = (), store: str | None = None) -> list[Model]:
+    """Every model a CLI target names: an import path, a model directory (or a directory of them), a
+    TorchServe archive (``.mar``, or its extracted folder) or a store of archives and model directories;
+    ``name=archive.mar`` serves an archive under that name (TorchServe's ``--models``), its path relative to
+    ``store`` when it is not a file here.
 
     ``packages``: as for ``model_from_directory``; an import path given here is the operator's own choice.
     """
+    name, archive = _named_archive(target, store)
+    if archive is not None:
+        return [TorchServeArchive(name=name, model_path=str(archive))]
     path = Path(target)
     if ":" not in target and not path.exists():
         raise ValueError(
-            f"{target!r}: no such file or directory (a target is a model directory, a graph file, "
-            "or an import path 'module:Class' or 'file.py:Class')"
+            f"{target!r}: no such file or directory (a target is a model directory, a graph file, a TorchServe "
+            "archive (.mar), or an import path 'module:Class' or 'file.py:Class')"
         )
+    if is_archive(path):
+        return [TorchServeArchive(model_path=str(path))]
     if path.is_dir():
         if (path / SETTINGS_FILE).is_file():
             return [model_from_directory(path, packages=packages)]
-        found = sorted(child for child in path.iterdir() if (child / SETTINGS_FILE).is_file())
+        found = sorted(
+            child for child in path.iterdir() if (child / SETTINGS_FILE).is_file() or _is_stored_archive(child)
+        )
         if not found:
-            raise ValueError(f"{target!r} holds no {SETTINGS_FILE}, neither itself nor in a subdirectory")
-        return [model_from_directory(child, packages=packages) for child in found]
+            raise ValueError(
+                f"{target!r} holds no {SETTINGS_FILE} and no TorchServe archive, neither itself nor in a subdirectory"
+            )
+        return [
+            TorchServeArchive(model_path=str(child))
+            if _is_stored_archive(child)
+            else model_from_directory(child, packages=packages)
+            for child in found
+        ]
     return [model_from_import_path(target)]
+
+
+def _is_stored_archive(path: Path) -> bool:
+    return not path.name.startswith(".") and is_archive(path) and not (path / SETTINGS_FILE).is_file()
+
+
+def _named_archive(target: str, store: str | None) -> tuple[str | None, Path | None]:
+    """``name=path.mar`` (a name, then an archive): the name and the archive's path."""
+    name, equals, path = target.partition("=")
+    if not equals or not name or not path.endswith(ARCHIVE_SUFFIX):
+        return None, None
+    archive = Path(path)
+    if not archive.exists() and store is not None and not archive.is_absolute():
+        archive = Path(store) / archive
+    if not archive.is_file():
+        raise ValueError(f"{target!r}: no archive {str(archive)!r}")
+    return name, archive

@@ -10,6 +10,8 @@ bounded by the server's body limit.
 from __future__ import annotations
 
 import logging
+import urllib.parse
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from python_multipart.exceptions import MultipartParseError
@@ -34,8 +36,22 @@ def is_form(content_type: str | None) -> bool:
     return content_type is not None and content_type.lower().startswith("multipart/form-data")
 
 
+@dataclass(frozen=True, slots=True)
+class FormPart:
+    name: str
+    """The field name; ``data`` when the part has none."""
+    content: bytes
+    content_type: str
+    """The part's own Content-Type; empty when it has none (a plain field)."""
+
+
 def form_fields(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
     """Each part's field name (``data`` when it has none) and content, in order."""
+    return [(part.name, part.content) for part in form_parts(body, content_type)]
+
+
+def form_parts(body: bytes, content_type: str) -> list[FormPart]:
+    """Each part of the form, in order."""
     _, parameters = parse_options_header(content_type)
     boundary = parameters.get(b"boundary")
     if not boundary:
@@ -52,21 +68,33 @@ def form_fields(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
         parser.finalize()
     except MultipartParseError as exc:
         raise InvalidRequest(f"the multipart/form-data body is malformed: {exc}") from None
-    if not form.ended or not form.fields:
+    if not form.ended or not form.parts:
         raise InvalidRequest("the multipart/form-data body is malformed: it has no parts or no closing boundary")
-    return form.fields
+    return form.parts
+
+
+def urlencoded_fields(body: bytes) -> list[tuple[str, bytes]]:
+    """An application/x-www-form-urlencoded body's fields (what ``curl -d`` sends), at most MAX_PARTS."""
+    try:
+        pairs = urllib.parse.parse_qsl(
+            body.decode("latin-1"), keep_blank_values=True, encoding="latin-1", max_num_fields=MAX_PARTS
+        )
+    except ValueError as exc:
+        raise InvalidRequest(f"the form body is malformed: {exc}") from None
+    return [(name.encode("latin-1").decode("utf-8", "replace"), value.encode("latin-1")) for name, value in pairs]
 
 
 class _Form:
     """What the parser's callbacks collect: the fields, and the bounds checked as the parse goes."""
 
     def __init__(self) -> None:
-        self.fields: list[tuple[str, bytes]] = []
+        self.parts: list[FormPart] = []
         self.ended = False
         self._header_bytes = 0
         self._field = bytearray()
         self._value = bytearray()
         self._name: str | None = None
+        self._type = ""
         self._data: list[bytes] = []
 
     def callbacks(self) -> MultipartCallbacks:
@@ -81,9 +109,9 @@ class _Form:
         }
 
     def _part_begin(self) -> None:
-        if len(self.fields) >= MAX_PARTS:
+        if len(self.parts) >= MAX_PARTS:
             raise InvalidRequest(f"a form may have at most {MAX_PARTS} parts")
-        self._name, self._data = None, []
+        self._name, self._type, self._data = None, "", []
 
     def _count_header(self, size: int) -> None:
         self._header_bytes += size
@@ -104,11 +132,14 @@ class _Form:
             _, parameters = parse_options_header(bytes(self._value))
             name = parameters.get(b"name")
             self._name = name.decode("utf-8", "replace") if name else None
-        elif field == b"content-type" and self._value.strip().lower().startswith(b"multipart/"):
-            # RFC 7578 retired multipart/mixed inside a form: each file is a part of its own.
-            raise InvalidRequest(
-                f"part {len(self.fields)} of the form is itself a multipart body; send each file as a part of its own"
-            )
+        elif field == b"content-type":
+            if self._value.strip().lower().startswith(b"multipart/"):
+                # RFC 7578 retired multipart/mixed inside a form: each file is a part of its own.
+                raise InvalidRequest(
+                    f"part {len(self.parts)} of the form is itself a multipart body; send each file as a part of "
+                    "its own"
+                )
+            self._type = self._value.strip().decode("latin-1")
         self._field.clear()
         self._value.clear()
 
@@ -116,7 +147,7 @@ class _Form:
         self._data.append(data[start:end])
 
     def _part_end(self) -> None:
-        self.fields.append((self._name or "data", b"".join(self._data)))
+        self.parts.append(FormPart(self._name or "data", b"".join(self._data), self._type))
 
     def _end(self) -> None:
         self.ended = True

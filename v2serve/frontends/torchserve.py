@@ -21,7 +21,9 @@ from v2serve.core.server_core import ServerCore
 from v2serve.errors import InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.frontends.forms import form_fields, is_form
+from v2serve.frontends.torchserve_handlers import archive_answer
 from v2serve.models.base import Model
+from v2serve.models.torchserve import TorchServeArchive
 from v2serve.protocol.bodies import Decoder
 from v2serve.protocol.body import Body
 from v2serve.protocol.datapoints import decode_datapoints, decode_fields, single_input
@@ -84,6 +86,8 @@ class TorchServeEndpoints:
 
     async def predictions(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self._core.entry(params)
+        if isinstance(entry.model, TorchServeArchive):
+            return await archive_answer(self._dataplane, entry, event, explain=False)
         decode = _decoder(event)
         if entry.invoker.streams:
             results = await self._dataplane.stream(entry, decode, headers=event.headers, event_id=event.id)
@@ -98,6 +102,8 @@ class TorchServeEndpoints:
 
     async def explanations(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self._core.entry(params)
+        if isinstance(entry.model, TorchServeArchive):
+            return await archive_answer(self._dataplane, entry, event, explain=True)
         result = await self._dataplane.infer(
             entry, _decoder(event), explain=True, headers=event.headers, event_id=event.id
         )
