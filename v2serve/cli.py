@@ -20,6 +20,8 @@ from v2serve.settings import Settings
 _APP_FACTORY = "v2serve.launch:create_app_from_settings"
 INGRAIN_INFERENCE_PORT = 8686
 INGRAIN_MODEL_PORT = 8687
+TORCHSERVE_MANAGEMENT_PORT = 8081
+TORCHSERVE_METRICS_PORT = 8082
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     ingrain.add_argument("--ingrain-inference-port", type=int, help="also listen on this port for Ingrain's client")
     ingrain.add_argument("--ingrain-model-port", type=int, help="also listen on this port for Ingrain's model calls")
     ingrain.add_argument("--ingrain-max-loaded-models", type=int, help="models its load routes keep (default 8)")
+    torchserve = serve.add_argument_group("TorchServe's management and metrics APIs (each on a port of its own)")
+    torchserve.add_argument(
+        "--torchserve-ports",
+        action="store_true",
+        default=None,
+        help="listen on TorchServe's ports too: 8081 (management) and 8082 (metrics)",
+    )
+    torchserve.add_argument("--torchserve-management-port", type=int, help="TorchServe's management API on this port")
+    torchserve.add_argument("--torchserve-metrics-port", type=int, help="GET /metrics alone on this port")
+    torchserve.add_argument(
+        "--model-store", help="where the management API finds archives (default: --repository), as TorchServe's"
+    )
     _add_stream_arguments(serve)
     consume = commands.add_parser("consume", help="serve models to Kafka or Kinesis streams only, without HTTP")
     _add_model_arguments(consume)
@@ -75,8 +89,15 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "targets",
         nargs="*",
-        help="model classes ('module:Class' or 'file.py:Class'), model directories (model-settings.json) "
-        "or one graph spec file (.yaml, .yml, .json)",
+        help="model classes ('module:Class' or 'file.py:Class'), model directories (model-settings.json), "
+        "TorchServe archives (file.mar, name=file.mar), stores of them, or one graph spec file (.yaml, .json)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        dest="more_targets",
+        metavar="TARGET",
+        help="more targets, as TorchServe's --models takes them (name=file.mar, relative to --model-store)",
     )
     parser.add_argument("--predict-threads", type=int, help="size of the thread pool for model code")
     parser.add_argument(
@@ -136,6 +157,9 @@ _FLAG_FIELDS = (
     ("ingrain_inference_port", "ingrain", "inference_port"),
     ("ingrain_model_port", "ingrain", "model_port"),
     ("ingrain_max_loaded_models", "ingrain", "max_loaded_models"),
+    ("torchserve_management_port", "torchserve", "management_port"),
+    ("torchserve_metrics_port", "torchserve", "metrics_port"),
+    ("model_store", "torchserve", "model_store"),
     ("kafka_servers", "kafka", "bootstrap_servers"),
     ("kafka_input_topic", "kafka", "input_topics"),
     ("kafka_output_topic", "kafka", "output_topic"),
@@ -156,11 +180,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Environment first, flags on top: only the flags given override anything."""
     base = Settings()
     updates: dict[str | None, dict[str, Any]] = {}
-    if args.targets:
-        updates.setdefault(None, {})["models"] = list(args.targets)
+    targets = [*args.targets, *(getattr(args, "more_targets", None) or [])]
+    if targets:
+        updates.setdefault(None, {})["models"] = targets
     if getattr(args, "ingrain_ports", None):
         ports = {"inference_port": INGRAIN_INFERENCE_PORT, "model_port": INGRAIN_MODEL_PORT}
         updates.setdefault("ingrain", {}).update(ports)
+    if getattr(args, "torchserve_ports", None):
+        ports = {"management_port": TORCHSERVE_MANAGEMENT_PORT, "metrics_port": TORCHSERVE_METRICS_PORT}
+        updates.setdefault("torchserve", {}).update(ports)
     for flag, section, field in _FLAG_FIELDS:
         value = getattr(args, flag, None)
         if value is not None:
@@ -184,8 +212,11 @@ def _json(value: Any) -> str:
 
 
 def serve(settings: Settings) -> None:
-    if not settings.models:
-        raise SystemExit("v2serve serve: name at least one model target or graph file (or set V2SERVE_MODELS)")
+    if not settings.models and settings.torchserve.management_port is None:
+        raise SystemExit(
+            "v2serve serve: name at least one model target or graph file (or set V2SERVE_MODELS), or register "
+            "models through TorchServe's management API (--torchserve-management-port)"
+        )
     from v2serve.http.run import run_uvicorn
 
     if settings.http.workers > 1:

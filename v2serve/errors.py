@@ -10,6 +10,7 @@ the error once (HTTP: ``{"error": message}`` with the status; streams: an error 
     ├── Forbidden (403)                  a request asks for something the operator's policy refuses
     ├── NotFound (404)
     │   ├── ModelNotFound (404)          unknown model or version; names the available ones
+    │   │   └── ModelVersionNotFound     the model is there, the version is not
     │   └── OperationNotFound (404)      unknown path or custom operation
     ├── MethodNotAllowed (405)
     ├── Conflict (409)                   the request cannot be honoured as the server runs (several workers)
@@ -67,6 +68,10 @@ class NotFound(V2ServeError):
 
 class ModelNotFound(NotFound):
     pass
+
+
+class ModelVersionNotFound(ModelNotFound):
+    """The model exists, the version named does not."""
 
 
 class OperationNotFound(NotFound):

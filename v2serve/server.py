@@ -32,6 +32,7 @@ from v2serve.frontends.ingrain import ingrain_routes
 from v2serve.frontends.ingrain_models import IngrainModelEndpoints
 from v2serve.frontends.kserve_v1 import kserve_v1_routes
 from v2serve.frontends.torchserve import torchserve_routes
+from v2serve.frontends.torchserve_management import torchserve_management_routes
 from v2serve.frontends.v2 import v2_routes
 from v2serve.graph.compile import GraphCompiler
 from v2serve.graph.flow import Flow
@@ -142,8 +143,13 @@ class ModelServer:
         graph_files = [Path(t).resolve() for t in settings.models if is_graph_file(t)]
         if len(graph_files) > 1:
             raise ValueError(f"serve one graph at a time, not {[str(f) for f in graph_files]}")
-        packages = settings.implementation_packages
-        models = [m for t in settings.models if not is_graph_file(t) for m in models_from_target(t, packages)]
+        packages, store = settings.implementation_packages, settings.torchserve.model_store or settings.repository.root
+        models = [
+            model
+            for target in settings.models
+            if not is_graph_file(target)
+            for model in models_from_target(target, packages, store)
+        ]
         if not graph_files:
             return models, None, None
         return models, GraphSpec.from_file(graph_files[0]), graph_files[0]
@@ -165,6 +171,11 @@ class ModelServer:
         lines.append(f"  HTTP      http://{_host(http.host)}:{http.port}  {', '.join(frontends)}")
         if ingrain.inference_port is not None or ingrain.model_port is not None:
             lines.append(f"  Ingrain   inference port {ingrain.inference_port}, model port {ingrain.model_port}")
+        torchserve = settings.torchserve
+        if torchserve.management_port is not None or torchserve.metrics_port is not None:
+            lines.append(
+                f"  TorchServe management port {torchserve.management_port}, metrics port {torchserve.metrics_port}"
+            )
         if grpc.port is not None:
             lines.append(f"  gRPC      {_host(grpc.host or http.host)}:{grpc.port}")
         kafka, kinesis = settings.kafka, settings.kinesis
@@ -245,6 +256,14 @@ def frontends_of(settings: Settings, artifacts: ArtifactCache, images: DataFetch
         frontends.append(kserve_v1_routes)
     if settings.frontends.docs:
         frontends.append(docs_routes)
+    torchserve = settings.torchserve
+    if torchserve.management_port is not None or torchserve.metrics_port is not None:
+        model_store = torchserve.model_store or settings.repository.root
+
+        def torchserve_ports(core: ServerCore) -> list[Route]:
+            return torchserve_management_routes(core, model_store)
+
+        frontends.append(torchserve_ports)
     if settings.ingrain.enabled:
         catalogue = ModelCatalogue(settings.repository.root, settings.implementation_packages)
 

@@ -169,6 +169,20 @@ class IngrainSettings(BaseModel):
     ``data.allow_private_addresses``, redirects refused, the size cap, the time-out, ``allowed_prefixes``)."""
 
 
+class TorchServeSettings(BaseModel):
+    """TorchServe's management and metrics APIs, each on a port of its own as TorchServe serves them (its
+    inference API is on the main port: ``frontends.torchserve``)."""
+
+    management_port: int | None = Field(None, ge=0, le=65535)
+    """Listen here for TorchServe's management API (TorchServe's is 8081): register, list, describe, scale,
+    set-default, unregister, under the repository API's rules. None: not served."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Listen here for ``GET /metrics`` alone, Prometheus text (TorchServe's is 8082). None: not served."""
+    model_store: str | None = None
+    """Where ``POST /models?url=<file>.mar`` finds archives (TorchServe's ``--model-store``); None: the
+    repository's root."""
+
+
 class RepositorySettings(BaseModel):
     """The model repository extension: index, load and unload models while the server runs."""
 
@@ -318,5 +332,6 @@ class Settings(BaseSettings):
     grpc: GrpcSettings = Field(default_factory=lambda: GrpcSettings())
     tracing: TracingSettings = Field(default_factory=lambda: TracingSettings())
     ingrain: IngrainSettings = Field(default_factory=lambda: IngrainSettings())
+    torchserve: TorchServeSettings = Field(default_factory=lambda: TorchServeSettings())
     kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings())
     kinesis: KinesisSettings = Field(default_factory=lambda: KinesisSettings())

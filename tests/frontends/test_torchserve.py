@@ -85,7 +85,9 @@ def test_a_bytes_answer_is_sent_as_it_is_with_the_models_content_type(url):
 def test_a_version_in_the_path(url):
     response = requests.post(f"{url}/predictions/rowsum/1", json=[1, 2, 3], timeout=10)
     assert response.status_code == 404
-    assert response.json()["type"] == "ModelNotFoundException"
+    assert response.json()["type"] == "ModelVersionNotFoundException"  # as TorchServe names it
+    unknown = requests.post(f"{url}/predictions/nothing/1", json=[1, 2, 3], timeout=10)
+    assert unknown.status_code == 404 and unknown.json()["type"] == "ModelNotFoundException"
 
 
 def test_explanations(url):

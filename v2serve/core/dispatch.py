@@ -24,13 +24,25 @@ class Dispatcher:
 
     def __init__(self, core: ServerCore, frontends: Sequence[FrontEnd], extra_routes: Sequence[Route] = ()) -> None:
         self.core = core
-        self.table = RouteTable([*(route for frontend in frontends for route in frontend(core)), *extra_routes])
+        routes = [*(route for frontend in frontends for route in frontend(core)), *extra_routes]
+        self.table = RouteTable(route for route in routes if route.listener is None)
         core.routes = self.table
+        by_listener: dict[str, list[Route]] = {}
+        for route in routes:
+            if route.listener is not None:
+                by_listener.setdefault(route.listener, []).append(route)
+        self._listener_tables = {listener: RouteTable(found) for listener, found in by_listener.items()}
+        """The listeners that answer their own routes only (TorchServe's management port)."""
+
+    def _table(self, event: Event) -> RouteTable:
+        if event.listener is None or not self._listener_tables:
+            return self.table
+        return self._listener_tables.get(event.listener, self.table)
 
     async def handle(self, event: Event) -> Reply:
         try:
             try:
-                route, params = self.table.resolve(event.method, event.path)
+                route, params = self._table(event).resolve(event.method, event.path)
             except V2ServeError as exc:
                 self.core.count_unrouted(exc)
                 raise
@@ -45,7 +57,7 @@ class Dispatcher:
         """Whether a request is about the server itself (health, metadata, metrics, statistics, the
         repository, the API description) rather than about what it serves: a flow leaves these to the routes."""
         try:
-            route, _ = self.table.resolve(event.method, event.path)
+            route, _ = self._table(event).resolve(event.method, event.path)
         except V2ServeError:
             return False
         return route.server_level

@@ -55,6 +55,10 @@ class Route:
     """The OpenAPI ``content`` of a request body that is not one JSON schema (any media type, a form)."""
     components: tuple[Any, ...] = ()
     """Further types whose schemas ``responses`` refers to by name (``#/components/schemas/<name>``)."""
+    listener: str | None = None
+    """The one listener (``Event.listener``: a port of its own) this route answers on, where no other route
+    answers (TorchServe's management port); None: the main port and the listeners without routes of
+    their own."""
 
     @property
     def parameters(self) -> list[str]:

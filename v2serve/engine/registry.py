@@ -16,7 +16,7 @@ import numpy as np
 from v2serve.data.artifacts import ArtifactCache
 from v2serve.engine.invoker import ModelInvoker
 from v2serve.engine.scheduler import Scheduler, make_scheduler
-from v2serve.errors import ModelLoadFailed, ModelNotFound, ModelNotReady, V2ServeError
+from v2serve.errors import ModelLoadFailed, ModelNotFound, ModelNotReady, ModelVersionNotFound, V2ServeError
 from v2serve.metrics.model import ModelGauge, ModelRecorder
 from v2serve.metrics.server import ServerMetrics
 from v2serve.models.base import Model, RequestContext
@@ -44,6 +44,8 @@ class ModelEntry:
     state: ModelState = ModelState.LOADING
     reason: str | None = None
     load_seconds: float | None = None
+    loaded_at: float | None = None
+    """When it became ready (``time.time()``)."""
     active: int = 0
     """Requests being served by this entry: an entry is unloaded only once none is left."""
     _idle: asyncio.Event | None = None
@@ -172,8 +174,9 @@ def version_sort_key(version: str | None) -> tuple[int, int, str]:
 class ModelRegistry:
     """Registered models by name, then version.
 
-    A request without a version goes to the model's default version: the highest, where integer versions
-    compare numerically ("10" > "9") and outrank non-integer ones, which compare as text.
+    A request without a version goes to the model's default version: the one ``set_default`` chose, else
+    the highest, where integer versions compare numerically ("10" > "9") and outrank non-integer ones,
+    which compare as text.
     """
 
     def __init__(
@@ -183,6 +186,7 @@ class ModelRegistry:
         self._artifacts = artifacts
         self._metrics = metrics
         self._models: dict[str, dict[str | None, ModelEntry]] = {}
+        self._defaults: dict[str, str] = {}
 
     def add(self, model: Model) -> ModelEntry:
         versions = self._models.setdefault(model.name, {})
@@ -220,6 +224,8 @@ class ModelRegistry:
         versions = self._models.get(entry.name, {})
         if versions.get(entry.version) is entry:
             del versions[entry.version]
+            if entry.name in self._defaults and self._defaults[entry.name] == entry.version:
+                del self._defaults[entry.name]
             if not versions:
                 del self._models[entry.name]
         await self._retire(entry)
@@ -253,6 +259,7 @@ class ModelRegistry:
             entry.schema = schema_of(entry.model)
             entry.state = ModelState.READY
             entry.load_seconds = time.perf_counter() - started
+            entry.loaded_at = time.time()
             logger.info("model %s ready in %.3fs", _label(entry.name, entry.version), entry.load_seconds)
         finally:
             progress.cancel()
@@ -296,12 +303,24 @@ class ModelRegistry:
         if version is None:
             if len(versions) == 1:
                 return next(iter(versions.values()))
+            chosen = self._defaults.get(name)
+            if chosen is not None and chosen in versions:
+                return versions[chosen]
             return versions[max(versions, key=version_sort_key)]
         entry = versions.get(version)
         if entry is None:
             known = ", ".join(repr(v) for v in sorted(versions, key=version_sort_key) if v is not None)
-            raise ModelNotFound(f"model {name!r} has no version {version!r}; versions: {known or 'none'}")
+            raise ModelVersionNotFound(f"model {name!r} has no version {version!r}; versions: {known or 'none'}")
         return entry
+
+    def set_default(self, name: str, version: str) -> None:
+        """Make ``version`` the one a request without a version gets (TorchServe's ``set-default``)."""
+        self.resolve(name, version)  # ModelNotFound names what there is
+        self._defaults[name] = version
+
+    def default_version(self, name: str) -> str | None:
+        """The version a request without one gets now."""
+        return self.resolve(name).version
 
     def entries_of(self, name: str) -> list[ModelEntry]:
         """Every version of ``name``, lowest first."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from v2serve.core.routes import Handler, Route, errors_rendered
 from v2serve.core.server_core import ServerCore
-from v2serve.errors import InvalidRequest, V2ServeError
+from v2serve.errors import Conflict, InvalidRequest, ModelVersionNotFound, V2ServeError
 from v2serve.event import Event, Reply
 from v2serve.frontends.forms import form_fields, is_form
 from v2serve.frontends.torchserve_handlers import archive_answer
@@ -49,7 +49,11 @@ _EXCEPTION_TYPES = {
 def torchserve_error(exc: V2ServeError) -> Reply:
     """An error in TorchServe's shape, with its status and headers."""
     status = int(exc.status_code)
-    kind = _EXCEPTION_TYPES.get(status, "InternalServerException")
+    kind = getattr(exc, "torchserve_type", None) or _EXCEPTION_TYPES.get(status, "InternalServerException")
+    if isinstance(exc, ModelVersionNotFound):
+        kind = "ModelVersionNotFoundException"
+    elif isinstance(exc, Conflict):
+        kind = "ConflictStatusException"
     reply = Reply.json({"code": status, "type": kind, "message": exc.message}, status, dict(exc.headers))
     reply.error = exc
     return reply

@@ -76,8 +76,13 @@ class V2Endpoint:
 
 def listeners_of(settings: Settings) -> dict[int, str]:
     """The ports besides the main one that the app listens on, and what each is called in ``Event.listener``."""
-    ingrain = settings.ingrain
-    named = {ingrain.inference_port: "ingrain", ingrain.model_port: "ingrain-models"}
+    ingrain, torchserve = settings.ingrain, settings.torchserve
+    named = {
+        ingrain.inference_port: "ingrain",
+        ingrain.model_port: "ingrain-models",
+        torchserve.management_port: "torchserve-management",
+        torchserve.metrics_port: "torchserve-metrics",
+    }
     return {port: name for port, name in named.items() if port is not None}
 
 

@@ -50,8 +50,9 @@ class _Server(uvicorn.Server):
 
 def extra_ports(settings: Settings) -> list[int]:
     """The ports besides the main one that the HTTP app listens on."""
-    ingrain = settings.ingrain
-    return [port for port in (ingrain.inference_port, ingrain.model_port) if port is not None]
+    ingrain, torchserve = settings.ingrain, settings.torchserve
+    ports = (ingrain.inference_port, ingrain.model_port, torchserve.management_port, torchserve.metrics_port)
+    return [port for port in ports if port is not None]
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -57,6 +57,8 @@ class TorchServeArchive(Model):
         # A model-settings.json's args or a registration's batch_size win over the archive's config.
         from_archive.update({key: value for key, value in options.items() if value is not None})
         super().__init__(name or manifest.model_name, version or manifest.model_version, model_path, **from_archive)
+        self.gpu_id: int | None = None
+        """The GPU the handlers were given (``system_properties["gpu_id"]``), once loaded; None: the CPU."""
         self._handlers: queue.SimpleQueue[LoadedHandler] = queue.SimpleQueue()
         self._loaded: list[LoadedHandler] = []
         self._folder: Path | None = None
@@ -75,11 +77,11 @@ class TorchServeArchive(Model):
             raise
 
     def _initialise(self, folder: Path) -> None:
-        gpu_id = _gpu_id(self.archive.config.device_type)
+        self.gpu_id = _gpu_id(self.archive.config.device_type)
         for _ in range(max(1, self.instances)):
             handler = load_handler(
                 self.archive.manifest, self.archive.config, folder,
-                name=self.name, gpu_id=gpu_id, batch_size=max(1, self.max_batch_size),
+                name=self.name, gpu_id=self.gpu_id, batch_size=max(1, self.max_batch_size),
             )  # fmt: skip
             self._loaded.append(handler)
             self._handlers.put(handler)
