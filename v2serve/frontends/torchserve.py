@@ -1,12 +1,14 @@
-"""TorchServe's inference API on the v2 port: ``GET /ping``, ``POST``/``PUT /predictions/{model}[/{version}]``
-and ``POST /explanations/{model}[/{version}]``.
+"""TorchServe's inference API on the v2 port: ``/ping``, ``/predictions/{model}[/{version}]`` and
+``/explanations/{model}[/{version}]``, with every method TorchServe takes there but HEAD and OPTIONS.
 
-A prediction's body is whatever the client sends (``curl -T image.jpg`` or ``--data``, JSON, or a form of
-files): a BYTES input takes raw bytes as they are, a form's fields fill the inputs they name (several files
-of one field are a batch), and JSON data points fill the model's single input. The answer is the request's
-row (a batch: the list of rows) as JSON, or, for one BYTES value, the bytes themselves. A model whose predict
-is a generator answers with HTTP/1.1 chunked transfer, one chunk per item, as TorchServe's
-``send_intermediate_predict_response`` does. Errors take TorchServe's shape ``{"code", "type", "message"}``.
+A model served from a TorchServe archive gets the request as TorchServe hands it to its handler
+(``torchserve_handlers``). For every other model, a prediction's body is whatever the client sends
+(``curl -T image.jpg`` or ``--data``, JSON, or a form of files): a BYTES input takes raw bytes as they are, a
+form's fields fill the inputs they name (several files of one field are a batch), and JSON data points fill
+the model's single input. The answer is the request's row (a batch: the list of rows) as JSON, or, for one
+BYTES value, the bytes themselves. A model whose predict is a generator answers with HTTP/1.1 chunked
+transfer, one chunk per item, as TorchServe's ``send_intermediate_predict_response`` does. Errors take
+TorchServe's shape ``{"code", "type", "message"}``.
 """
 
 from __future__ import annotations
@@ -68,7 +70,11 @@ class TorchServeEndpoints:
 
     def routes(self) -> list[Route]:
         health = {"200": _status_body("Healthy"), "500": _status_body("Some model is not ready")}
-        routes = [Route("GET", "/ping", self.ping, "Health, TorchServe style", server_level=True, responses=health)]
+        routes = [
+            Route(method, "/ping", self.ping, "Health, TorchServe style", server_level=True, responses=health,
+                  documented=method == "GET")
+            for method in ("GET", "POST")
+        ]  # fmt: skip
         predictions = _errors_in_torchserve_shape(self.predictions)
         explanations = _errors_in_torchserve_shape(self.explanations)
         for route, handler, summary in (
@@ -76,11 +82,13 @@ class TorchServeEndpoints:
             ("explanations", explanations, "Explanation"),
         ):
             for prefix in (f"/{route}/{{model}}", f"/{route}/{{model}}/{{version}}"):
-                # POST, and PUT: the documents' own examples upload with curl -T, which sends PUT.
+                # Every method that asks for something, as TorchServe takes them all (the documents' own
+                # examples upload with curl -T, which sends PUT); HEAD and OPTIONS never run a model.
                 routes += [
                     Route(method, prefix, handler, f"{summary}, TorchServe style ({method}: {body})",
-                          request_content=_ANY_BODY, responses=_PREDICTION_RESPONSES)
-                    for method, body in (("POST", "any body"), ("PUT", "curl -T"))
+                          request_content=_ANY_BODY, responses=_PREDICTION_RESPONSES, documented=bool(body))
+                    for method, body in (("POST", "any body"), ("PUT", "curl -T"), ("GET", ""), ("DELETE", ""),
+                                         ("PATCH", ""))
                 ]  # fmt: skip
         return routes
 
