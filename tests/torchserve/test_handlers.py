@@ -133,3 +133,18 @@ def test_batch_size_from_model_config_batches_concurrent_requests(store: Store):
     assert max(answer["batch"] for answer in answers) > 1  # batchSize 4: concurrent requests share a call
     assert all(answer["batch"] <= 4 for answer in answers)
     assert len({answer["request_id"] for answer in answers}) == 8
+
+
+def test_kserve_v1_reaches_an_archive_through_torchserves_kserve_envelope(url, tmp_path):
+    rows = [[0.5, -1.0, 2.0, 0.25], [1.0, 1.0, 1.0, 1.0]]
+    body = {"instances": [{"data": row} for row in rows]}
+    response = requests.post(f"{url}/v1/models/mlp:predict", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    expected = torch.jit.load(str(scripted_mlp(tmp_path / "same.pt")))(torch.tensor(rows)).tolist()
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 2
+    for got, want in zip(predictions, expected, strict=True):
+        assert got == pytest.approx(want, rel=1e-6)
+    explained = requests.post(f"{url}/v1/models/raw:explain", json={"instances": [{"body": "x"}]}, timeout=30)
+    assert explained.status_code == 200, explained.text
+    assert set(explained.json()) == {"explanations"}

@@ -4,6 +4,10 @@
 /v1/models/{model}:predict`` (``{"instances": [...]}`` or ``{"inputs": ...}`` in, ``{"predictions": [...]}``
 out) and ``:explain`` (``{"explanations": ...}``); ``GET /`` also answers ``"status": "alive"``, which is
 how the kserve client's v1 ``is_server_live`` asks. Errors stay ``{"error": message}``, as KServe's are.
+
+A TorchServe archive answers through TorchServe's ``kserve`` request envelope, as TorchServe under KServe
+does: the body's ``instances`` are the handler's rows, and its answers come back as ``{"predictions":
+[...]}`` (``{"explanations": [...]}`` on ``:explain``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from v2serve.core.routes import Route
 from v2serve.core.server_core import ServerCore
 from v2serve.errors import InvalidRequest
 from v2serve.event import Event, Reply
+from v2serve.frontends.torchserve_handlers import archive_answer
+from v2serve.models.torchserve import TorchServeArchive
 from v2serve.protocol import schemas
 from v2serve.protocol.bodies import Decoder, parsed_first
 from v2serve.protocol.body import Body
@@ -68,6 +74,8 @@ class KServeV1Endpoints:
 
     async def predict(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self._core.entry(params)
+        if isinstance(entry.model, TorchServeArchive):
+            return await archive_answer(self._dataplane, entry, event, explain=False, envelope="kserve")
         result = await self._dataplane.infer(
             entry, parsed_first(event.body, _decoder(event.body)), headers=event.headers, event_id=event.id
         )
@@ -75,6 +83,8 @@ class KServeV1Endpoints:
 
     async def explain(self, event: Event, params: Mapping[str, str]) -> Reply:
         entry = self._core.entry(params)
+        if isinstance(entry.model, TorchServeArchive):
+            return await archive_answer(self._dataplane, entry, event, explain=True, envelope="kserve")
         result = await self._dataplane.infer(
             entry,
             parsed_first(event.body, _decoder(event.body)),

@@ -47,11 +47,14 @@ def handler_parameters(event: Event) -> list[Parameter]:
     return [Parameter("body", raw, content_type)]
 
 
-async def archive_answer(dataplane: DataPlane, entry: ModelEntry, event: Event, *, explain: bool) -> Reply:
-    """The handler's answer to one request: a plain reply, or a chunked one when the handler streams."""
+async def archive_answer(
+    dataplane: DataPlane, entry: ModelEntry, event: Event, *, explain: bool, envelope: str | None = None
+) -> Reply:
+    """The handler's answer to one request: a plain reply, or a chunked one when the handler streams.
+    ``envelope``: TorchServe's request envelope to apply (``kserve`` on KServe v1's routes)."""
     loop = asyncio.get_running_loop()
     intermediates = _Intermediates(loop)
-    request = HandlerRequest(handler_parameters(event), on_intermediate=intermediates.send)
+    request = HandlerRequest(handler_parameters(event), on_intermediate=intermediates.send, envelope=envelope)
     infer = asyncio.ensure_future(
         dataplane.infer(
             entry,

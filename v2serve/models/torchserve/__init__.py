@@ -107,7 +107,14 @@ class TorchServeArchive(Model):
         contexts = _per_request(context, len(requests))
         handler = self._handlers.get()  # never waits: the scheduler runs at most ``instances`` calls at once
         try:
-            answers = handler.run(requests, [c.id for c in contexts], [c.headers for c in contexts], explain)
+            if not any(request.envelope for request in requests):
+                answers = handler.run(requests, [c.id for c in contexts], [c.headers for c in contexts], explain)
+            else:  # TorchServe's envelopes read the first request of a batch alone: each runs on its own
+                answers = [
+                    answer
+                    for request, own in zip(requests, contexts, strict=True)
+                    for answer in handler.run([request], [own.id], [own.headers], explain)
+                ]
         finally:
             self._handlers.put(handler)
         output = np.empty(len(answers), dtype=object)

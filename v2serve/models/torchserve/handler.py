@@ -60,6 +60,9 @@ class HandlerRequest:
     parameters: Sequence[Parameter]
     url_path: str = ""
     on_intermediate: Callable[[HandlerAnswer], None] | None = None
+    envelope: str | None = None
+    """TorchServe's request envelope (``kserve``: the body's ``instances`` are the handler's rows and its
+    answers come back as ``{"predictions": [...]}``), as TorchServe's ``service_envelope`` applies it."""
 
     def data(self) -> dict[str, Any]:
         """The request as a handler's ``data`` holds it: each parameter by name, JSON parsed, text decoded,
@@ -129,8 +132,11 @@ class LoadedHandler:
         if context.metrics is not None:
             context.metrics.request_ids = context.request_ids
         context.cl_socket = _IntermediateSocket(requests)
+        entry_point = self.entry_point
+        if requests[0].envelope is not None:
+            entry_point = _envelope(requests[0].envelope)(entry_point).handle
         try:
-            returned = self.entry_point([request.data() for request in requests], context)
+            returned = entry_point([request.data() for request in requests], context)
         except MemoryError:
             raise error_with_status(507)("Out of resources") from None
         except PredictionException as exc:
@@ -154,6 +160,14 @@ class LoadedHandler:
                 f"{len(returned)} times for {len(requests)} requests"
             )
         return [_answer(value, context, index) for index, value in enumerate(returned)]
+
+
+def _envelope(name: str) -> Any:
+    if name != "kserve":
+        raise error_with_status(400)(f"unknown request envelope {name!r}")
+    from ts.torch_handler.request_envelope.kserve import KServeEnvelope
+
+    return KServeEnvelope
 
 
 def _status(code: Any) -> int:
