@@ -24,6 +24,7 @@ import dataclasses
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -96,16 +97,34 @@ def _expired(name: str) -> DeadlineExceeded:
     return DeadlineExceeded(f"model {name!r} did not answer before the request's deadline")
 
 
-async def _until(awaitable: Awaitable[Any], deadline: float | None, name: str, *, shield: bool) -> Any:
-    """Await until the deadline. ``shield`` work that must run on when its caller gives up (a started predict);
-    leave waits unshielded so that giving up cancels them (a shielded semaphore acquire would leak its slot)."""
-    if deadline is None:
-        return await awaitable
-    remaining = max(deadline - asyncio.get_running_loop().time(), 0)
+async def _until(future: asyncio.Future[Any], deadline: float | None, name: str, *, shield: bool) -> Any:
+    """Await ``future`` until the deadline. ``shield`` work that must run on when its caller gives up (a started
+    predict); other waits are cancelled when their caller gives up or the deadline passes (a shielded wait for
+    a slot would leak the slot).
+
+    One waiter and one timer: ``asyncio.wait_for`` over ``asyncio.shield`` cost two more futures and a task's
+    worth of callbacks on every request of a model with a deadline."""
+    if deadline is None or future.done():
+        return await future
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    wake = partial(_resolve, waiter, None)
+    future.add_done_callback(wake)
+    timer = loop.call_at(deadline, _resolve, waiter, None)
     try:
-        return await asyncio.wait_for(asyncio.shield(awaitable) if shield else awaitable, remaining)
-    except TimeoutError:
-        raise _expired(name) from None
+        await waiter
+    except asyncio.CancelledError:
+        if not shield:
+            future.cancel()
+        raise
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
+    if future.done():
+        return future.result()
+    if not shield:
+        future.cancel()
+    raise _expired(name)
 
 
 class ConcurrencyScheduler:
@@ -148,10 +167,19 @@ class ConcurrencyScheduler:
                 stats.running -= 1
                 stats.executed(time.perf_counter_ns() - started, 1)
                 self._release_slot()
-        # The slot is held until the call really ends, even when the caller gave up at its deadline.
-        task = asyncio.ensure_future(_timed_predict(self._invoker, self._stats, inputs, context, explain=explain))
-        task.add_done_callback(self._release)
-        return await _until(task, deadline, self._name, shield=True)
+        # The slot is held until the call really ends, even when the caller gave up at its deadline: the call's
+        # own future (an instance thread's, for a sync model) is awaited, with no task around it.
+        self._stats.running += 1
+        started = time.perf_counter_ns()
+        try:
+            call = asyncio.ensure_future(
+                self._invoker.explain(inputs, context) if explain else self._invoker.predict(inputs, context)
+            )
+        except BaseException:
+            self._finished(started, None)
+            raise
+        call.add_done_callback(partial(self._finished, started))
+        return await _until(call, deadline, self._name, shield=True)
 
     async def stream(
         self, inputs: Tensors, context: RequestContext, deadline: float | None
@@ -210,10 +238,12 @@ class ConcurrencyScheduler:
                 return
         self._free += 1
 
-    def _release(self, task: asyncio.Future[Any]) -> None:
+    def _finished(self, started: int, call: asyncio.Future[Any] | None) -> None:
+        self._stats.running -= 1
+        self._stats.executed(time.perf_counter_ns() - started, 1)
         self._release_slot()
-        if not task.cancelled():
-            task.exception()  # retrieved, so an abandoned failure is not reported as never retrieved
+        if call is not None and not call.cancelled():
+            call.exception()  # retrieved, so an abandoned failure is not reported as never retrieved
 
     async def close(self) -> None:
         return None
@@ -410,7 +440,7 @@ class BatchScheduler:
         self._workers = []
 
 
-def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+def _resolve(future: asyncio.Future[Any], value: Any, *_: object) -> None:
     if not future.done():
         future.set_result(value)
 
