@@ -212,6 +212,14 @@ class ModelServer:
             await self.registry.load_all()
         logger.info("%s", self.summary())
 
+    def when_loaded(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the models ``start`` loads have loaded: now, or when the background load
+        (``load_in_background``) ends."""
+        if self._loading is None or self._loading.done():
+            callback()
+        else:
+            self._loading.add_done_callback(lambda _: callback())
+
     def _metrics_snapshot(self) -> Snapshot:
         return {"samples": self.metrics.samples(), "statistics": self.core.dataplane.statistics()}
 
