@@ -148,3 +148,17 @@ def test_kserve_v1_reaches_an_archive_through_torchserves_kserve_envelope(url, t
     explained = requests.post(f"{url}/v1/models/raw:explain", json={"instances": [{"body": "x"}]}, timeout=30)
     assert explained.status_code == 200, explained.text
     assert set(explained.json()) == {"explanations"}
+
+
+def test_bad_bodies_are_refused_in_torchserve_shape_and_the_handler_is_not_called(url):
+    broken = requests.post(
+        f"{url}/predictions/raw", data=b"--x\r\nno end", headers={"content-type": "multipart/form-data; boundary=x"},
+        timeout=10,
+    )  # fmt: skip
+    assert broken.status_code == 400 and broken.json()["type"] == "BadRequestException"
+    many = "&".join(f"f{i}=1" for i in range(5000))
+    flooded = requests.post(
+        f"{url}/predictions/raw", data=many, headers={"content-type": "application/x-www-form-urlencoded"}, timeout=10
+    )
+    assert flooded.status_code == 400 and "form" in flooded.json()["message"]
+    assert requests.post(f"{url}/predictions/raw", data=b"teapot", timeout=10).status_code == 418

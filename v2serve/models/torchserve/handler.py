@@ -138,12 +138,15 @@ class LoadedHandler:
         try:
             returned = entry_point([request.data() for request in requests], context)
         except MemoryError:
+            logger.error("model %r: out of memory", self.model_name, exc_info=True)
             raise error_with_status(507)("Out of resources") from None
         except PredictionException as exc:
             raise error_with_status(_status(exc.error_code))(str(exc.message)) from exc
         except V2ServeError:
             raise
         except Exception as exc:
+            # Logged here, with its traceback, as TorchServe's worker logs it: the client gets the message only.
+            logger.warning("model %r: the handler failed", self.model_name, exc_info=True)
             if "CUDA" in str(exc):
                 raise error_with_status(507)(f"Out of resources: {exc}") from exc
             raise InferenceError(f"Prediction failed: {type(exc).__name__}: {exc}") from exc
