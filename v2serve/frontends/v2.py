@@ -18,7 +18,7 @@ from v2serve.core.operations import BODY_OPERATIONS, Kind, canonical, kind_of
 from v2serve.core.repository_api import RepositoryEndpoints
 from v2serve.core.routes import Handler, Route
 from v2serve.core.server_core import ServerCore
-from v2serve.data.requests import with_data_url
+from v2serve.data.requests import document_with_data_url, with_data_url
 from v2serve.errors import OperationNotFound, V2ServeError
 from v2serve.event import Addressed, Event, Reply, error_reply, value_reply
 from v2serve.frontends.generate import EVENT_STREAM, GenerateEndpoints, GenerateRequest
@@ -82,7 +82,10 @@ class V2Endpoints:
                     decode = partial(decoding, body=body)
                 result = await self._dataplane.infer(entry, decode, explain, event.headers, event.id)
                 return result.encode(v2_reply)
-            value = document_of(event.body) if kind is Kind.DOCUMENT else event.body.json()
+            if kind is Kind.DOCUMENT:
+                value = await document_with_data_url(document_of(event.body), entry.schema, self._core.data)
+            else:
+                value = event.body.json()
             answer = await self._dataplane.call(
                 entry, operation, value, headers=event.headers, event_id=event.id, named=named
             )

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from v2serve.core.operations import Kind, canonical, kind_of, model_in_path
 from v2serve.core.server_core import ServerCore
-from v2serve.data.requests import with_data_url
+from v2serve.data.requests import document_with_data_url, with_data_url
 from v2serve.engine.invoker import BoundMethod, Runner
 from v2serve.errors import InferenceError, InvalidRequest, ModelNotFound
 from v2serve.event import Event
@@ -50,7 +50,10 @@ class ModelStep:
         entry = self._core.registry.resolve(self.model, self.version)
         named = body.get("operation", "infer") if isinstance(body, dict) else "infer"
         operation = canonical(named)
-        if kind_of(entry, operation) is not Kind.TENSORS:
+        kind = kind_of(entry, operation)
+        if kind is not Kind.TENSORS:
+            if kind is Kind.DOCUMENT:
+                body = await document_with_data_url(body, entry.schema, self._core.data)
             return await self._dataplane.call(
                 entry, operation, body, headers=event.headers, event_id=event.id, named=named
             )
