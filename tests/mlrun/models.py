@@ -110,3 +110,8 @@ class Scale(Model):
 
     def predict(self, inputs):
         return inputs["x"] * np.float32(self.factor)
+
+
+def kind_of_body(body):
+    """A flow step that answers what it received: its type, and the value (bytes as their length)."""
+    return {"type": type(body).__name__, "value": len(body) if isinstance(body, bytes) else body}

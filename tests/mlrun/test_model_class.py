@@ -225,3 +225,25 @@ def test_infer_dict_orders_rows_by_the_model_spec_as_mlrun_does(tmp_path):
     assert [spec["name"] for spec in metadata["inputs"]] == ["petal", "sepal"]
     assert [spec["name"] for spec in metadata["outputs"]] == ["label"]
     assert metadata["parameters"]["feature_names"] == ["petal", "sepal"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "received"),
+    [
+        (b'{"a": 1}', "application/json", {"type": "dict", "value": {"a": 1}}),
+        (b'{"a": 1}', None, {"type": "dict", "value": {"a": 1}}),  # no content type: JSON when it parses
+        (b"hello there", None, {"type": "str", "value": "hello there"}),  # and as it is when it does not
+        (b'{"a": 1}', "text/plain", {"type": "str", "value": '{"a": 1}'}),  # text stays text
+        (b"a,b\n1,2\n", "text/csv", {"type": "str", "value": "a,b\n1,2\n"}),
+        (b"\x89PNG\r\n\x1a\n", "image/png", {"type": "bytes", "value": 8}),
+        (b"\xff\xfe", None, {"type": "bytes", "value": 2}),
+    ],
+)
+def test_a_flow_body_is_what_its_content_type_says_as_mlrun_decides(tmp_path, body, content_type, received):
+    spec = GraphSpec.model_validate(
+        {"topology": "flow", "steps": [{"name": "s", "handler": "tests.mlrun.models:kind_of_body"}]}
+    )
+    with MockServer(ModelServer([], Settings(models=[]), graph=spec, graph_dir=tmp_path)) as mock:
+        assert mock.test("/", body, content_type=content_type) == received
+        malformed = mock.test("/", b"{", content_type="application/json", get_body=False, silent=True)
+        assert malformed.status_code == 400  # it says it is JSON, and is not

@@ -9,10 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from v2serve.errors import InferenceError, V2ServeError
+from v2serve.errors import InferenceError, InvalidRequest, V2ServeError
 from v2serve.event import Event, Reply, error_reply, value_reply
 from v2serve.graph.steps import Step
-from v2serve.protocol.jsonio import loads
+from v2serve.protocol.body import Body
+from v2serve.protocol.jsonio import JSON_CONTENT_TYPE, loads
 from v2serve.protocol.paths import get_path, set_path
 
 logger = logging.getLogger("v2serve.flow")
@@ -80,7 +81,7 @@ class Flow:
     async def handle(self, event: Event) -> Reply:
         body = None
         try:
-            body = event.body.json() if len(event.body) or event.body.is_decoded else loads(b"")
+            body = flow_body(event.body)
             return value_reply(await self._run(body, event))
         except Answered as answered:
             return value_reply(answered.answer)
@@ -132,6 +133,36 @@ class Flow:
             return value_reply(await self._error_handler.run(body, event))
         except Exception as exc:
             return error_reply(_as_step_error("error_handler", exc))
+
+
+def flow_body(body: Body) -> Any:
+    """What a flow's first steps receive, by the content type, as MLRun decides it: JSON (or no content type)
+    is parsed; ``text/*`` is a str; another type (``image/png``) stays bytes. A body with no content type
+    that is not JSON reaches the steps as it is (text as a str, else bytes), as MLRun passes it; a body
+    that says it is JSON and is not is a 400."""
+    if body.is_decoded:
+        return body.json()
+    media = (body.content_type or "").split(";", 1)[0].strip().lower()
+    if media in ("json", JSON_CONTENT_TYPE) or media.endswith("+json") or not len(body):
+        return body.json() if len(body) else loads(b"")
+    if not media:
+        try:
+            return body.json()
+        except InvalidRequest:
+            return _text_or_bytes(bytes(body.raw))
+    if media.startswith("text/"):
+        try:
+            return bytes(body.raw).decode()
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"a {media} body must be UTF-8") from None
+    return bytes(body.raw)
+
+
+def _text_or_bytes(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
 
 
 def _as_step_error(step: str, exc: Exception) -> V2ServeError:
