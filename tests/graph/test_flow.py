@@ -95,17 +95,33 @@ def test_input_path_selects_part_of_the_body():
         assert response.status_code == 400 and "step 'double': the body has no 'payload'" in response.json()["error"]
 
 
-def test_parallel_step_merges_child_results():
+def test_a_parallel_step_merges_its_childrens_objects_as_mlrun_does():
     graph = Graph("flow")
     graph.to(
         name="fanout",
         kind="parallel",
         routes=[
-            {"name": "double", "kind": "task", "handler": steps.double},
-            {"name": "negate", "kind": "task", "handler": steps.negate},
+            {"name": "total", "kind": "task", "handler": steps.total},
+            {"name": "count", "kind": "task", "handler": steps.count},
         ],
     )
     with graph.to_mock_server() as server:
+        assert server.test("/", body={"values": [1, 2]}) == {"total": 3, "count": 2}
+
+
+def test_a_parallel_step_of_children_answering_no_object_says_so_or_keeps_them_by_step():
+    routes = [
+        {"name": "double", "kind": "task", "handler": steps.double},
+        {"name": "negate", "kind": "task", "handler": steps.negate},
+    ]
+    graph = Graph("flow")
+    graph.to(name="fanout", kind="parallel", routes=routes)
+    with graph.to_mock_server() as server:
+        refused = server.test("/", body={"values": [1, 2]}, get_body=False, silent=True)
+    assert refused.status_code == 500 and b"not an object to merge" in refused.body
+    by_step = Graph("flow")
+    by_step.to(name="fanout", kind="parallel", routes=routes, merge="by_step")
+    with by_step.to_mock_server() as server:
         assert server.test("/", body={"values": [1, 2]}) == {"double": [2, 4], "negate": [-1, -2]}
 
 

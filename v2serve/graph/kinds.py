@@ -76,7 +76,7 @@ def _router(compiler: GraphCompiler, spec: StepSpec) -> Step:
 
 
 def _parallel(compiler: GraphCompiler, spec: StepSpec) -> Step:
-    return ParallelStep(spec.name, _children(compiler, spec), spec.extend_event)
+    return ParallelStep(spec.name, _children(compiler, spec), spec.extend_event, by_step=spec.merge == "by_step")
 
 
 def _task(compiler: GraphCompiler, spec: StepSpec) -> Step:

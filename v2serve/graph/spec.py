@@ -7,8 +7,8 @@ A graph is a **router** (the default: requests pick a model by URL or by the mes
 - ``task``: a function (``handler``) or a class with ``do(body)`` (``class_name``) transforming the body;
 - ``router``: routes the body to one of its ``routes`` (model steps) by URL or ``model`` field;
 - ``ensemble``: a voting ensemble over its ``routes`` (``vote_type`` classification or regression);
-- ``parallel``: runs all its ``routes`` on the same body and merges their results by route name (or, with
-  ``extend_event``, into the body).
+- ``parallel``: runs all its ``routes`` on the same body and merges their results (objects) into one, as
+  MLRun's ParallelRun does (with ``extend_event``, into the body; with ``merge: by_step``, by route name).
 
 Classes and functions are import paths (``package.module:Name`` or ``file.py:Name``) in the serialised form;
 the Python SDK also accepts the objects themselves and turns them into import paths when serialising.
@@ -54,10 +54,11 @@ class StepSpec(BaseModel):
     """A task step whose output answers the request when this step fails (MLRun: it ends the flow)."""
     merge: Literal["list", "by_step"] = "list"
     """A step after several steps receives their outputs as a list in ``after`` order (MLRun's merge), or
-    with ``by_step`` as an object of outputs by step name."""
+    with ``by_step`` as an object of outputs by step name. A parallel step with ``by_step`` answers its
+    children's results by child name instead of merging them."""
     extend_event: bool = False
     """Parallel: merge the children's results (objects) into the body the step received (MLRun's
-    ``extend_event``), instead of answering an object of results by child name."""
+    ``extend_event``), instead of into a new object."""
     routes: list[StepSpec] = Field(default_factory=list)
     vote_type: Literal["classification", "regression"] | None = None
     weights: dict[str, float] | None = None

@@ -65,26 +65,39 @@ class ModelStep:
 
 
 class ParallelStep:
-    """Runs every child on the same body concurrently; the result maps child name to child result, or, with
-    ``extend_event``, is the body with every child's (object) result merged into it, in child order."""
+    """Runs every child on the same body concurrently and merges their results as MLRun's ParallelRun does:
+    each child's result (an object) merged into a new object, in child order, a later child's keys over an
+    earlier one's; with ``extend_event``, merged into (a copy of) the body the step received. ``by_step``
+    answers an object of results by child name instead, whatever their type.
 
-    def __init__(self, name: str, children: list[Step], extend_event: bool = False) -> None:
+    MLRun merges in the order its children finish; here the order is the children's, so that the same
+    request always gets the same answer."""
+
+    def __init__(self, name: str, children: list[Step], extend_event: bool = False, by_step: bool = False) -> None:
         self.name = name
         self._children = children
         self._extend_event = extend_event
+        self._by_step = by_step
 
     async def run(self, body: Any, event: Event) -> Any:
         results = await asyncio.gather(*(child.run(body, event) for child in self._children))
-        if not self._extend_event:
+        if self._by_step:
             return {child.name: result for child, result in zip(self._children, results, strict=True)}
-        if not isinstance(body, dict):
+        if not self._extend_event:
+            merged: dict[str, Any] = {}
+        elif isinstance(body, dict):
+            merged = dict(body)
+        else:
             raise InvalidRequest(f"parallel step {self.name!r} extends the event, which must be a JSON object")
-        extended = dict(body)
         for child, result in zip(self._children, results, strict=True):
             if not isinstance(result, dict):
-                raise InferenceError(f"step {child.name!r} answered {type(result).__name__}, not an object to merge")
-            extended.update(result)
-        return extended
+                raise InferenceError(
+                    f"step {child.name!r} answered {type(result).__name__}, not an object to merge (a parallel step "
+                    "merges its children's objects, as MLRun's ParallelRun does; merge: by_step keeps each result "
+                    "under its child's name)"
+                )
+            merged.update(result)
+        return merged
 
 
 class RouterStep:
