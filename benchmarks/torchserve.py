@@ -35,7 +35,8 @@ from run import ROOT, WORK, Server, free_port, stop_all  # noqa: E402
 
 BIN = Path(sys.executable).parent
 HANDLER = HERE / "servers" / "torchserve" / "mlp_handler.py"
-MODELS = {"mlp": "minWorkers: 1\nmaxWorkers: 1\n", "mlp_batched": "minWorkers: 1\nmaxWorkers: 1\nbatchSize: 8\nmaxBatchDelay: 5\n"}
+ONE_WORKER = "minWorkers: 1\nmaxWorkers: 1\n"
+MODELS = {"mlp": ONE_WORKER, "mlp_batched": ONE_WORKER + "batchSize: 8\nmaxBatchDelay: 5\n"}
 ROW = [((i * 37) % 17 - 8) / 8 for i in range(64)]
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -70,11 +71,15 @@ def start_torchserve(store: Path) -> Server:
     )
     log = work / "torchserve.log"
     models = ",".join(f"{name}={name}.mar" for name in MODELS)
-    command = ["taskset", "-c", "0", str(BIN / "torchserve"), "--start", "--foreground", "--ncs",
-               "--disable-token-auth", "--model-store", str(store), "--ts-config", str(config), "--models", models]  # fmt: skip
+    command = [
+        "taskset", "-c", "0", str(BIN / "torchserve"), "--start", "--foreground", "--ncs", "--disable-token-auth",
+        "--model-store", str(store), "--ts-config", str(config), "--models", models,
+    ]  # fmt: skip
     env = {**os.environ, **SINGLE_THREAD, "TMPDIR": str(work), "TEMP": str(work)}
     with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     server = Server("torchserve", port, process, log)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -175,8 +180,11 @@ def main() -> None:
                         result = measure(server, model, concurrency, args.duration)
                         server.wait_idle()
                         server.pause()
-                        results.append({"server": server.name, "model": model, "c": concurrency, "round": round_, **result})
-                        print(f"round {round_} {model} c={concurrency} {server.name}: {result['rps']:,.0f} req/s", flush=True)
+                        results.append(
+                            {"server": server.name, "model": model, "c": concurrency, "round": round_, **result}
+                        )
+                        rps = result["rps"]
+                        print(f"round {round_} {model} c={concurrency} {server.name}: {rps:,.0f} req/s", flush=True)
     finally:
         stop_all(servers)
         for server in servers:  # TorchServe's launcher leaves its java frontend and workers behind
@@ -217,7 +225,8 @@ def render(results: list[dict], args: argparse.Namespace) -> str:
             ratios = [by_key[model, c, n, "v2serve"] / by_key[model, c, n, "torchserve"]
                       for n in range(1, args.rounds + 1) if (model, c, n, "v2serve") in by_key]  # fmt: skip
             if ratios:
-                lines.append(f"| {model} | {c} | {statistics.median(ratios):.2f} | {min(ratios):.2f} | {max(ratios):.2f} |")
+                median, low, high = statistics.median(ratios), min(ratios), max(ratios)
+                lines.append(f"| {model} | {c} | {median:.2f} | {low:.2f} | {high:.2f} |")
     return "\n".join(lines) + "\n"
 
 
