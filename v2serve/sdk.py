@@ -150,10 +150,14 @@ class StepRef:
         self.spec.responder = True
         return self
 
-    def error_handler(self, handler: Any = None, class_name: Any = None, **class_args: Any) -> StepRef:
+    def error_handler(
+        self, handler: Any = None, class_name: Any = None, before: str | None = None, **class_args: Any
+    ) -> StepRef:
         """A task whose output answers the request when this step fails, ending the flow (MLRun's rule); it
-        receives ``{"body": <the request body>, "origin_state": <this step>, "error", "status"}``."""
+        receives an ``ErrorEvent`` (MLRun's ``event.body``, ``event.error``, ``event.origin_state``).
+        ``before``: a step after this one, which gets the handler's output instead, and the flow goes on."""
         self.spec.on_error = _handler_spec(f"{self.spec.name}_on_error", handler, class_name, class_args)
+        self.spec.on_error.before = before
         return self
 
 

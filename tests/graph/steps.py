@@ -102,3 +102,17 @@ class Named:
 
     def do(self, body):
         return {"step": self.name, "greeting": self.context.parameters["greeting"]}
+
+
+def mlrun_catcher(event):
+    """An error handler as MLRun's documents write one (full_event): it reads the event's attributes."""
+    return {"failed": event.origin_state, "errors": event.error, "values": event.body["values"], "path": event.path}
+
+
+def fallback_values(event):
+    """An error handler that hands the flow a replacement for what the failed step would have produced."""
+    return {"values": [0 for _ in event.body["values"]], "recovered": event.origin_state}
+
+
+def tally(body):
+    return {"sum": sum(body["values"]), "recovered": body.get("recovered")}

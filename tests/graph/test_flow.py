@@ -1,6 +1,7 @@
 import pytest
 
 from tests.graph import steps
+from v2serve.graph.spec import GraphError
 from v2serve.sdk import Graph
 
 
@@ -223,3 +224,30 @@ def test_a_readiness_probe_on_a_flow_is_answered_without_running_it(path):
         assert server.test("/", body={"x": 1}) == {"ran": True}  # the flow itself still answers the rest
     assert probe.status_code == 200 and probe.json() == {"ready": True}
     assert RAN == [{"x": 1}]
+
+
+def test_an_error_handler_gets_mlruns_event():
+    graph = Graph("flow")
+    graph.to(steps.explode, name="explode").error_handler(steps.mlrun_catcher)
+    with graph.to_mock_server() as server:
+        answer = server.test("/some/path", body={"values": [1, 2]})
+    assert answer["failed"] == "explode" and answer["values"] == [1, 2] and answer["path"] == "/some/path"
+    assert answer["errors"] == {"explode": "exploded on purpose"}  # the exception's own text, as MLRun's
+
+
+def test_an_error_handler_with_before_hands_its_output_on_and_the_flow_goes_on():
+    graph = Graph("flow")
+    failing = graph.to(steps.explode, name="explode")
+    failing.to(steps.tally, name="tally")
+    failing.error_handler(steps.fallback_values, before="tally")
+    with graph.to_mock_server() as server:
+        assert server.test("/", body={"values": [1, 2]}) == {"sum": 0, "recovered": "explode"}
+
+
+def test_before_must_name_a_step_after_the_failed_one():
+    graph = Graph("flow")
+    failing = graph.to(steps.explode, name="explode")
+    failing.to(steps.tally, name="tally")
+    failing.error_handler(steps.fallback_values, before="nowhere")
+    with pytest.raises(GraphError, match="'before' names 'nowhere', which is not a step after it"):
+        graph.to_mock_server()

@@ -156,10 +156,29 @@ class GraphCompiler:
                 self.core.registry.resolve(runtime.model, runtime.version).model, V2ModelServer
             )
             input_path, result_path = (None, None) if own else (step.input_path, step.result_path)
-            nodes[step.name] = FlowNode(runtime, list(step.after), input_path, result_path, on_error, step.merge)
+            goes_on = _continues_after_error(step, spec.steps)
+            nodes[step.name] = FlowNode(
+                runtime, list(step.after), input_path, result_path, on_error, step.merge, goes_on
+            )
         levels = _levels(by_name)
+        if spec.error_handler is not None and spec.error_handler.before is not None:
+            raise GraphError("the graph's error_handler answers the request; 'before' is for a step's own handler")
         handler = self.task(spec.error_handler) if spec.error_handler is not None else None
         return Flow(nodes, levels, _responder(spec.steps), handler)
+
+
+def _continues_after_error(step: StepSpec, steps: list[StepSpec]) -> bool:
+    """Whether ``step``'s error handler hands its output on (``before``): it must name a step after it."""
+    before = step.on_error.before if step.on_error is not None else None
+    if before is None:
+        return False
+    following = [other.name for other in steps if step.name in other.after]
+    if before not in following:
+        raise GraphError(
+            f"step {step.name!r}: its error handler's 'before' names {before!r}, which is not a step after it "
+            f"(steps after it: {following or 'none'})"
+        )
+    return True
 
 
 def _kind(spec: StepSpec) -> StepKind:

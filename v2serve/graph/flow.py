@@ -29,13 +29,36 @@ class FlowNode:
     result_path: str | None = None
     on_error: Step | None = None
     merge: str = "list"
+    continue_after_error: bool = False
+    """The error handler's output takes the failed step's place and the flow goes on (MLRun's ``before``),
+    rather than answering the request."""
+
+
+class ErrorEvent(dict[str, Any]):
+    """What an error handler receives: MLRun's event, with ``body`` (what the request carried), ``error``
+    (``{step: message}``), ``origin_state`` (the step that failed), ``path``, ``method``, ``id`` and
+    ``headers``, as MLRun's handlers read them; and, for handlers written for v2serve, an object of
+    ``body``, ``origin_state``, ``error`` (the message) and ``status``."""
+
+    def __init__(
+        self, step: str, error: V2ServeError, body: Any, event: Event, cause: BaseException | None = None
+    ) -> None:
+        super().__init__(body=body, origin_state=step, error=error.message, status=int(error.status_code))
+        self.body = body
+        # MLRun's message is the exception's own text (err_to_str), without the step v2serve names.
+        self.error = {step: str(cause) if cause is not None else error.message}
+        self.origin_state = step
+        self.status = int(error.status_code)
+        self.path, self.method, self.id = event.path, event.method, event.id
+        self.headers = dict(event.headers)
 
 
 class StepFailed(Exception):
-    def __init__(self, step: str, error: V2ServeError) -> None:
+    def __init__(self, step: str, error: V2ServeError, cause: BaseException | None = None) -> None:
         super().__init__(step)
         self.step = step
         self.error = error
+        self.cause = cause
 
 
 class Answered(Exception):
@@ -51,10 +74,11 @@ class Flow:
 
     A step with one upstream step receives that step's output; one with several receives their outputs as
     a list in ``after`` order (MLRun's merge; ``merge: by_step`` gives an object by step name); steps with
-    none receive the request body. A failed step's error handler (its own, else the graph's) receives
-    ``{"body": <the request body>, "origin_state": <the step>, "error": <message>, "status": <code>}``, and
-    its output answers the request. The server answers requests about itself (health, metadata) by its
-    routes before a flow sees them, so probes work on a flow as on a router graph.
+    none receive the request body. A failed step's error handler (its own, else the graph's) receives an
+    ``ErrorEvent``, and its output answers the request; a step's own handler with ``before`` (MLRun's) gives
+    its output to the steps after the failed one instead, and the flow goes on. The server answers requests
+    about itself (health, metadata) by its routes before a flow sees them, so probes work on a flow as on a
+    router graph.
     """
 
     def __init__(
@@ -113,11 +137,13 @@ class Flow:
         except Exception as exc:
             error = _as_step_error(name, exc)
             if node.on_error is None:
-                raise StepFailed(name, error) from exc
+                raise StepFailed(name, error, exc) from exc
             try:
-                answer = await node.on_error.run(_error_body(name, error, request_body), event)
+                answer = await node.on_error.run(ErrorEvent(name, error, request_body, event, exc), event)
             except Exception as handler_exc:
                 raise StepFailed(f"{name}_on_error", _as_step_error(f"{name}_on_error", handler_exc)) from exc
+            if node.continue_after_error:
+                return answer
             raise Answered(answer) from exc
         if node.result_path:
             body = copy.copy(body) if isinstance(body, dict) else {}
@@ -128,9 +154,12 @@ class Flow:
     async def _answer_failure(self, failure: StepFailed, request_body: Any, event: Event) -> Reply:
         if self._error_handler is None:
             return error_reply(failure.error)
-        body = _error_body(failure.step, failure.error, request_body)
         try:
-            return value_reply(await self._error_handler.run(body, event))
+            return value_reply(
+                await self._error_handler.run(
+                    ErrorEvent(failure.step, failure.error, request_body, event, failure.cause), event
+                )
+            )
         except Exception as exc:
             return error_reply(_as_step_error("error_handler", exc))
 
@@ -175,8 +204,3 @@ def _as_step_error(step: str, exc: Exception) -> V2ServeError:
         return error
     logger.exception("step %r raised", step)
     return InferenceError(f"step {step!r} failed: {type(exc).__name__}: {exc}")
-
-
-def _error_body(step: str, error: V2ServeError, body: Any) -> dict[str, Any]:
-    """What an error handler receives (MLRun's names): the request body, the step that failed, the error."""
-    return {"body": body, "origin_state": step, "error": error.message, "status": int(error.status_code)}

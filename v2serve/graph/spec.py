@@ -52,6 +52,9 @@ class StepSpec(BaseModel):
     """Dotted path at which the step's result is written into the body it received, instead of replacing it."""
     on_error: StepSpec | None = None
     """A task step whose output answers the request when this step fails (MLRun: it ends the flow)."""
+    before: str | None = None
+    """On an ``on_error`` handler (MLRun's ``error_handler(..., before=)``): the step after the failed one
+    that the handler's output goes to; the flow goes on instead of ending with the handler's answer."""
     merge: Literal["list", "by_step"] = "list"
     """A step after several steps receives their outputs as a list in ``after`` order (MLRun's merge), or
     with ``by_step`` as an object of outputs by step name. A parallel step with ``by_step`` answers its
