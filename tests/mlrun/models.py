@@ -115,3 +115,13 @@ class Scale(Model):
 def kind_of_body(body):
     """A flow step that answers what it received: its type, and the value (bytes as their length)."""
     return {"type": type(body).__name__, "value": len(body) if isinstance(body, bytes) else body}
+
+
+class ReadsFiles(V2ModelServer):
+    """Reads the file objects MLRun's router gives it for a data_url: each one's size and first bytes."""
+
+    def load(self):
+        pass
+
+    def predict(self, body: dict) -> list:
+        return [{"size": len(data), "head": data[:4].hex()} for data in (sample.read() for sample in body["inputs"])]

@@ -105,35 +105,32 @@ def test_model_metadata_includes_the_version(server):
     assert "version" not in server.test("/v2/models/m1")
 
 
-def test_a_data_url_reaches_an_mlrun_style_model_as_its_inputs(tmp_path):
-    from tests.mlrun.models import EchoInputs
+def test_a_data_url_reaches_an_mlrun_style_model_as_mlruns_router_passes_it(tmp_path):
+    from tests.mlrun.models import ReadsFiles
     from v2serve.settings import DataSettings
 
-    np.save(tmp_path / "rows.npy", np.asarray([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32))
-    (tmp_path / "rows.csv").write_text("a,b\n1,2\n3,4\n")
-    (tmp_path / "photo.png").write_bytes(b"\x89PNG fake")
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG fake image")
+    np.save(tmp_path / "rows.npy", np.asarray([[1.0, 2.0]], dtype=np.float32))
     data = DataSettings(protocols=["file"], data_root=str(tmp_path))
-    server = ModelServer([EchoInputs(name="echo")], Settings(models=[], data=data))
+    server = ModelServer([ReadsFiles(name="files")], Settings(models=[], data=data))
     with MockServer(server) as mock:
-        for name, expected in [
-            ("rows.npy", ["list", [[1.0, 2.0], [3.0, 4.0]]]),
-            ("photo.png", ["bytes", len(b"\x89PNG fake")]),
-        ]:
-            answer = mock.test("/v2/models/echo/infer", {"data_url": str(tmp_path / name)})
-            assert answer["outputs"] == expected, name
-        refused = mock.test("/v2/models/echo/infer", {"data_url": "/etc/passwd"}, silent=True, get_body=False)
+        for name in ("photo.png", "rows.npy"):
+            raw = (tmp_path / name).read_bytes()
+            answer = mock.test("/v2/models/files/infer", {"data_url": str(tmp_path / name)})
+            assert answer["outputs"] == [{"size": len(raw), "head": raw[:4].hex()}], name
+        refused = mock.test("/v2/models/files/infer", {"data_url": "/etc/passwd"}, silent=True, get_body=False)
         assert refused.status_code == 403  # outside data_root: the data policy holds for these models too
 
 
 def test_a_data_url_reaches_an_mlrun_style_model_step_of_a_flow(tmp_path):
-    from tests.mlrun.models import EchoInputs
+    from tests.mlrun.models import ReadsFiles
     from v2serve.sdk import Graph
     from v2serve.settings import DataSettings
 
-    np.save(tmp_path / "rows.npy", np.asarray([[5, 6]], dtype=np.int64))
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG fake image")
     graph = Graph("flow")
-    graph.to(EchoInputs, name="echo", kind="model").respond()
+    graph.to(ReadsFiles, name="files", kind="model").respond()
     settings = Settings(models=[], data=DataSettings(protocols=["file"], data_root=str(tmp_path)))
     with graph.to_mock_server(settings) as mock:
-        answer = mock.test("/", {"data_url": str(tmp_path / "rows.npy")})
-    assert answer["outputs"] == ["list", [[5, 6]]]
+        answer = mock.test("/", {"data_url": str(tmp_path / "photo.png")})
+    assert answer["outputs"] == [{"size": len(b"\x89PNG fake image"), "head": "89504e47"}]

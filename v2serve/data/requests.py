@@ -3,15 +3,13 @@
 ``{"data_url": "s3://bucket/rows.parquet", ...}`` in place of ``inputs`` (any other field kept) is read
 through the DataFetcher and turned into the model's inputs; a request that names none is left as it is,
 its JSON parsed once for both this check and its decoding. A model that takes documents (MLRun's classes)
-gets the file's data as its document's ``inputs``, as it would have been sent: rows as lists, the raw bytes
-of a file of no known type as bytes.
+gets the file as MLRun's router gives it: ``inputs`` holding one file object of its bytes.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any
-
-import numpy as np
 
 from v2serve.data.decode import inputs_from_data
 from v2serve.data.fetch import DataFetcher
@@ -35,27 +33,14 @@ async def with_data_url(body: Body, operation: str, schema: ModelSchema, data: D
     return Body.decoded({**rest, "inputs": inputs}), "explain" if operation == "explain" else "infer"
 
 
-async def document_with_data_url(document: Any, schema: ModelSchema, data: DataFetcher | None) -> Any:
-    """A document (a model that takes documents) with the data its ``data_url`` names as its ``inputs``; a
-    document naming none as it is."""
+async def document_with_data_url(document: Any, data: DataFetcher | None) -> Any:
+    """A document (a model that takes documents) with the file its ``data_url`` names in place of the URL,
+    as MLRun's router passes it: ``inputs`` is a list of one file object (``io.BytesIO``) of its bytes,
+    whatever its type; the document's other fields are kept. A document naming none as it is."""
     if type(document) is not dict or "data_url" not in document:
         return document
     if data is None:
         raise Forbidden("data_url is not enabled on this server")
-    url = document["data_url"]
-    inputs = inputs_from_data(url, await data.read(url), schema)
+    raw = await data.read(document["data_url"])
     rest = {key: value for key, value in document.items() if key != "data_url"}
-    return {**rest, "inputs": _as_sent(inputs)}
-
-
-def _as_sent(inputs: list[dict[str, Any]]) -> Any:
-    """One input's data as a client would have sent it (rows of lists; a file's bytes as bytes); several
-    inputs (a .json file of v2 inputs) as the v2 inputs they are."""
-    if len(inputs) != 1:
-        return inputs
-    values = inputs[0].get("data")
-    if not isinstance(values, np.ndarray):
-        return values
-    if values.dtype == object and values.size == 1 and isinstance(values.reshape(-1)[0], bytes):
-        return values.reshape(-1)[0]
-    return values.tolist()
+    return {**rest, "inputs": [io.BytesIO(raw)]}

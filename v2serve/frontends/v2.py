@@ -83,7 +83,7 @@ class V2Endpoints:
                 result = await self._dataplane.infer(entry, decode, explain, event.headers, event.id)
                 return result.encode(v2_reply)
             if kind is Kind.DOCUMENT:
-                value = await document_with_data_url(document_of(event.body), entry.schema, self._core.data)
+                value = await document_with_data_url(document_of(event.body), self._core.data)
             else:
                 value = event.body.json()
             answer = await self._dataplane.call(

@@ -53,7 +53,7 @@ class ModelStep:
         kind = kind_of(entry, operation)
         if kind is not Kind.TENSORS:
             if kind is Kind.DOCUMENT:
-                body = await document_with_data_url(body, entry.schema, self._core.data)
+                body = await document_with_data_url(body, self._core.data)
             return await self._dataplane.call(
                 entry, operation, body, headers=event.headers, event_id=event.id, named=named
             )
