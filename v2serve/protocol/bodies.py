@@ -4,6 +4,7 @@ model's single input, and ``infer_dict`` rows; ``v2_decoder`` picks the decoding
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -75,12 +76,17 @@ def decode_dict_body(schema: ModelSchema, body: Body) -> DecodedRequest:
 
 
 def document_of(body: Body) -> Any:
-    """A request document as it was sent, for a model that takes documents (MLRun's classes): JSON as JSON,
-    the bytes or text of a body that is not JSON as ``{"inputs": ...}`` (MLRun's rule)."""
+    """A request document as it was sent, for a model that takes documents (MLRun's classes): JSON as JSON;
+    an ``image/*`` body as MLRun's router passes it, ``{"inputs": [<a file object of its bytes>]}``; the
+    bytes or text of another body that is not JSON as ``{"inputs": ...}`` (MLRun refuses those)."""
     if body.binary_extension:
         raise InvalidRequest("this model takes JSON or raw bodies, not the binary tensor extension")
     raw = body.raw_body()
-    return body.json() if raw is None else {"inputs": raw.data}
+    if raw is None:
+        return body.json()
+    if isinstance(raw.data, bytes) and (body.content_type or "").lower().startswith("image/"):
+        return {"inputs": [io.BytesIO(raw.data)]}
+    return {"inputs": raw.data}
 
 
 def decode_raw(schema: ModelSchema, raw: RawBody) -> DecodedRequest:
