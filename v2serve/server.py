@@ -106,6 +106,7 @@ class ModelServer:
         if graph is not None:
             compiled = GraphCompiler(self.core, Runner(self.executor), graph_dir).compile(graph)
             self.core.info.default_model = compiled.default_model
+            self.core.info.listing = compiled.listing
             self.flow = compiled.flow
 
         def extra(core: ServerCore) -> Sequence[Route]:

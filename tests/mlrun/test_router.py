@@ -101,3 +101,15 @@ def test_graph_parameters_reach_every_mlrun_model_and_router_routes_take_input_a
         assert wrapped["answer"]["outputs"] == [1] and wrapped["answer"]["model_name"] == "paths"
         missing = server.test("/v2/models/paths/infer", {"inputs": [[5, 5]]}, silent=True, get_body=False)
         assert missing.status_code == 400 and "request.body" in missing.json()["error"]
+
+
+def test_the_model_list_of_an_ensemble_router_answers_its_weights_as_mlrun_does(tmp_path):
+    routes = [above("low", 1), above("high", 9)]
+    with serve(ensemble(routes, weights={"low": 3, "high": 1}), tmp_path) as server:
+        listed = server.test("/v2/models")
+        assert sorted(listed["models"]) == ["high", "low", "vote"]
+        assert listed["weights"] == {"low": 3, "high": 1}  # as given, as MLRun's VotingEnsemble answers them
+    with serve(ensemble(routes), tmp_path) as server:
+        assert server.test("/v2/models")["weights"] is None
+    with serve({"topology": "router", "steps": [above("low", 1)]}, tmp_path) as server:
+        assert "weights" not in server.test("/v2/models")  # no ensemble, no weights

@@ -42,6 +42,8 @@ class ServerInfo:
     default_model: str | None = None
     """The model (``name`` or ``name:version``) that answers a request naming none (a graph's default
     route); without one, such a request goes to the only model, or is a 400 when there are several."""
+    listing: dict[str, Any] = field(default_factory=dict)
+    """What the model list answers beside the models (a graph's ensemble's ``weights``)."""
 
 
 class ServerCore:

@@ -173,7 +173,7 @@ class V2Endpoints:
         )
 
     async def list_models(self, event: Event, params: Mapping[str, str]) -> Reply:
-        return Reply.json({"models": self._core.registry.listing()})
+        return Reply.json({"models": self._core.registry.listing(), **self._core.info.listing})
 
     async def all_stats(self, event: Event, params: Mapping[str, str]) -> Reply:
         return Reply.json(await self._core.statistics_total())

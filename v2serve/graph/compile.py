@@ -8,7 +8,7 @@ steps and an unclear responder.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ class CompiledGraph:
     flow: Flow | None = None
     default_model: str | None = None
     """The route that answers a request naming no model (a router graph's ``default_route`` or ensemble)."""
+    listing: dict[str, Any] = field(default_factory=dict)
+    """What ``GET /v2/models`` answers beside the models: a router graph's ensemble's ``weights``, as given
+    (MLRun's VotingEnsemble answers them there)."""
 
 
 class GraphCompiler:
@@ -51,7 +54,8 @@ class GraphCompiler:
                         f"step {step.name!r}: a router graph routes to model or ensemble steps, not {step.kind}"
                     )
                 self.register(step)
-            return CompiledGraph(default_model=_default_route(spec))
+            default = _default_route(spec)
+            return CompiledGraph(default_model=default, listing=_listing(spec, default))
         if spec.default_route is not None:
             raise GraphError("default_route is for router graphs; a flow answers every request itself")
         return CompiledGraph(flow=self._flow(spec))
@@ -226,6 +230,11 @@ def _responder(steps: list[StepSpec]) -> str:
     if len(sinks) != 1:
         raise GraphError(f"the flow ends in several steps {sinks}; mark the one that responds with respond()")
     return sinks[0]
+
+
+def _listing(spec: GraphSpec, default: str | None) -> dict[str, Any]:
+    ensemble = next((step for step in spec.steps if step.kind == "ensemble" and step.key == default), None)
+    return {} if ensemble is None else {"weights": ensemble.weights}
 
 
 def _default_route(spec: GraphSpec) -> str | None:
