@@ -45,12 +45,17 @@ class Graph:
         vote_type: Literal["classification", "regression"] | None = None,
         weights: dict[str, float] | None = None,
         prediction_col_name: str | None = None,
+        format_response_with_col_name_flag: bool = False,
+        executor_type: Literal["thread", "array"] = "thread",
     ) -> EnsembleBuilder:
         """Add a voting ensemble; add its members with ``.add_model`` on the returned builder.
-        ``prediction_col_name``: MLRun's, for members whose outputs hold their predictions under a key."""
+        ``prediction_col_name``, ``format_response_with_col_name_flag`` and ``executor_type`` are MLRun's:
+        the key members answer their predictions under, the vote always answered under it, members run at
+        once (``thread``) or one after another (``array``)."""
         spec = StepSpec(
-            name=name, kind="ensemble", vote_type=vote_type, weights=weights, prediction_col_name=prediction_col_name
-        )
+            name=name, kind="ensemble", vote_type=vote_type, weights=weights, prediction_col_name=prediction_col_name,
+            format_response_with_col_name_flag=format_response_with_col_name_flag, executor_type=executor_type,
+        )  # fmt: skip
         self.spec.steps.append(spec)
         return EnsembleBuilder(spec)
 

@@ -74,3 +74,47 @@ def test_members_run_at_once():
     with graph.to_mock_server() as server:
         answer = server.test("/v2/models/vote/infer", body={"inputs": [[1], [2]]})
     assert answer["outputs"] == [1, 1]
+
+
+class ListAnswer(V2ModelServer):
+    """Answers a plain list: each point's first value. Member ``a`` waits (briefly) for ``b`` to start, so
+    that members run at once are seen predicting together; ``most_at_once`` records how many were."""
+
+    running: set[str] = set()
+    most_at_once = 0
+    b_started = threading.Event()
+
+    def load(self):
+        pass
+
+    def predict(self, body: dict):
+        ListAnswer.running.add(self.name)
+        ListAnswer.most_at_once = max(ListAnswer.most_at_once, len(ListAnswer.running))
+        if self.name == "b":
+            ListAnswer.b_started.set()
+        else:
+            ListAnswer.b_started.wait(0.5)  # one after another, b cannot start: the wait runs out
+            ListAnswer.most_at_once = max(ListAnswer.most_at_once, len(ListAnswer.running))
+        try:
+            return [point[0] for point in body["inputs"]]
+        finally:
+            ListAnswer.running.discard(self.name)
+
+
+def test_format_response_with_col_name_flag_answers_the_vote_under_the_column():
+    graph = Graph()
+    vote = graph.add_ensemble("vote", vote_type="classification", format_response_with_col_name_flag=True)
+    vote.add_model("a", ListAnswer).add_model("b", ListAnswer)
+    with graph.to_mock_server() as server:
+        assert server.test("/v2/models/vote/infer", body={"inputs": [[1], [2]]})["outputs"] == {"prediction": [1, 2]}
+
+
+def test_executor_type_array_runs_the_members_one_after_another_and_thread_at_once():
+    for executor_type, expected in (("array", 1), ("thread", 2)):
+        ListAnswer.most_at_once = 0
+        ListAnswer.b_started.clear()
+        graph = Graph()
+        graph.add_ensemble("vote", executor_type=executor_type).add_model("a", ListAnswer).add_model("b", ListAnswer)
+        with graph.to_mock_server() as server:
+            assert server.test("/v2/models/vote/infer", body={"inputs": [[3]]})["outputs"] == [3]
+        assert ListAnswer.most_at_once == expected, executor_type

@@ -41,9 +41,16 @@ class VotingEnsemble(Model):
         version: str | None = None,
         resolve: Callable[[str, str | None], ModelEntry] | None = None,
         prediction_col_name: str | None = None,
+        *,
+        always_by_col_name: bool = False,
+        one_by_one: bool = False,
     ) -> None:
         super().__init__(name=name, version=version)
         self.prediction_col_name = prediction_col_name or "prediction"
+        self.always_by_col_name = always_by_col_name
+        """MLRun's ``format_response_with_col_name_flag``: the vote answered as ``{col: [...]}``."""
+        self.one_by_one = one_by_one
+        """MLRun's ``executor_type="array"``: members run one after another."""
         if not members:
             raise ValueError(f"ensemble {name!r} needs at least one member")
         self.members = list(members)
@@ -77,7 +84,10 @@ class VotingEnsemble(Model):
             for member in members:
                 member.require_ready()
             # Through each member's scheduler: its queue bound, deadline and batching apply here too.
-            results = await asyncio.gather(*(m.scheduler.submit(inputs, context, None) for m in members))
+            if self.one_by_one:
+                results = [await m.scheduler.submit(inputs, context, None) for m in members]
+            else:
+                results = await asyncio.gather(*(m.scheduler.submit(inputs, context, None) for m in members))
             for call in calls:
                 call.status = 200
         outputs = [as_output_dict(m.model, result) for m, result in zip(members, results, strict=True)]
@@ -107,11 +117,14 @@ class VotingEnsemble(Model):
         for member in members:
             member.require_ready()
         assert self._pool is not None  # an ensemble of MLRun-style members has one
-        futures = [
-            self._pool.submit(member.model.serve_document, operation, body, event_id)  # type: ignore[attr-defined]
-            for member in members
-        ]
-        answers = [future.result() for future in futures]
+        if self.one_by_one:
+            answers = [member.model.serve_document(operation, body, event_id) for member in members]  # type: ignore[attr-defined]
+        else:
+            futures = [
+                self._pool.submit(member.model.serve_document, operation, body, event_id)  # type: ignore[attr-defined]
+                for member in members
+            ]
+            answers = [future.result() for future in futures]
         columns = [self._predictions(member, answer) for member, answer in zip(members, answers, strict=True)]
         shape = columns[0][1]
         try:
@@ -128,7 +141,7 @@ class VotingEnsemble(Model):
             votes = _mean(predictions, self.weights).tolist()
         outputs: Any = votes
         col = self.prediction_col_name
-        if shape == "column":
+        if shape == "column" or self.always_by_col_name:
             outputs = {col: votes}
         elif shape == "rows":
             outputs = [{col: vote} for vote in votes]

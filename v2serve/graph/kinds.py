@@ -59,6 +59,8 @@ def _ensemble(compiler: GraphCompiler, spec: StepSpec) -> Model:
             spec.version,
             resolve=compiler.core.registry.resolve,
             prediction_col_name=spec.prediction_col_name,
+            always_by_col_name=spec.format_response_with_col_name_flag,
+            one_by_one=spec.executor_type == "array",
         )
     except ValueError as exc:
         raise GraphError(f"step {spec.name!r}: {exc}") from None

@@ -68,6 +68,12 @@ class StepSpec(BaseModel):
     prediction_col_name: str | None = None
     """Ensemble of MLRun-style members: the key of their predictions when a member's ``outputs`` is an
     object (``{"prediction": [...]}``) or a list of objects, one per row (MLRun's, default ``prediction``)."""
+    format_response_with_col_name_flag: bool = False
+    """Ensemble (MLRun's flag): answer the vote as ``{prediction_col_name: [...]}`` whatever shape the members
+    answered in."""
+    executor_type: Literal["thread", "array"] = "thread"
+    """Ensemble (MLRun's ParallelRun modes): members run at once (``thread``) or one after another
+    (``array``). MLRun's ``process`` mode is not offered: members share the server's process."""
 
     @field_validator("version", mode="before")
     @classmethod
