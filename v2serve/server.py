@@ -107,6 +107,7 @@ class ModelServer:
             compiled = GraphCompiler(self.core, Runner(self.executor), graph_dir).compile(graph)
             self.core.info.default_model = compiled.default_model
             self.core.info.listing = compiled.listing
+            self.core.info.mlrun_router = compiled.mlrun_router
             self.flow = compiled.flow
 
         def extra(core: ServerCore) -> Sequence[Route]:

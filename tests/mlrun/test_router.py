@@ -113,3 +113,35 @@ def test_the_model_list_of_an_ensemble_router_answers_its_weights_as_mlrun_does(
         assert server.test("/v2/models")["weights"] is None
     with serve({"topology": "router", "steps": [above("low", 1)]}, tmp_path) as server:
         assert "weights" not in server.test("/v2/models")  # no ensemble, no weights
+
+
+ECHO = "tests.mlrun.models:EchoInputs"
+
+
+def echo(name: str, version: str | None = None) -> dict:
+    return {"name": name, "kind": "model", "class_name": ECHO} | ({"version": version} if version else {})
+
+
+def test_a_router_of_mlrun_style_models_answers_about_itself_as_mlruns_router(tmp_path):
+    spec = {"topology": "router", "steps": [echo("m1"), echo("m3", "v1"), echo("m3", "v2")]}
+    with serve(spec, tmp_path) as server:
+        assert server.test("/v2/health") == {"name": "ModelRouter", "version": "v2", "extensions": []}
+        assert server.test("/v2/models/m1") == {"name": "m1", "version": "", "inputs": [], "outputs": []}
+        assert server.test("/v2/models/m3/versions/v1")["version"] == "v1"
+        ready = server.test("/v2/models/m1/ready", event_id="e1", get_body=False)
+        assert ready.status_code == 200 and ready.body == b"Model m1 is ready (event_id = e1)"
+        # MLRun's router knows routes by key: m3 alone is none of them (v2serve would pick the highest version).
+        unknown = server.test("/v2/models/m3/infer", {"inputs": [1]}, silent=True, get_body=False)
+        assert unknown.status_code == 404
+        assert unknown.json()["error"] == "model m3 doesnt exist, available models: m1 | m3:v1 | m3:v2"
+        assert server.test("/v2/models/m3/versions/v2/infer", {"inputs": [1]})["outputs"] == ["list", [1]]
+
+
+def test_an_ensemble_router_of_mlrun_style_models_is_a_voting_ensemble_and_typed_graphs_keep_v2s_answers(tmp_path):
+    with serve(ensemble([echo("a"), echo("b")]), tmp_path) as server:
+        assert server.test("/v2/health")["name"] == "VotingEnsemble"
+        metadata = server.test("/v2/models/vote")
+        assert metadata == {"name": "vote", "model_endpoint_uid": "", "inputs": [], "outputs": []}
+    with serve(ensemble([above("low", 1), above("high", 9)]), tmp_path) as server:
+        assert server.test("/v2/health")["name"] == "v2serve"
+        assert server.test("/v2/models/low")["platform"] == "python"  # v2's model metadata

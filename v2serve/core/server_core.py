@@ -21,7 +21,7 @@ from v2serve.core.repository_api import RepositoryEndpoints
 from v2serve.core.routes import Route, RouteTable
 from v2serve.data.fetch import DataFetcher
 from v2serve.engine.registry import ModelEntry, ModelRegistry
-from v2serve.errors import InvalidRequest, OperationNotFound, V2ServeError
+from v2serve.errors import InvalidRequest, ModelNotFound, OperationNotFound, V2ServeError
 from v2serve.metrics.server import ServerMetrics
 from v2serve.protocol.jsonio import dumps
 from v2serve.protocol.schemas import ModelReadiness, Readiness, ServerMetadata
@@ -44,6 +44,10 @@ class ServerInfo:
     route); without one, such a request goes to the only model, or is a 400 when there are several."""
     listing: dict[str, Any] = field(default_factory=dict)
     """What the model list answers beside the models (a graph's ensemble's ``weights``)."""
+    mlrun_router: str | None = None
+    """A router graph of MLRun-style models answers about itself as MLRun's router does: the router's class
+    name (``ModelRouter``, ``VotingEnsemble``) as its server info, and a route named without the version it
+    needs is unknown, as MLRun's router has it. None: v2serve's own answers."""
 
 
 class ServerCore:
@@ -76,10 +80,20 @@ class ServerCore:
         """The model version a route's ``model`` (or ``name:version``) and ``version`` name; an unknown one
         is counted as unrouted."""
         try:  # resolve(), inline: this runs for every request
+            if self.info.mlrun_router is not None:
+                self._check_mlrun_route(params["model"], params.get("version"))
             return self.registry.resolve(params["model"], params.get("version"))
         except V2ServeError as exc:
             self.count_unrouted(exc)
             raise
+
+    def _check_mlrun_route(self, name: str, version: str | None) -> None:
+        """MLRun's router knows its routes by key: ``m`` is no route where only ``m:v1`` and ``m:v2`` are."""
+        if version is not None or ":" in name:
+            return
+        routes = self.registry.listing()
+        if name not in routes and self.registry.versions(name):
+            raise ModelNotFound(f"model {name} doesnt exist, available models: {' | '.join(routes)}")
 
     def resolve(self, name: str, version: str | None = None) -> ModelEntry:
         """The model version ``name`` and ``version`` name, counted as unrouted when there is none."""
@@ -111,6 +125,8 @@ class ServerCore:
     # ------------------------------------------------------------ about the server
 
     def server_metadata(self) -> ServerMetadata:
+        if self.info.mlrun_router is not None:  # what MLRun's router answers (its get_metadata)
+            return ServerMetadata(name=self.info.mlrun_router, version="v2", extensions=[])
         return ServerMetadata(name=self.info.name, version=self.info.version, extensions=self.info.extensions)
 
     def readiness(self) -> Readiness:

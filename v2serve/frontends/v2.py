@@ -19,6 +19,7 @@ from v2serve.core.repository_api import RepositoryEndpoints
 from v2serve.core.routes import Handler, Route
 from v2serve.core.server_core import ServerCore
 from v2serve.data.requests import document_with_data_url, with_data_url
+from v2serve.engine.registry import ModelEntry
 from v2serve.errors import OperationNotFound, V2ServeError
 from v2serve.event import Addressed, Event, Reply, error_reply, value_reply
 from v2serve.frontends.generate import EVENT_STREAM, GenerateEndpoints, GenerateRequest
@@ -27,6 +28,7 @@ from v2serve.protocol import schemas
 from v2serve.protocol.bodies import document_of, v2_decoder, v2_decoding
 from v2serve.protocol.body import Body
 from v2serve.protocol.jsonio import JSON_CONTENT_TYPE
+from v2serve.protocol.media import TEXT_CONTENT_TYPE
 from v2serve.protocol.response import InferenceResult, encode_inference_response
 from v2serve.protocol.types import InferenceRequest
 
@@ -101,12 +103,27 @@ class V2Endpoints:
         return value_reply(value)
 
     async def model_metadata(self, event: Event, params: Mapping[str, str]) -> Reply:
-        return Reply.json(self._dataplane.model_metadata(self._core.entry(params)))
+        entry = self._core.entry(params)
+        mlrun_metadata = self._mlrun_answer(entry, "mlrun_metadata")
+        if mlrun_metadata is not None:
+            return Reply.json(mlrun_metadata())
+        return Reply.json(self._dataplane.model_metadata(entry))
 
     async def model_ready(self, event: Event, params: Mapping[str, str]) -> Reply:
-        readiness = self._core.model_readiness(self._core.entry(params))
+        entry = self._core.entry(params)
+        readiness = self._core.model_readiness(entry)
         ready = readiness["ready"]
+        if self._mlrun_answer(entry, "mlrun_metadata") is not None:
+            # MLRun's text; not ready is MLRun's "model not ready", with an honest 503 (MLRun: 408).
+            text = f"Model {entry.name} is ready (event_id = {event.id or ''})" if ready else "model not ready"
+            return Reply(200 if ready else 503, text.encode(), TEXT_CONTENT_TYPE, {} if ready else {"retry-after": "1"})
         return Reply.json(readiness, 200 if ready else 503, {} if ready else {"retry-after": "1"})
+
+    def _mlrun_answer(self, entry: ModelEntry, name: str) -> Any:
+        """The model's MLRun-form answer ``name`` when the server answers as MLRun's router does."""
+        if self._core.info.mlrun_router is None:
+            return None
+        return getattr(entry.model, name, None)
 
     async def model_stats(self, event: Event, params: Mapping[str, str]) -> Reply:
         pinned = "version" in params or ":" in params["model"]

@@ -35,6 +35,9 @@ class CompiledGraph:
     listing: dict[str, Any] = field(default_factory=dict)
     """What ``GET /v2/models`` answers beside the models: a router graph's ensemble's ``weights``, as given
     (MLRun's VotingEnsemble answers them there)."""
+    mlrun_router: str | None = None
+    """A router graph whose models are all MLRun-style: the MLRun router class it stands for (``ModelRouter``,
+    or ``VotingEnsemble`` when its default route is an ensemble), whose answers about itself it gives."""
 
 
 class GraphCompiler:
@@ -55,10 +58,19 @@ class GraphCompiler:
                     )
                 self.register(step)
             default = _default_route(spec)
-            return CompiledGraph(default_model=default, listing=_listing(spec, default))
+            return CompiledGraph(
+                default_model=default, listing=_listing(spec, default), mlrun_router=self._mlrun_router(spec, default)
+            )
         if spec.default_route is not None:
             raise GraphError("default_route is for router graphs; a flow answers every request itself")
         return CompiledGraph(flow=self._flow(spec))
+
+    def _mlrun_router(self, spec: GraphSpec, default: str | None) -> str | None:
+        entries = list(self._registry)
+        if not entries or not all(entry.model.takes_documents for entry in entries):
+            return None
+        ensemble = any(step.kind == "ensemble" and step.key == default for step in spec.steps)
+        return "VotingEnsemble" if ensemble else "ModelRouter"
 
     # ------------------------------------------------------------ models
 

@@ -106,6 +106,19 @@ class VotingEnsemble(Model):
             raise InferenceError(f"ensemble {self.name!r}: member {member.name!r} answered no 'outputs'")
         return _column(self.name, member.name, answer["outputs"], self.prediction_col_name)
 
+    def mlrun_metadata(self) -> dict[str, Any]:
+        """As MLRun's VotingEnsemble answers ``GET /v2/models/<ensemble>``: its name, and the inputs and
+        outputs of its first member that has them."""
+        metadata: dict[str, Any] = {"name": self.name, "model_endpoint_uid": "", "inputs": [], "outputs": []}
+        for member in self.members:
+            describe = getattr(member.model, "mlrun_metadata", None)
+            if describe is None:
+                continue
+            own = describe()
+            metadata["inputs"] = metadata["inputs"] or own["inputs"]
+            metadata["outputs"] = metadata["outputs"] or own["outputs"]
+        return metadata
+
     def unload(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)

@@ -93,6 +93,10 @@ class ModelSpec:
         return cls(_features(spec.get("inputs"), path), _features(spec.get("outputs"), path))
 
 
+def _feature_dict(feature: Feature) -> dict[str, str]:
+    return {"name": feature.name, "value_type": feature.value_type} if feature.value_type else {"name": feature.name}
+
+
 def _features(items: Any, path: Path) -> list[Feature]:
     if items is None:
         return []
@@ -159,6 +163,17 @@ class V2ModelServer(Model):
                 raise FileNotFoundError(f"no file ending in {suffix!r} in {path}")
             path = matches[0]
         return str(path), {}
+
+    def mlrun_metadata(self) -> dict[str, Any]:
+        """The model's metadata as MLRun answers ``GET /v2/models/<m>``: name, version ("" when none), and
+        the model spec's inputs and outputs as features (``{name, value_type}``)."""
+        spec = self.model_spec
+        return {
+            "name": self.name,
+            "version": self.version or "",
+            "inputs": [] if spec is None else [_feature_dict(feature) for feature in spec.inputs],
+            "outputs": [] if spec is None else [_feature_dict(feature) for feature in spec.outputs],
+        }
 
     def _use_model_spec(self, spec: ModelSpec) -> None:
         self.model_spec = spec
