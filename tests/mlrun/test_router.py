@@ -135,6 +135,11 @@ def test_a_router_of_mlrun_style_models_answers_about_itself_as_mlruns_router(tm
         assert unknown.status_code == 404
         assert unknown.json()["error"] == "model m3 doesnt exist, available models: m1 | m3:v1 | m3:v2"
         assert server.test("/v2/models/m3/versions/v2/infer", {"inputs": [1]})["outputs"] == ["list", [1]]
+        for path in ("/v2/models/nope/infer", "/v2/models/m3/versions/v9/infer"):
+            missing = server.test(path, {"inputs": [1]}, silent=True, get_body=False)
+            assert missing.status_code == 404 and missing.json()["error"].endswith(
+                "doesnt exist, available models: m1 | m3:v1 | m3:v2"
+            )
 
 
 def test_an_ensemble_router_of_mlrun_style_models_is_a_voting_ensemble_and_typed_graphs_keep_v2s_answers(tmp_path):

@@ -88,12 +88,12 @@ class ServerCore:
             raise
 
     def _check_mlrun_route(self, name: str, version: str | None) -> None:
-        """MLRun's router knows its routes by key: ``m`` is no route where only ``m:v1`` and ``m:v2`` are."""
-        if version is not None or ":" in name:
-            return
+        """MLRun's router knows its routes by key (``m``, ``m:v1``): ``m`` is no route where only ``m:v1`` and
+        ``m:v2`` are, and an unknown key is answered in MLRun's words."""
+        key = name if version is None else f"{name}:{version}"
         routes = self.registry.listing()
-        if name not in routes and self.registry.versions(name):
-            raise ModelNotFound(f"model {name} doesnt exist, available models: {' | '.join(routes)}")
+        if key not in routes:
+            raise ModelNotFound(f"model {key} doesnt exist, available models: {' | '.join(routes)}")
 
     def resolve(self, name: str, version: str | None = None) -> ModelEntry:
         """The model version ``name`` and ``version`` name, counted as unrouted when there is none."""
