@@ -1,6 +1,6 @@
 """v2serve against real TorchServe 0.12 on the same archives, in one run (issue #28, item 6).
 
-Two archives are built with torch-model-archiver from one handler (``servers/torchserve/mlp_handler.py``: a
+Two archives are built with torch-model-archiver from one handler (``examples/torchserve/mlp_handler.py``: a
 BaseHandler on a TorchScript MLP, 64 -> 256 -> 10): ``mlp`` (batch size 1) and ``mlp_batched`` (batchSize 8,
 maxBatchDelay 5 ms), one worker each. TorchServe (java) and v2serve serve both, each pinned to core 0 with
 one torch thread; wrk on core 1 posts one JSON row per request to ``/predictions/{model}``. Servers take
@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))
 from run import ROOT, WORK, Server, free_port, stop_all  # noqa: E402
 
 BIN = Path(sys.executable).parent
-HANDLER = HERE / "servers" / "torchserve" / "mlp_handler.py"
+HANDLER = ROOT / "examples" / "torchserve" / "mlp_handler.py"
 ONE_WORKER = "minWorkers: 1\nmaxWorkers: 1\n"
 MODELS = {"mlp": ONE_WORKER, "mlp_batched": ONE_WORKER + "batchSize: 8\nmaxBatchDelay: 5\n"}
 ROW = [((i * 37) % 17 - 8) / 8 for i in range(64)]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 HANDLERS = Path(__file__).parent / "handlers"
+EXAMPLE_HANDLER = Path(__file__).resolve().parents[2] / "examples" / "torchserve" / "mlp_handler.py"
 
 pytest.importorskip("ts", reason="TorchServe's handler library: pip install 'v2serve[torchserve]'")
 pytest.importorskip("model_archiver", reason="torch-model-archiver builds the test archives")
@@ -36,7 +37,7 @@ def build_archive(
     work.mkdir(parents=True)
     command = [
         sys.executable, "-m", "model_archiver.model_packaging", "--model-name", model_name, "--version", version,
-        "--handler", str(HANDLERS / handler), "--export-path", str(work),
+        "--handler", str(HANDLERS / handler if "/" not in handler else handler), "--export-path", str(work),
     ]  # fmt: skip
     if serialized_file is not None:
         command += ["--serialized-file", str(serialized_file)]
@@ -65,7 +66,7 @@ def scripted_mlp(path: Path) -> Path:
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     root = tmp_path_factory.mktemp("model_store")
     weights = scripted_mlp(tmp_path_factory.mktemp("weights") / "mlp.pt")
-    build_archive(root, "mlp", "mlp_handler.py", serialized_file=weights)
+    build_archive(root, "mlp", str(EXAMPLE_HANDLER), serialized_file=weights)
     build_archive(root, "echo", "function_handler.py", version="1.0", file_name="echo_v1")
     build_archive(root, "echo", "function_handler.py", version="2.0", file_name="echo_v2")
     build_archive(root, "stream", "streaming_handler.py", config="minWorkers: 1\nmaxWorkers: 1\n")

@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 
@@ -42,6 +43,12 @@ def _import_file(file: Path) -> Any:
     module_name = f"v2serve_user_{hashlib.sha256(str(file).encode()).hexdigest()[:16]}_{digest}"
     if module_name in sys.modules:
         return sys.modules[module_name]
+    return import_file_as(file, module_name)
+
+
+def import_file_as(file: Path, module_name: str) -> ModuleType:
+    """Import the Python file ``file`` as module ``module_name``, registered in ``sys.modules`` (dataclasses
+    and pickles look a class's module up there)."""
     spec = importlib.util.spec_from_file_location(module_name, file)
     if spec is None or spec.loader is None:
         raise ValueError(f"cannot import {file}")

@@ -32,6 +32,7 @@ from types import ModuleType
 from typing import Any
 
 from v2serve.errors import InferenceError, V2ServeError, error_with_status
+from v2serve.models.imports import import_file_as
 from v2serve.models.torchserve.archive import Manifest, ModelConfig
 
 logger = logging.getLogger("v2serve.torchserve")
@@ -337,15 +338,8 @@ def _handler_module(module_name: str, model_dir: Path) -> ModuleType:
                 f"handler {module_name!r} is neither a file of the archive nor one of TorchServe's default "
                 "handlers (image_classifier, image_segmenter, object_detector, text_classifier)"
             ) from None
-    private_name = f"{_PRIVATE_PREFIX}{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(private_name, file)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import {file}")
-    module = importlib.util.module_from_spec(spec)
-    # Registered, as dataclasses and pickles look a class's module up; LoadedHandler.close removes it.
-    sys.modules[private_name] = module
-    spec.loader.exec_module(module)
-    return module
+    # A name of its own, so that two archives' handler.py are two modules; LoadedHandler.close forgets it.
+    return import_file_as(file, f"{_PRIVATE_PREFIX}{uuid.uuid4().hex}")
 
 
 class _importing_from:

@@ -1,5 +1,12 @@
-"""The benchmark's handler, written as TorchServe's documents write one: a BaseHandler on a TorchScript MLP,
-one JSON row of 64 numbers per request, its 10 scores back."""
+"""A TorchServe handler, written as TorchServe's custom-service document writes one: a BaseHandler on a
+TorchScript MLP, one JSON row of numbers per request (``{"data": [...]}`` or the body itself), its scores
+back. v2serve serves the archive built from it unchanged:
+
+    torch-model-archiver --model-name mlp --version 1.0 --handler mlp_handler.py --serialized-file mlp.pt
+    v2serve serve mlp.mar          # curl localhost:8080/predictions/mlp -H 'Content-Type: application/json' -d '[...]'
+
+The tests (tests/torchserve) and benchmarks/torchserve.py build their archives from this file.
+"""
 
 import json
 
