@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     ingrain.add_argument("--ingrain-inference-port", type=int, help="also listen on this port for Ingrain's client")
     ingrain.add_argument("--ingrain-model-port", type=int, help="also listen on this port for Ingrain's model calls")
     ingrain.add_argument("--ingrain-max-loaded-models", type=int, help="models its load routes keep (default 8)")
+    ingrain.add_argument(
+        "--hub-allow",
+        action="append",
+        metavar="ORG_OR_REPO",
+        help="fetch models by name from the Hugging Face hub, these organisations or repositories only "
+        "(repeatable; '*': any); off without it",
+    )
+    ingrain.add_argument("--hub-endpoint", help="the hub to fetch from (default https://huggingface.co)")
     torchserve = serve.add_argument_group("TorchServe's management and metrics APIs (each on a port of its own)")
     torchserve.add_argument(
         "--torchserve-ports",
@@ -157,6 +165,8 @@ _FLAG_FIELDS = (
     ("ingrain_inference_port", "ingrain", "inference_port"),
     ("ingrain_model_port", "ingrain", "model_port"),
     ("ingrain_max_loaded_models", "ingrain", "max_loaded_models"),
+    ("hub_allow", "hub", "allow"),
+    ("hub_endpoint", "hub", "endpoint"),
     ("torchserve_management_port", "torchserve", "management_port"),
     ("torchserve_metrics_port", "torchserve", "metrics_port"),
     ("model_store", "torchserve", "model_store"),
@@ -186,6 +196,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if getattr(args, "ingrain_ports", None):
         ports = {"inference_port": INGRAIN_INFERENCE_PORT, "model_port": INGRAIN_MODEL_PORT}
         updates.setdefault("ingrain", {}).update(ports)
+    if getattr(args, "hub_allow", None):
+        updates.setdefault("hub", {})["enabled"] = True
     if getattr(args, "torchserve_ports", None):
         ports = {"management_port": TORCHSERVE_MANAGEMENT_PORT, "metrics_port": TORCHSERVE_METRICS_PORT}
         updates.setdefault("torchserve", {}).update(ports)

@@ -19,6 +19,7 @@ from v2serve.core.routes import Route
 from v2serve.core.server_core import EXTENSIONS, FrontEnd, ServerCore, ServerInfo
 from v2serve.data.artifacts import ArtifactCache
 from v2serve.data.fetch import DataFetcher
+from v2serve.data.hub import HubDownloads
 from v2serve.data.policy import DataPolicy
 from v2serve.engine.invoker import Runner
 from v2serve.engine.loader import SETTINGS_FILE, models_from_target
@@ -275,7 +276,8 @@ def frontends_of(settings: Settings, artifacts: ArtifactCache, images: DataFetch
 
         frontends.append(torchserve_ports)
     if settings.ingrain.enabled:
-        catalogue = ModelCatalogue(settings.repository.root, settings.implementation_packages)
+        hub = HubDownloads(settings.hub, settings.data)
+        catalogue = ModelCatalogue(settings.repository.root, settings.implementation_packages, hub)
 
         def ingrain_model_routes(core: ServerCore) -> list[Route]:
             endpoints = IngrainModelEndpoints(core, catalogue, artifacts, settings.ingrain.max_loaded_models)

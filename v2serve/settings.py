@@ -169,6 +169,26 @@ class IngrainSettings(BaseModel):
     ``data.allow_private_addresses``, redirects refused, the size cap, the time-out, ``allowed_prefixes``)."""
 
 
+class HubSettings(BaseModel):
+    """Models by name from the Hugging Face hub (Ingrain's load routes, its catalogue). Off by default: with
+    it on, a request that names a model makes the server download weights (and a tokenizer's files) from the
+    internet and run them; the operator says which organisations or repositories may be fetched."""
+
+    enabled: bool = False
+    endpoint: str = "https://huggingface.co"
+    """The hub to fetch from (a mirror, or a local hub); its address is held to the data policy's rule on
+    private addresses (``data.allow_private_addresses``)."""
+    allow: list[str] = Field(default_factory=list)
+    """Organisations (``intfloat``) or repositories (``intfloat/e5-small-v2``) that may be fetched; ``*``: any.
+    Empty: none."""
+    revisions: dict[str, str] = Field(default_factory=dict)
+    """Pinned revisions (a commit or tag) by repository; others are fetched at their default branch's head."""
+    max_bytes: int = Field(2 * 1024**3, ge=1)
+    """The most a repository's files may weigh together, checked before anything is downloaded."""
+    cache_dir: str | None = None
+    """Where downloads are kept (the Hugging Face cache layout); None: huggingface_hub's own default."""
+
+
 class TorchServeSettings(BaseModel):
     """TorchServe's management and metrics APIs, each on a port of its own as TorchServe serves them (its
     inference API is on the main port: ``frontends.torchserve``)."""
@@ -333,5 +353,6 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=lambda: TracingSettings())
     ingrain: IngrainSettings = Field(default_factory=lambda: IngrainSettings())
     torchserve: TorchServeSettings = Field(default_factory=lambda: TorchServeSettings())
+    hub: HubSettings = Field(default_factory=lambda: HubSettings())
     kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings())
     kinesis: KinesisSettings = Field(default_factory=lambda: KinesisSettings())

@@ -10,8 +10,10 @@ request names them: a name resolves, in this order, to
 3. for ``sentence_transformers``, a copy already in the local Hugging Face cache (read with
    ``local_files_only``: nothing is downloaded).
 
-Anything else is a ModelNotFound (404) that says where the server looked, at once: never a download that
-hangs. Loading runs the repository's code (see ``loader``); the other two run only v2serve's runtimes.
+Anything else is a ModelNotFound (404) that says where the server looked, at once, unless the operator turned
+``hub`` downloads on and allows the name: then ``hub_model`` fetches a sentence-transformers model from the
+Hugging Face hub (``data.hub``; blocking, so callers run it in a thread). Loading runs the repository's
+code (see ``loader``); the others run only v2serve's runtimes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from v2serve.data.hub import HubDownloads
 from v2serve.engine.loader import SETTINGS_FILE, model_from_directory
 from v2serve.engine.repository import MAX_NAME_LENGTH, check_model_name
 from v2serve.errors import InvalidRequest, ModelNotFound
@@ -27,6 +30,8 @@ from v2serve.models.base import Model
 from v2serve.models.runtimes import runtime_class
 
 LIBRARIES = ("sentence_transformers", "timm", "open_clip", "wordllama")
+HUB_LIBRARIES = ("sentence_transformers",)
+"""The libraries whose models the hub may provide (timm and open_clip have no runtime here yet)."""
 """The libraries Ingrain's load routes name (``wordllama`` is v2serve's own addition)."""
 
 
@@ -69,9 +74,25 @@ PACKAGED: dict[str, dict[str, tuple[str, Callable[[str], Model]]]] = {
 class ModelCatalogue:
     """Finds the model a name and a library stand for, without the network (see the module's docstring)."""
 
-    def __init__(self, repository_root: str | Path | None, packages: Sequence[str] = ()) -> None:
+    def __init__(
+        self, repository_root: str | Path | None, packages: Sequence[str] = (), hub: HubDownloads | None = None
+    ) -> None:
         self.root = None if repository_root is None else Path(repository_root).expanduser().resolve()
         self.packages = tuple(packages)
+        self.hub = hub
+
+    def downloads(self, name: str, library: str) -> bool:
+        """Whether ``hub_model`` may fetch ``name`` (hub on, the name allowed, a library it can serve)."""
+        return self.hub is not None and self.hub.enabled and library in HUB_LIBRARIES and self.hub.allowed(name)
+
+    def hub_model(self, name: str, library: str) -> Model:
+        """A new, unloaded model for ``name`` from the hub's files (blocking: it downloads)."""
+        check_name(name)
+        if self.hub is None or library not in HUB_LIBRARIES:
+            raise ModelNotFound(f"{library} models are not fetched from the hub")
+        folder = self.hub.download(name)
+        model: Model = runtime_class("sentence_transformers")(name, model_path=folder)
+        return model
 
     def model(self, name: str, library: str) -> Model:
         """A new, unloaded model for ``name``; ModelNotFound when nothing on this machine holds it."""
@@ -90,11 +111,12 @@ class ModelCatalogue:
                 model: Model = runtime_class("sentence_transformers")(name, model_path=cached)
                 return model
         packaged_names = ", ".join(self.packaged(library)) or "none"
+        hub = "downloads none" if self.hub is None or not self.hub.enabled else "downloads only what hub.allow names"
         raise ModelNotFound(
             f"{library} model {name!r} is not available offline: this server loads models from its repository "
             f"({self.root or 'none configured'}), from installed packages ({packaged_names})"
             + (" and from the local Hugging Face cache" if library == "sentence_transformers" else "")
-            + ", and downloads none"
+            + f", and {hub}"
         )
 
     def directory(self, name: str) -> Path | None:

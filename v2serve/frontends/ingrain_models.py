@@ -109,7 +109,13 @@ class IngrainModelEndpoints:
         if not isinstance(library, str):
             raise InvalidRequest(f"'library' must be one of {', '.join(LIBRARIES)}")
         pretrained = fields.get("pretrained")
-        model = self._catalogue.model(name, library)
+        try:
+            model = self._catalogue.model(name, library)
+        except ModelNotFound:
+            if not self._catalogue.downloads(name, library):
+                raise
+            # Not here, and the operator allows fetching it: downloaded in a thread, the old model serving on.
+            model = await asyncio.get_running_loop().run_in_executor(None, self._catalogue.hub_model, name, library)
         if isinstance(pretrained, str) and library != "sentence_transformers":  # Ingrain ignores it there
             custom = self._custom.get(pretrained)
             if custom is None:
