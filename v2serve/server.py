@@ -75,7 +75,7 @@ class ModelServer:
         self.tracing = _tracing(self.settings)
         if self.tracing is not None:
             self.metrics.recorder_factory = self.tracing.recorder
-        self.artifacts = ArtifactCache(self.settings.data)
+        self.artifacts = ArtifactCache(self.settings.data, HubDownloads(self.settings.hub, self.settings.data))
         self.registry = ModelRegistry(self.executor, self.artifacts, self.metrics)
         self.metrics.watch_models(self.registry.gauges)
         for model in models:

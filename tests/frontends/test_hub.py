@@ -90,3 +90,30 @@ def test_hub_downloads_are_off_until_a_flag_names_what_may_be_fetched():
     args = ["serve", "a:B", "--hub-allow", "intfloat", "--hub-allow", "BAAI/bge-small-en", "--hub-endpoint", "http://m"]
     hub = settings_from_args(build_parser().parse_args(args)).hub
     assert hub.enabled and hub.allow == ["intfloat", "BAAI/bge-small-en"] and hub.endpoint == "http://m"
+
+
+def test_a_model_settings_file_may_name_a_hub_repository_as_its_model_path(tmp_path, minilm):
+    import json
+
+    from sentence_transformers import SentenceTransformer
+
+    from v2serve.engine.loader import models_from_target
+
+    folder = tmp_path / "e5"
+    folder.mkdir()
+    settings_file = {"name": "e5", "implementation": "sentence_transformers", "model_path": "hf://acme/minilm"}
+    (folder / "model-settings.json").write_text(json.dumps(settings_file))
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": TEXTS}]}
+    with LocalHub({"acme/minilm": minilm}) as hub:
+        hub_settings = HubSettings(enabled=True, endpoint=hub.endpoint, cache_dir=str(tmp_path / "c"), allow=["acme"])
+        settings = Settings(models=[], hub=hub_settings, data=DataSettings(allow_private_addresses=True))
+        with MockServer(ModelServer(models_from_target(str(folder)), settings)) as mock:
+            answer = mock.test("/v2/models/e5/infer", body)
+        refused = Settings(models=[], hub=hub_settings.model_copy(update={"allow": ["other"]}),
+                           data=DataSettings(allow_private_addresses=True))  # fmt: skip
+        with MockServer(ModelServer(models_from_target(str(folder)), refused)) as mock:
+            failed = mock.test("/v2/models/e5/ready", get_body=False, silent=True)
+    served = np.reshape(answer["outputs"][0]["data"], answer["outputs"][0]["shape"])
+    expected = SentenceTransformer(str(minilm), device="cpu").encode(TEXTS, normalize_embeddings=True)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    assert failed.status_code == 503 and "hub.allow" in failed.json().get("reason", "")

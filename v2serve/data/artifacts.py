@@ -17,7 +17,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from v2serve.data.hub import HUB_PROTOCOL, HubDownloads
 from v2serve.data.policy import split_url
+from v2serve.errors import Forbidden
 from v2serve.settings import DataSettings
 
 _RECORD = "artifact.json"
@@ -25,15 +27,22 @@ logger = logging.getLogger("v2serve.artifacts")
 
 
 class ArtifactCache:
-    def __init__(self, settings: DataSettings) -> None:
+    def __init__(self, settings: DataSettings, hub: HubDownloads | None = None) -> None:
         self.settings = settings
         self.root = Path(settings.model_cache_dir).expanduser()
+        self.hub = hub
+        """Fetches ``hf://org/repo`` (a whole repository, under the hub rules); None: such URLs are refused."""
 
     def local_path(self, url: str) -> str:
-        """A local path holding the artifact at ``url``; local paths are returned as they are."""
+        """A local path holding the artifact at ``url``; local paths are returned as they are; ``hf://org/repo``
+        is the folder of a hub repository, fetched under the operator's hub rules."""
         protocol, path = split_url(url)
         if protocol == "file":
             return path
+        if protocol == HUB_PROTOCOL:
+            if self.hub is None:
+                raise Forbidden(f"{url!r}: this server fetches nothing from the hub")
+            return self.hub.download(path.split("://", 1)[1].strip("/"))
         folder = self.root / hashlib.sha256(url.encode()).hexdigest()[:32]
         target = folder / (Path(path.rstrip("/")).name or "artifact")
         record = _read_record(folder / _RECORD)

@@ -1,6 +1,7 @@
 """Models by name from the Hugging Face hub, fetched with ``huggingface_hub`` under the operator's rules.
 
-A name is fetched only when ``hub.enabled`` is on and ``hub.allow`` names its organisation or repository.
+A name (an Ingrain load route's, or a model-settings.json's ``model_path: hf://org/repo``) is fetched only
+when ``hub.enabled`` is on and ``hub.allow`` names its organisation or repository.
 Before a byte is downloaded, the repository's file list is read and its total size held to
 ``hub.max_bytes``; the hub's address is held to the data policy's rule on private addresses; a revision
 pinned in ``hub.revisions`` is the one fetched. Progress (bytes and rate) goes to the log.
@@ -19,6 +20,9 @@ from v2serve.errors import Forbidden, ModelNotFound, UpstreamError
 from v2serve.settings import DataSettings, HubSettings
 
 logger = logging.getLogger("v2serve.hub")
+
+HUB_PROTOCOL = "hf"
+"""``hf://org/repo`` as a model-settings.json's ``model_path``: the repository's folder, fetched by these rules."""
 
 
 class HubDownloads:
