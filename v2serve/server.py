@@ -146,12 +146,12 @@ class ModelServer:
         graph_files = [Path(t).resolve() for t in settings.models if is_graph_file(t)]
         if len(graph_files) > 1:
             raise ValueError(f"serve one graph at a time, not {[str(f) for f in graph_files]}")
-        packages, store = settings.implementation_packages, settings.torchserve.model_store or settings.repository.root
+        packages = settings.implementation_packages
         models = [
             model
             for target in settings.models
             if not is_graph_file(target)
-            for model in models_from_target(target, packages, store)
+            for model in models_from_target(target, packages, settings.model_store)
         ]
         if not graph_files:
             return models, None, None
@@ -269,15 +269,13 @@ def frontends_of(settings: Settings, artifacts: ArtifactCache, images: DataFetch
         frontends.append(docs_routes)
     torchserve = settings.torchserve
     if torchserve.management_port is not None or torchserve.metrics_port is not None:
-        model_store = torchserve.model_store or settings.repository.root
 
         def torchserve_ports(core: ServerCore) -> list[Route]:
-            return torchserve_management_routes(core, model_store)
+            return torchserve_management_routes(core, settings.model_store)
 
         frontends.append(torchserve_ports)
     if settings.ingrain.enabled:
-        hub = HubDownloads(settings.hub, settings.data)
-        catalogue = ModelCatalogue(settings.repository.root, settings.implementation_packages, hub)
+        catalogue = ModelCatalogue(settings.repository.root, settings.implementation_packages, artifacts.hub)
 
         def ingrain_model_routes(core: ServerCore) -> list[Route]:
             endpoints = IngrainModelEndpoints(core, catalogue, artifacts, settings.ingrain.max_loaded_models)

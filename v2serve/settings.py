@@ -356,3 +356,8 @@ class Settings(BaseSettings):
     hub: HubSettings = Field(default_factory=lambda: HubSettings())
     kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings())
     kinesis: KinesisSettings = Field(default_factory=lambda: KinesisSettings())
+
+    @property
+    def model_store(self) -> str | None:
+        """Where TorchServe archives named by file are found: ``torchserve.model_store``, else the repository."""
+        return self.torchserve.model_store or self.repository.root

@@ -107,6 +107,7 @@ def test_a_streaming_handler_is_answered_in_chunks_as_it_sends_them(url):
                        stream=True, timeout=10) as response:  # fmt: skip
         assert response.status_code == 200
         assert response.headers.get("transfer-encoding") == "chunked"
+        assert response.headers["x-request-id"]  # a streamed answer names its request as a plain one does
         chunks = [chunk for chunk in response.iter_content(chunk_size=None) if chunk]
     assert b"".join(chunks) == b"one two three"
     assert len(chunks) >= 2

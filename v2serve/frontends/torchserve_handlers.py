@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import uuid
 from collections.abc import AsyncGenerator
 
 import numpy as np
@@ -55,13 +56,15 @@ async def archive_answer(
     loop = asyncio.get_running_loop()
     intermediates = _Intermediates(loop)
     request = HandlerRequest(handler_parameters(event), on_intermediate=intermediates.send, envelope=envelope)
+    # One id for the handler's context.get_request_id and the x-request-id of a plain or a streamed answer.
+    request_id = event.id or uuid.uuid4().hex
     infer = asyncio.ensure_future(
         dataplane.infer(
             entry,
             lambda schema: _one_request(request),
             explain=explain,
             headers=event.headers,
-            event_id=event.id,
+            event_id=request_id,
         )
     )
     infer.add_done_callback(intermediates.wake)
@@ -73,7 +76,7 @@ async def archive_answer(
     first = intermediates.take()
     if first is None:
         return infer.result().encode(_rendered)  # the usual case: one answer; raises the request's error
-    reply = Reply(first.status, bytes(first), first.content_type, {**first.headers, "x-request-id": event.id or ""})
+    reply = _reply(first, request_id)
     reply.stream = _rest(intermediates, infer, entry.name)
     return reply
 
@@ -84,12 +87,17 @@ def _one_request(request: HandlerRequest) -> DecodedRequest:
     return DecodedRequest(InferenceRequest([RequestInput(INPUT, [1], "BYTES")]), {INPUT: rows}, lone=True)
 
 
+def _answer_of(result: InferenceResult) -> HandlerAnswer:
+    answer: HandlerAnswer = result.outputs[0].array.reshape(-1)[0]  # what TorchServeArchive.predict makes
+    return answer
+
+
 def _rendered(result: InferenceResult) -> Reply:
-    answer = result.outputs[0].array.reshape(-1)[0]
-    if not isinstance(answer, HandlerAnswer):  # not reachable from a TorchServeArchive: its predict makes them
-        return Reply(200, bytes(answer), "application/octet-stream", {"x-request-id": result.id})
-    headers = {**answer.headers, "x-request-id": result.id}
-    return Reply(answer.status, bytes(answer), answer.content_type, headers)
+    return _reply(_answer_of(result), result.id)
+
+
+def _reply(answer: HandlerAnswer, request_id: str) -> Reply:
+    return Reply(answer.status, bytes(answer), answer.content_type, {**answer.headers, "x-request-id": request_id})
 
 
 async def _rest(
@@ -107,7 +115,7 @@ async def _rest(
             except Exception as exc:  # the status is sent: the stream can only end
                 logger.warning("model %r failed after its stream began: %s", model, exc)
                 return
-            yield bytes(result.outputs[0].array.reshape(-1)[0])
+            yield bytes(_answer_of(result))
             return
     finally:
         infer.cancel()

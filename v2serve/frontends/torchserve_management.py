@@ -93,15 +93,13 @@ class TorchServeManagement:
             model = TorchServeArchive(name=query.get("model_name") or None, model_path=str(archive), **options)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
-        if model.version in self._registry.versions(model.name) or (
-            model.version is None and model.name in self._registry.names()
-        ):
+        registered = self._registry.entries_of(model.name)
+        if any(entry.version == model.version for entry in registered):
             raise Conflict(f"Model version {model.version} is already registered for model {model.name}")
-        if model.name in self._registry.names() and self._registry.versions(model.name):
+        current = self._registry.default_version(model.name) if registered else None
+        if current is not None:
             # TorchServe's default stays the version registered first until set-default changes it.
-            current = self._registry.default_version(model.name)
-            if current is not None:
-                self._registry.set_default(model.name, current)
+            self._registry.set_default(model.name, current)
         await self._registry.load_and_swap(model)
         self._registered.add((model.name, model.version))
         status = f'Model "{model.name}" Version: {model.version} registered with {model.instances} initial workers'

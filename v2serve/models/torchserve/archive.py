@@ -51,14 +51,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class Manifest:
-    """``MAR-INF/MANIFEST.json``: the model's name and version, its handler and files; ``document`` is the
-    whole manifest, which the handler reads as ``context.manifest``."""
+    """``MAR-INF/MANIFEST.json``: the model's name and version, its handler and its config file; ``document``
+    is the whole manifest, which the handler reads as ``context.manifest`` (BaseHandler finds its weights
+    there)."""
 
     model_name: str
     model_version: str | None
     handler: str
-    serialized_file: str | None
-    model_file: str | None
     config_file: str | None
     document: dict[str, Any]
 
@@ -76,8 +75,6 @@ class Manifest:
             model_name=str(model["modelName"]),
             model_version=None if version in (None, "") else str(version),
             handler=str(model["handler"]),
-            serialized_file=model.get("serializedFile") or None,
-            model_file=model.get("modelFile") or None,
             config_file=model.get("configFile") or None,
             document=document,
         )

@@ -16,7 +16,6 @@ a ``model.py`` do not share one.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import io
 import json
