@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import CLIServer, free_port, port_is_free
 from tests.data.conftest import FileServer
+from tests.frontends.vision import clip_vectors, make_clip_folder, make_timm_folder, photo, timm_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "embeddings"
@@ -37,8 +38,9 @@ def png(colour: tuple[int, int, int], size: tuple[int, int] = (80, 60)) -> bytes
 
 
 class Servers:
-    def __init__(self, server: CLIServer, inference: str, models: str, files: FileServer) -> None:
+    def __init__(self, server: CLIServer, inference: str, models: str, files: FileServer, repository: Path) -> None:
         self.server, self.inference, self.models, self.files = server, inference, models, files
+        self.repository = repository
 
     def client(self) -> ingrain.Client:
         return ingrain.Client(inference_server_url=self.inference, model_server_url=self.models)
@@ -50,8 +52,15 @@ def servers(tmp_path_factory) -> Iterator[Servers]:
     (images / "model-settings.json").write_text(
         orjson.dumps({"name": "efficientnet_lite0", "implementation": "efficientnet_lite"}).decode()
     )
+    repository = tmp_path_factory.mktemp("repository")
+    for name, implementation, make in (("tiny-clip", "open_clip", make_clip_folder),
+                                       ("tiny-timm", "timm", make_timm_folder)):  # fmt: skip
+        make(repository / name / "weights")
+        settings = {"implementation": implementation, "model_path": "weights"}
+        (repository / name / "model-settings.json").write_text(orjson.dumps(settings).decode())
     files = FileServer()
     files.files["/red.png"] = png((220, 20, 20))
+    files.files["/photo.png"] = photo(5)
     files.files["/private.png"] = png((20, 20, 220))
     files.protected["/private.png"] = ("X-Token", "secret")
     inference_port, model_port = free_port(), free_port()
@@ -67,12 +76,14 @@ def servers(tmp_path_factory) -> Iterator[Servers]:
         str(inference_port),
         "--ingrain-model-port",
         str(model_port),
+        "--repository",
+        str(repository),
         cwd=str(ROOT),
         env=env,
     )
     try:
         server.wait_started(180)
-        yield Servers(server, f"http://127.0.0.1:{inference_port}", f"http://127.0.0.1:{model_port}", files)
+        yield Servers(server, f"http://127.0.0.1:{inference_port}", f"http://127.0.0.1:{model_port}", files, repository)
     finally:
         server.stop()
         files.close()
@@ -200,6 +211,22 @@ def test_the_model_routes_list_load_and_refuse_what_cannot_be_found_offline(serv
     assert unknown.value.status_code == 404
 
 
+def test_the_current_client_loads_clip_and_timm_and_embeds_with_both_towers(servers):
+    client = servers.client()
+    texts, photo_url = ["a red square", "a noisy photo"], f"{servers.files.url}/photo.png"
+    client.load_model(name="tiny-clip", library="open_clip")
+    answer = client.embed(name="tiny-clip", text=texts, image=[photo_url, base64.b64encode(photo(6)).decode()])
+    expected_text, expected_images = clip_vectors(
+        servers.repository / "tiny-clip" / "weights", texts, [photo(5), photo(6)]
+    )
+    np.testing.assert_allclose(answer.text_embeddings, expected_text, atol=1e-5)
+    np.testing.assert_allclose(answer.image_embeddings, expected_images, atol=1e-5)
+    client.load_model(name="tiny-timm", library="timm")
+    classified = client.classify_image(name="tiny-timm", image=photo_url)
+    _, probabilities = timm_outputs(servers.repository / "tiny-timm" / "weights", [photo(5)])
+    np.testing.assert_allclose(classified.probabilities, probabilities, atol=1e-5)
+
+
 LEGACY_SCRIPT = """
 import sys
 import ingrain
@@ -217,6 +244,10 @@ both = client.infer(name="all-MiniLM-L6-v2", text="hello")
 # Not equal to the last digit: a sentence padded beside a longer one gives floats a little apart.
 assert max(abs(a - b) for a, b in zip(both["textEmbeddings"][0], text["embeddings"][0])) < 1e-5, both
 client.load_timm_model(name="efficientnet_lite0")
+client.load_clip_model(name="tiny-clip", pretrained=None)
+clip = client.infer(name="tiny-clip", text=["hello", "world"], image=sys.argv[4])
+assert len(clip["textEmbeddings"]) == 2 and len(clip["imageEmbeddings"]) == 1, clip
+assert len(clip["imageEmbeddings"][0]) == 32, clip
 metrics = client.metrics()
 assert any(m["name"] == "all-MiniLM-L6-v2" for m in metrics["modelStats"]), metrics
 models = client.loaded_models()["models"]

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import socket
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from v2serve.data.addresses import refuse_unless_public
@@ -40,9 +41,10 @@ class HubDownloads:
         allow = self.settings.allow
         return "*" in allow or repo_id in allow or repo_id.split("/", 1)[0] in allow
 
-    def download(self, repo_id: str) -> str:
-        """The local folder of ``repo_id``'s files; Forbidden when the rules refuse it, ModelNotFound when
-        the hub has no such repository, UpstreamError when the hub fails."""
+    def download(self, repo_id: str, choose: Callable[[list[str]], list[str]] | None = None) -> str:
+        """The local folder of ``repo_id``'s files (those ``choose`` picks from the repository's file list, or
+        all); Forbidden when the rules refuse it, ModelNotFound when the hub has no such repository,
+        UpstreamError when the hub fails."""
         if not self.enabled:
             raise Forbidden("downloading models from the hub is off on this server (hub.enabled)")
         if not self.allowed(repo_id):
@@ -59,7 +61,11 @@ class HubDownloads:
             raise ModelNotFound(f"the hub has no model {repo_id!r}{f' at {revision}' if revision else ''}") from exc
         except (HfHubHTTPError, OSError) as exc:
             raise UpstreamError(f"the hub did not answer for {repo_id!r}: {exc}") from exc
-        size = sum(sibling.size or 0 for sibling in info.siblings or [])
+        siblings = {sibling.rfilename: sibling.size or 0 for sibling in info.siblings or []}
+        files = None if choose is None else choose(sorted(siblings))
+        if files == []:
+            raise ModelNotFound(f"the hub's {repo_id!r} holds none of the files this model needs")
+        size = sum(siblings[name] for name in files or siblings)
         if size > self.settings.max_bytes:
             raise Forbidden(
                 f"{repo_id!r} weighs {size:,} bytes, over the {self.settings.max_bytes:,} this server fetches "
@@ -69,7 +75,7 @@ class HubDownloads:
         logger.info("downloading %s at %s from %s: %.1f MB", repo_id, info.sha, endpoint, size / 1e6)
         try:
             folder: str = snapshot_download(
-                repo_id, revision=info.sha, endpoint=endpoint, cache_dir=self.settings.cache_dir
+                repo_id, revision=info.sha, endpoint=endpoint, cache_dir=self.settings.cache_dir, allow_patterns=files
             )
         except (HfHubHTTPError, OSError) as exc:
             raise UpstreamError(f"downloading {repo_id!r} from the hub failed: {exc}") from exc

@@ -290,7 +290,7 @@ class ModelRegistry:
 
     def resolve(self, name: str, version: str | None = None) -> ModelEntry:
         """The entry for ``name`` (at ``version``, or its default version); ModelNotFound names the rest."""
-        if version is None and ":" in name:
+        if version is None and ":" in name and name not in self._models:  # a hub name keeps its colon
             name, version = name.split(":", 1)
         versions = self._models.get(name)
         if not versions and "--" in name:

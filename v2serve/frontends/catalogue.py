@@ -10,10 +10,16 @@ request names them: a name resolves, in this order, to
 3. for ``sentence_transformers``, a copy already in the local Hugging Face cache (read with
    ``local_files_only``: nothing is downloaded).
 
+4. for ``timm``, an architecture of its registry with ``pretrained: false`` (random weights, as timm builds it).
+
 Anything else is a ModelNotFound (404) that says where the server looked, at once, unless the operator turned
-``hub`` downloads on and allows the name: then ``hub_model`` fetches a sentence-transformers model from the
-Hugging Face hub (``data.hub``; blocking, so callers run it in a thread). Loading runs the repository's
-code (see ``loader``); the others run only v2serve's runtimes.
+``hub`` downloads on and allows the repository: then ``hub_model`` fetches it from the Hugging Face hub
+(``data.hub``; blocking, so callers run it in a thread): a sentence-transformers name is its repository; a
+timm name is ``hf_hub:org/repo`` or a registry name's pretrained weights; an open_clip name is
+``hf-hub:org/repo`` or a built-in architecture with a ``pretrained`` tag (``MobileCLIP-S2``,
+``datacompdr``). Only the files the runtime needs are fetched (one weights file, not every format the
+repository holds). Loading runs the repository's code (see ``loader``); the others run only v2serve's
+runtimes.
 """
 
 from __future__ import annotations
@@ -21,18 +27,20 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from v2serve.data.hub import HubDownloads
 from v2serve.engine.loader import SETTINGS_FILE, model_from_directory
 from v2serve.engine.repository import MAX_NAME_LENGTH, check_model_name
 from v2serve.errors import InvalidRequest, ModelNotFound
 from v2serve.models.base import Model
+from v2serve.models.runtimes import open_clip as open_clip_runtime
 from v2serve.models.runtimes import runtime_class
+from v2serve.models.runtimes import timm as timm_runtime
 
 LIBRARIES = ("sentence_transformers", "timm", "open_clip", "wordllama")
-HUB_LIBRARIES = ("sentence_transformers",)
-"""The libraries whose models the hub may provide (timm and open_clip have no runtime here yet)."""
 """The libraries Ingrain's load routes name (``wordllama`` is v2serve's own addition)."""
+OPEN_CLIP_HUB_PREFIX = "hf-hub:"
 
 
 def _minilm(name: str) -> Model:
@@ -81,20 +89,32 @@ class ModelCatalogue:
         self.packages = tuple(packages)
         self.hub = hub
 
-    def downloads(self, name: str, library: str) -> bool:
-        """Whether ``hub_model`` may fetch ``name`` (hub on, the name allowed, a library it can serve)."""
-        return self.hub is not None and self.hub.enabled and library in HUB_LIBRARIES and self.hub.allowed(name)
+    def downloads(self, name: str, library: str, pretrained: Any = None) -> bool:
+        """Whether ``hub_model`` may fetch ``name`` (hub on, its repository allowed)."""
+        if self.hub is None or not self.hub.enabled:
+            return False
+        repository = hub_repository(name, library, pretrained)
+        return repository is not None and self.hub.allowed(repository)
 
-    def hub_model(self, name: str, library: str) -> Model:
+    def hub_model(self, name: str, library: str, pretrained: Any = None) -> Model:
         """A new, unloaded model for ``name`` from the hub's files (blocking: it downloads)."""
         check_name(name)
-        if self.hub is None or library not in HUB_LIBRARIES:
-            raise ModelNotFound(f"{library} models are not fetched from the hub")
-        folder = self.hub.download(name)
-        model: Model = runtime_class("sentence_transformers")(name, model_path=folder)
+        repository = hub_repository(name, library, pretrained)
+        if self.hub is None or repository is None:
+            raise ModelNotFound(f"{library} model {name!r} names no hub repository")
+        model: Model
+        if library == "sentence_transformers":
+            model = runtime_class(library)(name, model_path=self.hub.download(repository))
+        elif library == "timm":
+            model = runtime_class(library)(name, model_path=self.hub.download(repository, timm_runtime.hub_files))
+        else:
+            folder = Path(self.hub.download(repository, open_clip_runtime.hub_files))
+            if not open_clip_runtime.is_open_clip_folder(folder):  # an older repository: the weights alone
+                folder = next(folder / file for file in open_clip_runtime.WEIGHTS_FILES if (folder / file).is_file())
+            model = runtime_class(library)(name, model_path=str(folder), pretrained=pretrained)
         return model
 
-    def model(self, name: str, library: str) -> Model:
+    def model(self, name: str, library: str, pretrained: Any = None) -> Model:
         """A new, unloaded model for ``name``; ModelNotFound when nothing on this machine holds it."""
         check_name(name)
         if library not in LIBRARIES:
@@ -105,17 +125,22 @@ class ModelCatalogue:
         packaged = PACKAGED.get(library, {}).get(name.lower())
         if packaged is not None and importlib.util.find_spec(packaged[0]) is not None:
             return packaged[1](name)
+        model: Model
         if library == "sentence_transformers":
             cached = _hugging_face_cache(name)
             if cached is not None:
-                model: Model = runtime_class("sentence_transformers")(name, model_path=cached)
+                model = runtime_class("sentence_transformers")(name, model_path=cached)
                 return model
+        if library == "timm" and pretrained is False and _has("timm") and timm_runtime.is_registry_name(name):
+            model = runtime_class("timm")(name, pretrained=False)
+            return model
         packaged_names = ", ".join(self.packaged(library)) or "none"
         hub = "downloads none" if self.hub is None or not self.hub.enabled else "downloads only what hub.allow names"
         raise ModelNotFound(
             f"{library} model {name!r} is not available offline: this server loads models from its repository "
             f"({self.root or 'none configured'}), from installed packages ({packaged_names})"
             + (" and from the local Hugging Face cache" if library == "sentence_transformers" else "")
+            + (" (a timm architecture loads with pretrained: false)" if library == "timm" else "")
             + f", and {hub}"
         )
 
@@ -131,6 +156,24 @@ class ModelCatalogue:
         return sorted(
             name for name, (package, _) in PACKAGED.get(library, {}).items() if importlib.util.find_spec(package)
         )
+
+
+def hub_repository(name: str, library: str, pretrained: Any = None) -> str | None:
+    """The hub repository a library's model name stands for, or None (see the module's docstring)."""
+    if library == "sentence_transformers":
+        return name
+    if library == "timm" and _has("timm"):
+        return timm_runtime.hub_repository(name)
+    if library == "open_clip":
+        if name.startswith(OPEN_CLIP_HUB_PREFIX):
+            return name[len(OPEN_CLIP_HUB_PREFIX) :] or None
+        if isinstance(pretrained, str) and _has("open_clip"):
+            return open_clip_runtime.tag_repository(name, pretrained)
+    return None
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def repository_folder(name: str) -> str:

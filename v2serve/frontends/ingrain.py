@@ -198,15 +198,15 @@ class IngrainEndpoints:
                 f"Model {name} with checkpoint {pretrained} is not loaded. Load the model first using /load_model "
                 f"on the model server. ({name!r} serves checkpoint {model.checkpoint})"
             )
-        if model.modality != modality:
-            raise InvalidRequest(f"model {name!r} embeds {model.modality}s, not {modality}s")
+        if not model.embeds(modality):
+            embeds = " and ".join(f"{served}s" for served in model.served_modalities())
+            raise InvalidRequest(f"model {name!r} embeds {embeds}, not {modality}s")
         return entry, model
 
     async def _images(self, values: list[Any], request: IngrainRequest, model: EmbeddingModel) -> list[bytes]:
-        if len(values) > model.max_items:
-            raise InvalidRequest(
-                f"model {model.name!r} embeds at most {model.max_items} images a request, not {len(values)}"
-            )
+        limit = model.item_limit(IMAGE)
+        if len(values) > limit:
+            raise InvalidRequest(f"model {model.name!r} embeds at most {limit} images a request, not {len(values)}")
         headers = request.download_headers()
         return list(await asyncio.gather(*(self._image(i, value, headers) for i, value in enumerate(values))))
 

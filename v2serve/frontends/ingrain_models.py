@@ -109,22 +109,26 @@ class IngrainModelEndpoints:
         if not isinstance(library, str):
             raise InvalidRequest(f"'library' must be one of {', '.join(LIBRARIES)}")
         pretrained = fields.get("pretrained")
+        custom = self._custom.get(pretrained) if isinstance(pretrained, str) else None
+        # Ingrain ignores pretrained for sentence-transformers; elsewhere it names downloaded weights, an
+        # open_clip tag, or (timm) true or false.
+        wanted = None if library == "sentence_transformers" or custom is not None else pretrained
         try:
-            model = self._catalogue.model(name, library)
+            model = self._catalogue.model(name, library, wanted)
         except ModelNotFound:
-            if not self._catalogue.downloads(name, library):
+            if not self._catalogue.downloads(name, library, wanted):
                 raise
             # Not here, and the operator allows fetching it: downloaded in a thread, the old model serving on.
-            model = await asyncio.get_running_loop().run_in_executor(None, self._catalogue.hub_model, name, library)
-        if isinstance(pretrained, str) and library != "sentence_transformers":  # Ingrain ignores it there
-            custom = self._custom.get(pretrained)
-            if custom is None:
-                downloaded = ", ".join(sorted(self._custom)) or "none"
-                raise ModelNotFound(f"no downloaded weights are named {pretrained!r} (downloaded: {downloaded})")
+            loop = asyncio.get_running_loop()
+            model = await loop.run_in_executor(None, self._catalogue.hub_model, name, library, wanted)
+        if custom is not None:
             if not isinstance(model, EmbeddingModel):
                 raise InvalidRequest(f"model {name!r} cannot take downloaded weights")
             model.weights_file = custom.path
             model.checkpoint = pretrained
+        elif isinstance(pretrained, str) and library == "timm":
+            downloaded = ", ".join(sorted(self._custom)) or "none"
+            raise ModelNotFound(f"no downloaded weights are named {pretrained!r} (downloaded: {downloaded})")
         async with self._lock:
             await self._registry.load_and_swap(model)
             self._loaded[name] = Loaded(library, _now_ms())

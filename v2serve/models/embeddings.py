@@ -11,10 +11,12 @@ parameters, which is where they may differ:
   shorter than unit length, whose dot products are no longer cosine similarities.
 
 The input is ``text`` (BYTES, UTF-8) for text models and ``image`` (BYTES, an encoded image: PNG, JPEG...)
-for image models; the output is ``embedding`` (FP32, ``[rows, dimensions]``). The runtimes that build on this
+for image models; the output is ``embedding`` (FP32, ``[rows, dimensions]``). A model of both (CLIP) takes
+either input, or both: one answers ``embedding``, both answer ``text_embedding`` and ``image_embedding``
+(one vector space, so a text's and an image's vectors compare directly). The runtimes that build on this
 are ``sentence_transformers`` and ``wordllama`` (text), ``onnx_text`` (a sentence-transformers model run by
-ONNX Runtime) and ``efficientnet_lite`` (images); a subclass for another library implements ``load`` (set
-``dimensions``) and ``embed``.
+ONNX Runtime), ``efficientnet_lite`` and ``timm`` (images) and ``open_clip`` (both); a subclass for another
+library implements ``load`` (set ``dimensions``) and ``embed`` (``embed_items`` for several modalities).
 """
 
 from __future__ import annotations
@@ -29,9 +31,17 @@ from v2serve.models.base import Model, RequestContext, Tensors
 from v2serve.protocol.types import TensorSpec
 
 EMBEDDING = "embedding"
-"""The output every embedding model answers."""
+"""The output every embedding model answers for a request of one modality."""
 TEXT = "text"
 IMAGE = "image"
+
+
+def embedding_of(modality: str) -> str:
+    """The output of ``modality``'s vectors when a request gives a multi-modal model several inputs."""
+    return f"{modality}_{EMBEDDING}"
+
+
+EMBEDDING_OUTPUTS = frozenset({EMBEDDING, embedding_of(TEXT), embedding_of(IMAGE)})
 
 
 def shape_embeddings(vectors: np.ndarray, n_dims: int | None, normalize: bool) -> np.ndarray:
@@ -50,10 +60,13 @@ class EmbeddingModel(Model):
 
     Subclasses set ``modality`` (``"text"`` or ``"image"``) and implement ``embed(items)`` (a list of str
     for text, of bytes for images) returning a float array ``[len(items), dimensions]``, and ``load``, which
-    must set ``dimensions``.
+    must set ``dimensions``. A model of several modalities sets ``modalities`` instead and implements
+    ``embed_items(modality, items)``.
     """
 
     modality: ClassVar[str] = TEXT
+    modalities: ClassVar[tuple[str, ...] | None] = None
+    """Every modality the model embeds, when it is more than ``modality``; each input is then optional."""
     library: ClassVar[str] = "v2serve"
     """The library the model comes from, as Ingrain's model routes name it (``sentence_transformers``,
     ``timm``, ``open_clip``)."""
@@ -72,34 +85,66 @@ class EmbeddingModel(Model):
         """A safetensors file of weights to load over the architecture's own (Ingrain's custom models)."""
         self.checkpoint: str | None = None
         """The name of those weights (Ingrain's ``pretrained``): a request naming another is not for it."""
-        self.inputs = [TensorSpec(self.modality, "BYTES", [-1])]
-        self.outputs = [TensorSpec(EMBEDDING, "FP32", [-1, -1])]
+        several = len(self.served_modalities()) > 1
+        self.inputs = [TensorSpec(modality, "BYTES", [-1], optional=several) for modality in self.served_modalities()]
+        self.outputs = self._output_specs(-1)
+
+    def served_modalities(self) -> tuple[str, ...]:
+        """What the model embeds: ``modalities``, or its one ``modality``."""
+        return self.modalities or (self.modality,)
+
+    def embeds(self, modality: str) -> bool:
+        return modality in self.served_modalities()
+
+    def item_limit(self, modality: str) -> int:
+        """How many items of ``modality`` one request may hold (``max_items`` unless a model says more)."""
+        return self.max_items
 
     def set_dimensions(self, dimensions: int) -> None:
         """Record the width of the model's vectors (call it from ``load``)."""
         self.dimensions = int(dimensions)
-        self.outputs = [TensorSpec(EMBEDDING, "FP32", [-1, self.dimensions])]
+        self.outputs = self._output_specs(self.dimensions)
+
+    def _output_specs(self, width: int) -> list[TensorSpec]:
+        names = [EMBEDDING]
+        if len(self.served_modalities()) > 1:
+            names += [embedding_of(modality) for modality in self.served_modalities()]
+        return [TensorSpec(name, "FP32", [-1, width]) for name in names]
 
     def embed(self, items: list[Any]) -> np.ndarray:
         """The raw vectors of ``items``, one row each, full width, not normalised."""
         raise NotImplementedError
 
+    def embed_items(self, modality: str, items: list[Any]) -> np.ndarray:
+        """The raw vectors of ``items`` of ``modality`` (a model of several modalities implements this)."""
+        return self.embed(items)
+
     def predict(self, inputs: Tensors) -> dict[str, np.ndarray]:
-        items = inputs[self.modality]
-        if items.size > self.max_items:
-            raise InvalidRequest(f"a request embeds at most {self.max_items} items, not {items.size}")
+        given = [modality for modality in self.served_modalities() if modality in inputs]
+        if len(given) == 1:
+            return {EMBEDDING: self._vectors(given[0], inputs[given[0]])}
+        if not given:
+            raise InvalidRequest(f"model {self.name!r} embeds {' or '.join(self.served_modalities())}: give one")
+        return {embedding_of(modality): self._vectors(modality, inputs[modality]) for modality in given}
+
+    def _vectors(self, modality: str, items: np.ndarray) -> np.ndarray:
+        limit = self.item_limit(modality)
+        if items.size > limit:
+            raise InvalidRequest(f"a request embeds at most {limit} {modality} items, not {items.size}")
         # The libraries take Python lists (a tokenizer takes str); this loop is over items, not tensor data.
-        values = [_as_text(item) for item in items.ravel()] if self.modality == TEXT else list(items.ravel())
+        values = [_as_text(item) for item in items.ravel()] if modality == TEXT else list(items.ravel())
         if not values:
-            return {EMBEDDING: np.empty((0, self.dimensions), np.float32)}
-        return {EMBEDDING: np.asarray(self.embed(values), dtype=np.float32)}
+            return np.empty((0, self.dimensions), np.float32)
+        return np.asarray(self.embed_items(modality, values), dtype=np.float32)
 
     def finalize(self, outputs: Tensors, context: RequestContext) -> Tensors:
-        vectors = outputs.get(EMBEDDING)
-        if vectors is None:
+        if not EMBEDDING_OUTPUTS.intersection(outputs):
             return outputs
         n_dims, normalize = embedding_options(context.parameters, self.dimensions, self.normalize)
-        return {**outputs, EMBEDDING: shape_embeddings(vectors, n_dims, normalize)}
+        return {
+            name: shape_embeddings(value, n_dims, normalize) if name in EMBEDDING_OUTPUTS else value
+            for name, value in outputs.items()
+        }
 
 
 def load_safetensors(module: Any, path: str) -> None:

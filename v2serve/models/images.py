@@ -2,8 +2,9 @@
 
 Decoding runs in predict, in the model's thread, with Pillow (the ``embeddings`` extra). Every image is
 bounded before it is decoded: its header gives its size, and one of more than ``max_image_pixels`` pixels is
-refused (a small compressed file can claim a huge canvas); its centre square is cut out before it is
-resized, so that what the resize makes is bounded by the model's size whatever the aspect ratio. An image
+refused (a small compressed file can claim a huge canvas); its centre (the square, or a bounded aspect ratio
+for a library's own transform) is cut out before it is resized, so that what the resize makes is bounded by
+the model's size whatever the aspect ratio. An image
 that does not decode is a 400 naming its position in the request; when requests were batched together,
 the batch is run again one request at a time, so that only the request that sent it fails.
 """
@@ -53,15 +54,30 @@ class ImageEmbeddingModel(EmbeddingModel):
             raise InvalidRequest("classify takes {'images': [...]}")
         return self.classify_pixels(self.pixels(images))
 
+    max_aspect_ratio = 1.0
+    """How much longer than wide (or wide than long) a decoded image may stay: its centre is cut to this
+    before anything else. 1: the centre square, all that the default ``prepare`` uses. A library transform
+    that resizes the shorter side and then crops the centre (timm's, open_clip's) looks only at the centre
+    square too, so a looser bound changes nothing it computes for images within it."""
+
     def pixels(self, items: list[Any]) -> np.ndarray:
+        """Encoded images as the model's float32 ``[n, 3, H, W]`` batch (``prepare`` of each)."""
         image_module = require("PIL.Image", "embeddings")
-        size = self.image_size
-        batch = np.empty((len(items), 3, size, size), np.float32)
-        for index, item in enumerate(items):
-            batch[index] = self._prepared(image_module, item, index)
-        mean = np.asarray(self.mean, np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(self.std, np.float32).reshape(1, 3, 1, 1)
-        return (batch - mean) / std
+        if not items:
+            return np.empty((0, 3, self.image_size, self.image_size), np.float32)
+        return np.stack([self._prepared(image_module, item, index) for index, item in enumerate(items)])
+
+    def prepare(self, image: Any) -> np.ndarray:
+        """One decoded RGB Pillow image, already cut to ``max_aspect_ratio``, as the model's normalised
+        float32 ``[3, H, W]`` input. Here: resized to ``image_size`` (bilinear), scaled by ``mean`` and
+        ``std``; a runtime with its library's own transform (timm's, open_clip's) replaces this."""
+        image_module = require("PIL.Image", "embeddings")
+        resized = image.resize((self.image_size, self.image_size), image_module.Resampling.BILINEAR)
+        scaled = np.asarray(resized, np.float32).transpose(2, 0, 1) / np.float32(255)
+        mean = np.asarray(self.mean, np.float32).reshape(3, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(3, 1, 1)
+        result: np.ndarray = (scaled - mean) / std
+        return result
 
     def _prepared(self, image_module: Any, item: Any, index: int) -> np.ndarray:
         if not isinstance(item, bytes | bytearray | memoryview):
@@ -74,23 +90,25 @@ class ImageEmbeddingModel(EmbeddingModel):
                         f"image {index} of the request has {width}x{height} pixels; at most "
                         f"{self.max_image_pixels} are accepted"
                     )
-                square = image.crop(centre_square(width, height))
-            rgb = square.convert("RGB")
+                centre = image.crop(centre_region(width, height, self.max_aspect_ratio))
+            rgb = centre.convert("RGB")
         except InvalidRequest:
             raise
         except Exception as exc:
             raise InvalidRequest(f"image {index} of the request could not be decoded: {exc}") from None
-        resized = rgb.resize((self.image_size, self.image_size), image_module.Resampling.BILINEAR)
-        return np.asarray(resized, np.float32).transpose(2, 0, 1) / np.float32(255)
+        return np.asarray(self.prepare(rgb), np.float32)
 
 
-def centre_square(width: int, height: int) -> tuple[int, int, int, int]:
-    """The largest centred square of a ``width`` x ``height`` image, as Pillow's (left, top, right, bottom).
+def centre_region(width: int, height: int, max_aspect_ratio: float = 1.0) -> tuple[int, int, int, int]:
+    """The centred part of a ``width`` x ``height`` image whose longer side is at most ``max_aspect_ratio``
+    times its shorter one (1: the largest centred square), as Pillow's (left, top, right, bottom).
 
     Cropping before resizing, not after, is what bounds the work by the decoded image: scaling the shorter
     side of a 10 x 4,000,000 image up to 224 first would make a 224 x 89,600,000 canvas (60 GB) to keep
-    its centre. The result is the same centre square, scaled to the model's size.
+    its centre. The result is the same centre, scaled to the model's size.
     """
     side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    return left, top, left + side, top + side
+    longest = max(side, int(side * max_aspect_ratio))
+    kept_width, kept_height = min(width, longest), min(height, longest)
+    left, top = (width - kept_width) // 2, (height - kept_height) // 2
+    return left, top, left + kept_width, top + kept_height

@@ -79,7 +79,7 @@ def decode_fields(schema: ModelSchema, fields: Mapping[str, Sequence[bytes]], *,
             check_tensor(schema, tensor, schema.inputs)
             arrays[name] = decode_json_tensor(tensor)
         tensors.append(tensor)
-    missing = [name for name in schema.inputs if name not in arrays]
+    missing = [name for name, spec in schema.inputs.items() if name not in arrays and not spec.optional]
     if missing:
         raise InvalidRequest(f"model {schema.name!r} needs input(s) {missing}, which the request lacks")
     return DecodedRequest(InferenceRequest(tensors), arrays, lone=lone)

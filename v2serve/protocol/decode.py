@@ -102,8 +102,9 @@ def decode_tensors(schema: ModelSchema, request: InferenceRequest, slices: dict[
         buffer = None if slices is None else slices.get(tensor.name)
         inputs[tensor.name] = decode_json_tensor(tensor) if buffer is None else decode_binary_tensor(tensor, buffer)
     if len(inputs) != len(specs) and specs:
-        missing = [name for name in specs if name not in inputs]
-        raise InvalidRequest(f"model {schema.name!r} needs input(s) {missing}, which the request lacks")
+        missing = [name for name, spec in specs.items() if name not in inputs and not spec.optional]
+        if missing:
+            raise InvalidRequest(f"model {schema.name!r} needs input(s) {missing}, which the request lacks")
     return inputs
 
 

@@ -18,11 +18,13 @@ Parameters = dict[str, Any]
 
 @dataclass(slots=True)
 class TensorSpec:
-    """Name, datatype and shape of a model input or output; -1 marks a variable dimension."""
+    """Name, datatype and shape of a model input or output; -1 marks a variable dimension. An ``optional``
+    input may be left out of a request (Triton's ``optional``; metadata does not show it)."""
 
     name: str
     datatype: str
     shape: list[int]
+    optional: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}

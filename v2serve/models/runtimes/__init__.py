@@ -30,6 +30,12 @@ RUNTIMES: dict[str, dict[str, str]] = {
         "module": "wordllama",
         "extra": "wordllama",
     },
+    "open_clip": {
+        "class": "v2serve.models.runtimes.open_clip:OpenClipModel",
+        "module": "open_clip",
+        "extra": "vision",
+    },
+    "timm": {"class": "v2serve.models.runtimes.timm:TimmModel", "module": "timm", "extra": "vision"},
     "efficientnet_lite": {
         "class": "v2serve.models.runtimes.efficientnet_lite:EfficientNetLiteModel",
         "module": "efficientnet_lite_pytorch",
