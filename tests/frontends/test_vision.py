@@ -16,6 +16,7 @@ import pytest
 from tests.frontends.hub import COMMIT, LocalHub
 from tests.frontends.test_ingrain_models import call, ingrain_server
 from tests.frontends.vision import (
+    CLIP_CONFIG,
     TIMM_ARCHITECTURE,
     clip_vectors,
     make_clip_folder,
@@ -200,3 +201,35 @@ def test_a_library_transform_sees_only_a_bounded_centre_of_a_very_long_image(tmp
     served = model.predict({"image": np.array([long], dtype=object)})["embedding"]
     served /= np.linalg.norm(served, axis=1, keepdims=True)
     assert float(served[0] @ expected[0]) > 0.99  # the same centre, resampled from a cut, not the whole strip
+
+
+def test_downloaded_weights_over_a_bare_architecture_serve_as_those_weights(tmp_path, clip_folder, timm_folder):
+    import open_clip
+
+    from tests.data.conftest import FileServer
+
+    # The tiny CLIP becomes one of open_clip's own architectures (in this process, where the mock server runs).
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny-clip-arch.json").write_text(orjson.dumps(CLIP_CONFIG["model_cfg"]).decode())
+    open_clip.add_model_config(tmp_path / "configs")
+    files = FileServer()
+    files.files["/clip.safetensors"] = (clip_folder / "open_clip_model.safetensors").read_bytes()
+    files.files["/timm.safetensors"] = (timm_folder / "model.safetensors").read_bytes()
+    try:
+        with ingrain_server(tmp_path, protocols=["http"], allow_private_addresses=True) as server:
+            for library, file in (("open_clip", "clip"), ("timm", "timm")):
+                download = {"library": library, "pretrained_name": f"mine-{file}",
+                            "safetensors_url": f"{files.url}/{file}.safetensors"}  # fmt: skip
+                assert call(server, "/download_custom_model", download).status_code == 200
+            clip = call(server, "/load_clip_model", {"name": "tiny-clip-arch", "pretrained": "mine-clip"})
+            assert clip.status_code == 200, clip.body
+            texts = call(server, "/embed_text", {"name": "tiny-clip-arch", "pretrained": "mine-clip", "text": TEXTS})
+            timm = call(
+                server, "/load_model", {"name": TIMM_ARCHITECTURE, "library": "timm", "pretrained": "mine-timm"}
+            )
+            assert timm.status_code == 200, timm.body
+            images = call(server, "/embed_image", {"name": TIMM_ARCHITECTURE, "image": b64(IMAGES[0])})
+    finally:
+        files.close()
+    np.testing.assert_allclose(texts.json()["embeddings"], clip_vectors(clip_folder, TEXTS, IMAGES[:1])[0], atol=1e-5)
+    np.testing.assert_allclose(images.json()["embeddings"], timm_outputs(timm_folder, IMAGES[:1])[0], atol=1e-5)

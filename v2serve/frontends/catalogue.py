@@ -10,7 +10,9 @@ request names them: a name resolves, in this order, to
 3. for ``sentence_transformers``, a copy already in the local Hugging Face cache (read with
    ``local_files_only``: nothing is downloaded).
 
-4. for ``timm``, an architecture of its registry with ``pretrained: false`` (random weights, as timm builds it).
+4. for ``timm``, an architecture of its registry with ``pretrained: false`` (random weights, as timm builds it);
+   for ``timm`` and ``open_clip``, an architecture their own configs build, when downloaded weights
+   (Ingrain's ``download_custom_model``) will be laid over it.
 
 Anything else is a ModelNotFound (404) that says where the server looked, at once, unless the operator turned
 ``hub`` downloads on and allows the repository: then ``hub_model`` fetches it from the Hugging Face hub
@@ -114,8 +116,9 @@ class ModelCatalogue:
             model = runtime_class(library)(name, model_path=str(folder), pretrained=pretrained)
         return model
 
-    def model(self, name: str, library: str, pretrained: Any = None) -> Model:
-        """A new, unloaded model for ``name``; ModelNotFound when nothing on this machine holds it."""
+    def model(self, name: str, library: str, pretrained: Any = None, weights_given: bool = False) -> Model:
+        """A new, unloaded model for ``name``; ModelNotFound when nothing on this machine holds it.
+        ``weights_given``: downloaded weights will be laid over it, so a bare architecture will do."""
         check_name(name)
         if library not in LIBRARIES:
             raise InvalidRequest(f"library must be one of {', '.join(LIBRARIES)}, not {library!r}")
@@ -131,8 +134,12 @@ class ModelCatalogue:
             if cached is not None:
                 model = runtime_class("sentence_transformers")(name, model_path=cached)
                 return model
-        if library == "timm" and pretrained is False and _has("timm") and timm_runtime.is_registry_name(name):
+        bare = pretrained is False or weights_given
+        if library == "timm" and bare and _has("timm") and timm_runtime.is_registry_name(name):
             model = runtime_class("timm")(name, pretrained=False)
+            return model
+        if library == "open_clip" and weights_given and _has("open_clip") and open_clip_runtime.is_architecture(name):
+            model = runtime_class("open_clip")(name)
             return model
         packaged_names = ", ".join(self.packaged(library)) or "none"
         hub = "downloads none" if self.hub is None or not self.hub.enabled else "downloads only what hub.allow names"

@@ -114,7 +114,7 @@ class IngrainModelEndpoints:
         # open_clip tag, or (timm) true or false.
         wanted = None if library == "sentence_transformers" or custom is not None else pretrained
         try:
-            model = self._catalogue.model(name, library, wanted)
+            model = self._catalogue.model(name, library, wanted, weights_given=custom is not None)
         except ModelNotFound:
             if not self._catalogue.downloads(name, library, wanted):
                 raise

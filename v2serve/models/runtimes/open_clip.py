@@ -10,7 +10,8 @@ normalised), so the vectors are those of ``encode_text`` and ``encode_image``. T
 - ``model_path`` naming a weights file (``.safetensors``, or a ``.bin``/``.pt`` that torch reads with
   ``weights_only``), over a built-in ``architecture`` (``ViT-B-32``, ``MobileCLIP-S2``, ...; by default
   the model's name);
-- Ingrain's downloaded weights (``weights_file``), over the same.
+- Ingrain's downloaded weights (``weights_file``: a safetensors state dict, every key matching), laid over
+  either.
 
 open_clip itself would download a ``pretrained`` tag's weights; here a tag is only a name for weights the
 server already holds (``checkpoint``): fetching goes through the hub rules (``data.hub``), or nothing is
@@ -25,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from v2serve.errors import ModelLoadFailed
-from v2serve.models.embeddings import IMAGE, TEXT
+from v2serve.models.embeddings import IMAGE, TEXT, load_safetensors
 from v2serve.models.images import ImageEmbeddingModel
 from v2serve.models.runtimes import require, torch_for
 
@@ -47,6 +48,11 @@ def tag_repository(architecture: str, tag: str) -> str | None:
     config = require("open_clip", "vision").get_pretrained_cfg(architecture, tag)
     repository = str(config.get("hf_hub") or "").strip("/")
     return repository or None
+
+
+def is_architecture(name: str) -> bool:
+    """Whether open_clip builds ``name`` from its own configs (``ViT-B-32``), with no file of the model's."""
+    return name in require("open_clip", "vision").list_models()
 
 
 def hub_files(filenames: list[str]) -> list[str]:
@@ -95,6 +101,8 @@ class OpenClipModel(ImageEmbeddingModel):
             tokenizer = open_clip.get_tokenizer(source)
         except (RuntimeError, ValueError, FileNotFoundError) as exc:
             raise ModelLoadFailed(f"open_clip could not build {source!r}: {exc}") from exc
+        if self.weights_file is not None:
+            load_safetensors(network, self.weights_file)
         self.torch = torch
         self.device = torch.device(setting)
         self.network = network.eval()
@@ -108,9 +116,9 @@ class OpenClipModel(ImageEmbeddingModel):
         """What open_clip builds (a built-in architecture, or ``local-dir:`` a hub-layout folder) and the
         weights file laid over it (None: the folder's own)."""
         architecture = self.architecture or self.name
-        if self.weights_file is not None:
-            return architecture, self.weights_file
         if self.model_path is None:
+            if self.weights_file is not None:
+                return architecture, None  # built, then the downloaded weights laid over it
             raise ModelLoadFailed(
                 f"CLIP model {self.name!r} names no weights: give model_path (a weights file, or a folder with "
                 f"{CONFIG_FILE}), or load a hub name the server may fetch (hub.allow)"

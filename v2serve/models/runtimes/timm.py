@@ -3,8 +3,8 @@ head, with the preprocessing timm's data config gives for that model.
 
 The weights come from ``model_path`` (a folder in timm's hub layout: ``config.json`` naming the architecture
 and its ``pretrained_cfg``, with ``model.safetensors``; what ``hf_hub:timm/...`` names download to; or a
-weights file over ``architecture``), from Ingrain's downloaded weights (``weights_file``), or nowhere with
-``pretrained: false`` (the architecture's random initialisation, as timm gives it; Ingrain allows it). timm
+weights file over ``architecture``), from Ingrain's downloaded weights (``weights_file``, laid over either,
+every key matching), or nowhere with ``pretrained: false`` (the architecture's random initialisation, as timm gives it; Ingrain allows it). timm
 would download a registry name's pretrained weights itself; here nothing is fetched outside the hub rules.
 """
 
@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from v2serve.errors import ModelLoadFailed
+from v2serve.models.embeddings import load_safetensors
 from v2serve.models.images import ImageEmbeddingModel
 from v2serve.models.runtimes import require, torch_for
 
@@ -80,6 +81,8 @@ class TimmModel(ImageEmbeddingModel):
             network = timm.create_model(source, **options)
         except (RuntimeError, ValueError, FileNotFoundError) as exc:
             raise ModelLoadFailed(f"timm could not build {source!r}: {exc}") from exc
+        if self.weights_file is not None:
+            load_safetensors(network, self.weights_file)
         self.torch = torch
         self.device = torch.device(setting)
         self.network = network.eval().to(self.device)
@@ -91,8 +94,6 @@ class TimmModel(ImageEmbeddingModel):
 
     def _source(self) -> tuple[str, dict[str, Any]]:
         architecture = self.architecture or self.name
-        if self.weights_file is not None:
-            return architecture, {"pretrained": False, "checkpoint_path": self.weights_file}
         if self.model_path is not None:
             path = Path(self.model_path)
             if path.is_dir():
@@ -100,7 +101,7 @@ class TimmModel(ImageEmbeddingModel):
                     raise ModelLoadFailed(f"{path} holds no {CONFIG_FILE}: it is not a timm model folder")
                 return f"{LOCAL_DIR}{path}", {"pretrained": True}
             return architecture, {"pretrained": False, "checkpoint_path": str(path)}
-        if self.pretrained:
+        if self.pretrained and self.weights_file is None:
             raise ModelLoadFailed(
                 f"timm model {self.name!r} names no weights: give model_path (a weights file, or a folder with "
                 f"{CONFIG_FILE}), load a hub name the server may fetch (hub.allow), or pretrained: false"
