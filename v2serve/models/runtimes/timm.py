@@ -4,8 +4,9 @@ head, with the preprocessing timm's data config gives for that model.
 The weights come from ``model_path`` (a folder in timm's hub layout: ``config.json`` naming the architecture
 and its ``pretrained_cfg``, with ``model.safetensors``; what ``hf_hub:timm/...`` names download to; or a
 weights file over ``architecture``), from Ingrain's downloaded weights (``weights_file``, laid over either,
-every key matching), or nowhere with ``pretrained: false`` (the architecture's random initialisation, as timm gives it; Ingrain allows it). timm
-would download a registry name's pretrained weights itself; here nothing is fetched outside the hub rules.
+every key matching), or nowhere with ``pretrained: false`` (the architecture's random initialisation, as timm
+gives it; Ingrain allows it). timm would download a registry name's pretrained weights itself; here nothing
+is fetched outside the hub rules.
 """
 
 from __future__ import annotations
