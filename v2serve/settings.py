@@ -187,6 +187,8 @@ class HubSettings(BaseModel):
     """The most a repository's files may weigh together, checked before anything is downloaded."""
     cache_dir: str | None = None
     """Where downloads are kept (the Hugging Face cache layout); None: huggingface_hub's own default."""
+    progress_interval_s: float = Field(10.0, gt=0)
+    """How often a download in progress logs the bytes it has and its rate."""
 
 
 class TorchServeSettings(BaseModel):

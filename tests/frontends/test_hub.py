@@ -4,6 +4,8 @@ folder, and a failed download leaves the model that was serving."""
 
 from __future__ import annotations
 
+import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -41,14 +43,23 @@ def embeddings(mock: MockServer, name: str) -> np.ndarray:
     return np.asarray(answer["embeddings"])
 
 
-def test_an_allowed_model_is_fetched_by_name_and_embeds_as_its_folder_does(tmp_path, minilm):
+def test_an_allowed_model_is_fetched_by_name_and_embeds_as_its_folder_does(tmp_path, minilm, caplog):
     from sentence_transformers import SentenceTransformer
 
-    with LocalHub({"acme/minilm": minilm}) as hub, server(tmp_path, hub, allow=["acme"]) as mock:
+    caplog.set_level(logging.INFO, logger="v2serve.hub")
+    with (
+        LocalHub({"acme/minilm": minilm}) as hub,
+        server(tmp_path, hub, allow=["acme"], progress_interval_s=1e-3) as mock,
+    ):
         loaded = mock.test("/load_sentence_transformer_model", {"name": "acme/minilm"}, get_body=False, silent=True)
         assert loaded.status_code == 200, loaded.body
         assert len(hub.downloads()) == len(hub.files("acme/minilm"))
         served = embeddings(mock, "acme/minilm")
+    # A long download says how far it has come (here every millisecond), not only when it starts and ends.
+    progress = [
+        r.getMessage() for r in caplog.records if re.match(r"downloading acme/minilm: [\d.]+ of", r.getMessage())
+    ]
+    assert progress and progress[-1].endswith("MB/s)"), [r.getMessage() for r in caplog.records]
     expected = SentenceTransformer(str(minilm), device="cpu").encode(TEXTS, normalize_embeddings=True)
     np.testing.assert_allclose(served, expected, atol=1e-5)
 

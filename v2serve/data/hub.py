@@ -12,8 +12,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from v2serve.data.addresses import refuse_unless_public
@@ -73,15 +75,24 @@ class HubDownloads:
             )
         started = time.monotonic()
         logger.info("downloading %s at %s from %s: %.1f MB", repo_id, info.sha, endpoint, size / 1e6)
+        progress = _Progress(repo_id, self._repository_cache(repo_id), size, self.settings.progress_interval_s)
         try:
             folder: str = snapshot_download(
                 repo_id, revision=info.sha, endpoint=endpoint, cache_dir=self.settings.cache_dir, allow_patterns=files
             )
         except (HfHubHTTPError, OSError) as exc:
             raise UpstreamError(f"downloading {repo_id!r} from the hub failed: {exc}") from exc
+        finally:
+            progress.stop()
         seconds = max(time.monotonic() - started, 1e-6)
         logger.info("downloaded %s in %.1f s (%.1f MB/s)", repo_id, seconds, size / 1e6 / seconds)
         return folder
+
+    def _repository_cache(self, repo_id: str) -> Path:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        root = Path(self.settings.cache_dir) if self.settings.cache_dir else Path(HF_HUB_CACHE)
+        return root / f"models--{repo_id.replace('/', '--')}"
 
     def _check_endpoint(self) -> None:
         host = urlsplit(self.settings.endpoint).hostname
@@ -95,3 +106,42 @@ class HubDownloads:
             raise UpstreamError(f"the hub's host {host!r} does not resolve: {exc}") from exc
         for address in addresses:
             refuse_unless_public(host, ipaddress.ip_address(address.split("%", 1)[0]))
+
+
+class _Progress:
+    """Logs, every ``interval`` seconds until stopped, how many bytes a download has written into the
+    repository's cache folder (finished and partial files) and its rate: huggingface_hub shows progress on a
+    terminal bar only, which a server's log never sees."""
+
+    def __init__(self, repo_id: str, folder: Path, total: int, interval: float) -> None:
+        self._repo_id, self._folder, self._total, self._interval = repo_id, folder, total, interval
+        self._started = time.monotonic()
+        self._baseline = _bytes_under(folder)  # what an earlier download left there
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"hub-progress-{repo_id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            done = max(0, _bytes_under(self._folder) - self._baseline)
+            seconds = max(time.monotonic() - self._started, 1e-6)
+            logger.info(
+                "downloading %s: %.1f of %.1f MB (%.1f MB/s)",
+                self._repo_id, done / 1e6, self._total / 1e6, done / 1e6 / seconds,
+            )  # fmt: skip
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+
+def _bytes_under(folder: Path) -> int:
+    """The bytes of the regular files under ``folder`` (a cache's snapshot links are not counted twice)."""
+    total = 0
+    for path in folder.rglob("*") if folder.is_dir() else ():
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:  # a partial file renamed while we looked
+            continue
+    return total
