@@ -41,8 +41,9 @@ class Dispatcher:
 
     async def handle(self, event: Event) -> Reply:
         try:
-            try:
-                route, params = self._table(event).resolve(event.method, event.path)
+            try:  # _table, inline: this runs for every request
+                table = self.table if event.listener is None or not self._listener_tables else self._table(event)
+                route, params = table.resolve(event.method, event.path)
             except V2ServeError as exc:
                 self.core.count_unrouted(exc)
                 raise

@@ -50,14 +50,14 @@ class V2Endpoint:
         except ClientDisconnected:
             return
         path, root = scope["path"], scope.get("root_path", "")
-        server = scope.get("server")
+        server, query = scope.get("server"), scope.get("query_string")
         event = Event(
             body=Body(body, headers.get("content-type"), headers.get(HEADER_LENGTH)),
             path=path[len(root) :] if root and path.startswith(root) else path,
             method=scope["method"],
             headers=headers,
             trigger="http",
-            query=scope.get("query_string", b"").decode("latin-1"),
+            query=query.decode("latin-1") if query else "",
             listener=self.listeners.get(server[1]) if self.listeners and server else None,
         )
         try:
