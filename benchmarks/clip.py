@@ -20,7 +20,6 @@ import base64
 import io
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -29,7 +28,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import embeddings  # noqa: E402
-from embeddings import ONE_THREAD, RESULTS, Target, free_port, get_json, lua_script, pinned, sentences, wrk  # noqa: E402
+from embeddings import (  # noqa: E402
+    ONE_THREAD,
+    Target,
+    batch_stats,
+    free_port,
+    get_json,
+    lua_script,
+    pinned,
+    sentences,
+    write_report,
+    wrk,
+)
 
 WORK = HERE / ".work" / "clip"
 ARCHITECTURE = "ViT-B-32"
@@ -161,11 +171,6 @@ def direct(kind: str, folder: Path, batch: int, seconds: int, items: list[str]) 
     return float(next(line for line in done.stdout.splitlines() if line.startswith("DIRECT")).split()[1])
 
 
-def batch_stats(target: Target) -> tuple[int, int]:
-    stats = get_json(f"{target.url}/v2/models/{MODEL}/stats")["model_stats"][0]
-    return int(stats["inference_count"]), int(stats["execution_count"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -191,9 +196,9 @@ def main() -> None:
         for number in range(1, args.rounds + 1):
             for kind, (target, items) in routes.items():
                 wrk(target, scripts[kind], args.warmup)
-                before = batch_stats(server)
+                before = batch_stats(server, MODEL)
                 cell = wrk(target, scripts[kind], args.duration)
-                after = batch_stats(server)
+                after = batch_stats(server, MODEL)
                 cell["batch"] = (after[0] - before[0]) / max(1, after[1] - before[1])
                 rows.append({"round": number, "cell": target.name, **cell})
                 print(number, target.name, {k: round(v, 2) for k, v in cell.items()}, flush=True)
@@ -208,42 +213,17 @@ def main() -> None:
 
 
 def report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    by_round: dict[int, dict[str, dict[str, object]]] = {}
-    for row in rows:
-        by_round.setdefault(int(str(row["round"])), {})[str(row["cell"])] = row
-    lines = [
-        f"# CLIP ({ARCHITECTURE}, random weights): one item per request at concurrency 32 ({stamp})",
+    heading = [
+        f"# CLIP ({ARCHITECTURE}, random weights): one item per request at concurrency 32",
         "",
         f"`.venv/bin/python benchmarks/clip.py --rounds {args.rounds} --duration {args.duration}`: v2serve and the "
         "direct calls on core 0 with one torch thread, wrk on core 1.",
-        "",
-        "| round | cell | items/s | p50 ms | p99 ms | errors | mean batch |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for number, cells in sorted(by_round.items()):
-        for name, row in cells.items():
-            values = [_cell(row, key) for key in ("per_s", "p50_ms", "p99_ms")] + [_cell(row, "errors", ".0f")]
-            lines.append(f"| {number} | {name} | {' | '.join(values)} | {_cell(row, 'batch')} |")
-    lines += ["", "| ratio (median of rounds) | value | per round | target |", "|---|---|---|---|"]
-    for kind in ("image", "text"):
-        ratios = [
-            float(str(cells[f"v2serve-{kind}"]["per_s"])) / float(str(cells[f"direct-{kind}"]["per_s"]))
-            for cells in by_round.values()
-        ]
-        per_round = ", ".join(f"{ratio:.2f}" for ratio in ratios)
-        label = f"v2serve / direct encode_{kind} (at v2serve's batch)"
-        lines.append(f"| {label} | {statistics.median(ratios):.2f} | {per_round} | >= {TARGET} |")
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"clip-{stamp}.md"
-    path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"\nwrote {path}")
-
-
-def _cell(row: dict[str, object], key: str, spec: str = ".1f") -> str:
-    value = row.get(key)
-    return "" if value is None else format(float(str(value)), spec)
+    ratios: list[tuple[str, str, str, float | None]] = [
+        (f"v2serve / direct encode_{kind} (at v2serve's batch)", f"v2serve-{kind}", f"direct-{kind}", TARGET)
+        for kind in ("image", "text")
+    ]
+    write_report(rows, heading, "items/s", ratios, "clip")
 
 
 if __name__ == "__main__":

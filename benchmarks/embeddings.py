@@ -189,8 +189,9 @@ def settle(target: Target) -> None:
         time.sleep(0.5)
 
 
-def batch_stats(target: Target) -> tuple[int, int]:
-    stats = get_json(f"{target.url}/v2/models/{MODEL}/stats")["model_stats"][0]
+def batch_stats(target: Target, model: str = MODEL) -> tuple[int, int]:
+    """The model's requests and predict calls so far (their ratio over a window: the mean batch size)."""
+    stats = get_json(f"{target.url}/v2/models/{model}/stats")["model_stats"][0]
     return int(stats["inference_count"]), int(stats["execution_count"])
 
 
@@ -312,39 +313,51 @@ RATIOS = [
 
 
 def report(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
+    heading = [
+        f"# Embeddings: one-sentence requests at concurrency {CONCURRENCY}",
+        "",
+        f"`python3 benchmarks/embeddings.py --rounds {args.rounds} --duration {args.duration}`: servers and direct "
+        "calls on core 0 with one compute thread, wrk on core 1; all-MiniLM-L6-v2.",
+    ]
+    write_report(rows, heading, "sentences/s", RATIOS, "embeddings")
+
+
+def write_report(
+    rows: list[dict[str, object]],
+    heading: list[str],
+    unit: str,
+    ratios: list[tuple[str, str, str, float | None]],
+    stem: str,
+) -> Path:
+    """The table of every cell of every round, then each ratio's median over the rounds (paired within a
+    round), to results/<stem>-<stamp>.md."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     by_round: dict[int, dict[str, dict[str, object]]] = {}
     for row in rows:
         by_round.setdefault(int(str(row["round"])), {})[str(row["cell"])] = row
-    lines = [
-        f"# Embeddings: one-sentence requests at concurrency {CONCURRENCY} ({stamp})",
-        "",
-        f"`python3 benchmarks/embeddings.py --rounds {args.rounds} --duration {args.duration}`: servers and direct "
-        "calls on core 0 with one compute thread, wrk on core 1; all-MiniLM-L6-v2.",
-        "",
-        "| round | cell | sentences/s | p50 ms | p99 ms | errors | mean batch |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    columns = f"| round | cell | {unit} | p50 ms | p99 ms | errors | mean batch |"
+    lines = [f"{heading[0]} ({stamp})", *heading[1:], "", columns, "|---|---|---|---|---|---|---|"]
     for number, cells in sorted(by_round.items()):
         for name, row in cells.items():
             measured = [_cell(row, "per_s"), _cell(row, "p50_ms"), _cell(row, "p99_ms"), _cell(row, "errors", ".0f")]
             lines.append(f"| {number} | {name} | {' | '.join(measured)} | {_cell(row, 'batch')} |")
     lines += ["", "| ratio (median of rounds) | value | per round | target |", "|---|---|---|---|"]
-    for label, top, bottom, target in RATIOS:
-        ratios = [
+    for label, top, bottom, target in ratios:
+        paired = [
             float(str(cells[top]["per_s"])) / float(str(cells[bottom]["per_s"]))
             for cells in by_round.values()
             if top in cells and bottom in cells
         ]
-        if ratios:
+        if paired:
             goal = f">= {target}" if target else ""
-            per_round = ", ".join(f"{r:.2f}" for r in ratios)
-            lines.append(f"| {label} | {statistics.median(ratios):.2f} | {per_round} | {goal} |")
+            per_round = ", ".join(f"{r:.2f}" for r in paired)
+            lines.append(f"| {label} | {statistics.median(paired):.2f} | {per_round} | {goal} |")
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"embeddings-{stamp}.md"
+    path = RESULTS / f"{stem}-{stamp}.md"
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nwrote {path}")
+    return path
 
 
 def _cell(row: dict[str, object], key: str, spec: str = ".1f") -> str:
