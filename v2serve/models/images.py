@@ -67,10 +67,17 @@ class ImageEmbeddingModel(EmbeddingModel):
             return np.empty((0, 3, self.image_size, self.image_size), np.float32)
         return np.stack([self._prepared(image_module, item, index) for index, item in enumerate(items)])
 
+    transform: Any = None
+    """A library's own preprocessing (timm's, open_clip's: a callable from a Pillow image to a ``[3, H, W]``
+    tensor), which ``prepare`` applies instead of its own when a runtime sets it."""
+
     def prepare(self, image: Any) -> np.ndarray:
         """One decoded RGB Pillow image, already cut to ``max_aspect_ratio``, as the model's normalised
-        float32 ``[3, H, W]`` input. Here: resized to ``image_size`` (bilinear), scaled by ``mean`` and
-        ``std``; a runtime with its library's own transform (timm's, open_clip's) replaces this."""
+        float32 ``[3, H, W]`` input: ``transform``'s, or resized to ``image_size`` (bilinear) and scaled by
+        ``mean`` and ``std``."""
+        if self.transform is not None:
+            prepared: np.ndarray = self.transform(image).numpy()
+            return prepared
         image_module = require("PIL.Image", "embeddings")
         resized = image.resize((self.image_size, self.image_size), image_module.Resampling.BILINEAR)
         scaled = np.asarray(resized, np.float32).transpose(2, 0, 1) / np.float32(255)

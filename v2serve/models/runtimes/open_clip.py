@@ -144,10 +144,6 @@ class OpenClipModel(ImageEmbeddingModel):
             return self._encode(self.network.encode_text, self.tokenizer(items))
         return self._encode(self.network.encode_image, self.torch.from_numpy(self.pixels(items)))
 
-    def prepare(self, image: Any) -> np.ndarray:
-        prepared: np.ndarray = self.transform(image).numpy()
-        return prepared
-
     def _encode(self, encode: Any, batch: Any) -> np.ndarray:
         with self.torch.inference_mode():
             vectors: np.ndarray = encode(batch.to(self.device)).float().cpu().numpy()

@@ -109,10 +109,6 @@ class TimmModel(ImageEmbeddingModel):
             )
         return architecture, {"pretrained": False}
 
-    def prepare(self, image: Any) -> np.ndarray:
-        prepared: np.ndarray = self.transform(image).numpy()
-        return prepared
-
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         torch, network = self.torch, self.network
         with torch.inference_mode():
