@@ -29,6 +29,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -113,13 +114,15 @@ class IngrainModelEndpoints:
         # Ingrain ignores pretrained for sentence-transformers; elsewhere it names downloaded weights, an
         # open_clip tag, or (timm) true or false.
         wanted = None if library == "sentence_transformers" or custom is not None else pretrained
+        # In a thread, all of it: finding a timm or open_clip name imports the library (seconds, the first time),
+        # and a download takes longer; the old model serves on meanwhile.
+        loop = asyncio.get_running_loop()
+        find = partial(self._catalogue.model, name, library, wanted, weights_given=custom is not None)
         try:
-            model = self._catalogue.model(name, library, wanted, weights_given=custom is not None)
+            model = await loop.run_in_executor(None, find)
         except ModelNotFound:
-            if not self._catalogue.downloads(name, library, wanted):
+            if not await loop.run_in_executor(None, self._catalogue.downloads, name, library, wanted):
                 raise
-            # Not here, and the operator allows fetching it: downloaded in a thread, the old model serving on.
-            loop = asyncio.get_running_loop()
             model = await loop.run_in_executor(None, self._catalogue.hub_model, name, library, wanted)
         if custom is not None:
             if not isinstance(model, EmbeddingModel):
