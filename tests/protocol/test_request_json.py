@@ -93,6 +93,9 @@ def test_everything_else_decodes_or_fails_exactly_as_through_orjson(datatype, sh
         b'{"id": "a", "id": "b", "inputs": []}',
         b'{"inputs": [{"name": "x", "data": [1], "data": [2], "datatype": "FP32", "shape": [1]}]}',
         b'{"a": {"b": [1, {"c": "\\u00e9"}]}, "inputs": []}',
+        # pysimdjson cannot look up a key holding a NUL (found by the OpenAPI fuzzer: it was a 500).
+        b'{"\\u0000p": 1, "inputs": []}',
+        b'{"inputs": [{"\\u0000": {}, "name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}',
     ],
 )
 def test_documents_that_are_not_tensor_requests_parse_as_orjson_parses_them(body):

@@ -62,13 +62,17 @@ def loads_inference_request(body: bytes | bytearray | memoryview | str) -> Any:
 
 def _fields(obj: Any, kept: str) -> dict[str, Any] | None:
     """The object as a dict of Python values, except that an array under ``kept`` stays a proxy; None when a
-    key repeats (orjson keeps the last value, a proxy lookup finds the first)."""
+    key repeats (orjson keeps the last value, a proxy lookup finds the first) or cannot be looked up (pysimdjson
+    finds no key holding a NUL character)."""
     keys = list(obj.keys())
     if len(set(keys)) != len(keys):
         return None
     fields = {}
     for key in keys:
-        value = obj[key]  # a proxy; items() would convert every value, data included
+        try:
+            value = obj[key]  # a proxy; items() would convert every value, data included
+        except KeyError:
+            return None
         fields[key] = value if key == kept and type(value) is simdjson.Array else _plain(value)
     return fields
 
