@@ -36,6 +36,7 @@ from embeddings import (  # noqa: E402
     get_json,
     lua_script,
     pinned,
+    run_direct,
     sentences,
     write_report,
     wrk,
@@ -164,11 +165,7 @@ print("DIRECT", done / (time.perf_counter() - started))
 def direct(kind: str, folder: Path, batch: int, seconds: int, items: list[str]) -> float:
     listing = WORK / f"{kind}-items.json"
     listing.write_text(json.dumps(items))
-    command = [sys.executable, "-c", DIRECT, kind, str(folder), str(batch), str(seconds), str(listing)]
-    done = subprocess.run(pinned(command), capture_output=True, text=True, env={**os.environ, **ONE_THREAD})
-    if done.returncode != 0:
-        raise SystemExit(done.stderr)
-    return float(next(line for line in done.stdout.splitlines() if line.startswith("DIRECT")).split()[1])
+    return run_direct([sys.executable, "-c", DIRECT, kind, str(folder), str(batch), str(seconds), str(listing)])
 
 
 def main() -> None:

@@ -225,6 +225,12 @@ print("DIRECT", done / (time.perf_counter() - started))
 def direct(python: Path, kind: str, folder: str, batch: int, seconds: int, texts: list[str]) -> float:
     command = [str(python), "-c", DIRECT, kind, folder, str(batch), str(seconds), json.dumps(texts),
                str(WORK / "onnx-cache")]  # fmt: skip
+    return run_direct(command)
+
+
+def run_direct(command: list[str]) -> float:
+    """Items a second of a direct-call script (pinned to core 0, one thread), from the line it prints:
+    ``DIRECT <items per second>``."""
     output = subprocess.run(pinned(command), capture_output=True, text=True, env={**os.environ, **ONE_THREAD})
     if output.returncode != 0:
         raise SystemExit(output.stderr)

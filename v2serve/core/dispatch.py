@@ -35,14 +35,12 @@ class Dispatcher:
         """The listeners that answer their own routes only (TorchServe's management port)."""
 
     def _table(self, event: Event) -> RouteTable:
-        if event.listener is None or not self._listener_tables:
-            return self.table
-        return self._listener_tables.get(event.listener, self.table)
+        return self._listener_tables.get(event.listener, self.table) if event.listener is not None else self.table
 
     async def handle(self, event: Event) -> Reply:
         try:
-            try:  # _table, inline: this runs for every request
-                table = self.table if event.listener is None or not self._listener_tables else self._table(event)
+            try:  # the main port's events (no listener) skip the call: this runs for every request
+                table = self.table if event.listener is None else self._table(event)
                 route, params = table.resolve(event.method, event.path)
             except V2ServeError as exc:
                 self.core.count_unrouted(exc)

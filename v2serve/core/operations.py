@@ -44,14 +44,9 @@ def canonical(operation: str) -> str:
 
 def kind_of(entry: ModelEntry, operation: str) -> Kind:
     """How ``operation`` (a canonical name) runs on ``entry``'s model."""
-    return kind_of_model(operation, entry.model.takes_documents)
-
-
-def kind_of_model(operation: str, takes_documents: bool) -> Kind:
-    """How ``operation`` (a canonical name) runs on a model that takes documents or tensors."""
     if operation not in TENSOR_OPERATIONS:
         return Kind.CUSTOM
-    return Kind.DOCUMENT if takes_documents else Kind.TENSORS
+    return Kind.DOCUMENT if entry.model.takes_documents else Kind.TENSORS
 
 
 _MODEL_IN_PATH = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?(?:/[^/]+)?/?$")

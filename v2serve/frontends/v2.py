@@ -14,7 +14,7 @@ from typing import Any
 
 from typing_extensions import NotRequired, TypedDict
 
-from v2serve.core.operations import BODY_OPERATIONS, Kind, canonical, kind_of, kind_of_model
+from v2serve.core.operations import BODY_OPERATIONS, Kind, canonical, kind_of
 from v2serve.core.repository_api import RepositoryEndpoints
 from v2serve.core.routes import Handler, Route
 from v2serve.core.server_core import ServerCore
@@ -70,11 +70,10 @@ class V2Endpoints:
 
         explain = operation == "explain"
         decoding = v2_decoding(operation)
-        takes_tensors = kind_of_model(operation, takes_documents=False) is Kind.TENSORS
 
         async def run(event: Event, params: Mapping[str, str]) -> Reply:
             entry = self._core.entry(params)
-            kind = Kind.TENSORS if takes_tensors and not entry.model.takes_documents else kind_of(entry, operation)
+            kind = kind_of(entry, operation)
             if kind is Kind.TENSORS:
                 body = event.body
                 if body.names_data_url():

@@ -32,6 +32,14 @@ class ImageEmbeddingModel(EmbeddingModel):
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     max_image_pixels = 40_000_000
+    max_aspect_ratio = 1.0
+    """How much longer than wide (or wide than long) a decoded image may stay: its centre is cut to this
+    before anything else. 1: the centre square, all that the default ``prepare`` uses. A library transform
+    that resizes the shorter side and then crops the centre (timm's, open_clip's) looks only at the centre
+    square too, so a looser bound changes nothing it computes for images within it."""
+    transform: Any = None
+    """A library's own preprocessing (timm's, open_clip's: a callable from a Pillow image to a ``[3, H, W]``
+    tensor), which ``prepare`` applies instead of its own when a runtime sets it."""
 
     def embed(self, items: list[Any]) -> np.ndarray:
         return self.embed_pixels(self.pixels(items))
@@ -54,22 +62,12 @@ class ImageEmbeddingModel(EmbeddingModel):
             raise InvalidRequest("classify takes {'images': [...]}")
         return self.classify_pixels(self.pixels(images))
 
-    max_aspect_ratio = 1.0
-    """How much longer than wide (or wide than long) a decoded image may stay: its centre is cut to this
-    before anything else. 1: the centre square, all that the default ``prepare`` uses. A library transform
-    that resizes the shorter side and then crops the centre (timm's, open_clip's) looks only at the centre
-    square too, so a looser bound changes nothing it computes for images within it."""
-
     def pixels(self, items: list[Any]) -> np.ndarray:
         """Encoded images as the model's float32 ``[n, 3, H, W]`` batch (``prepare`` of each)."""
         image_module = require("PIL.Image", "embeddings")
         if not items:
             return np.empty((0, 3, self.image_size, self.image_size), np.float32)
         return np.stack([self._prepared(image_module, item, index) for index, item in enumerate(items)])
-
-    transform: Any = None
-    """A library's own preprocessing (timm's, open_clip's: a callable from a Pillow image to a ``[3, H, W]``
-    tensor), which ``prepare`` applies instead of its own when a runtime sets it."""
 
     def prepare(self, image: Any) -> np.ndarray:
         """One decoded RGB Pillow image, already cut to ``max_aspect_ratio``, as the model's normalised
