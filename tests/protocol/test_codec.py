@@ -92,6 +92,7 @@ def test_null_decodes_as_nan_and_nan_encodes_as_null():
         ("INT32", [2], [1.5, 2], "non-integer"),
         ("INT8", [2], [1, 300], "outside the range of INT8"),
         ("UINT8", [1], [-1], "outside the range of UINT8"),
+        ("INT16", [5000], [*range(4999), 40000], "outside the range of INT16"),  # beyond the small-tensor path
         ("UINT64", [1], [2**64], "not integers in the range of UINT64"),
         ("UINT64", [2], [-1, 2**63], "not integers in the range of UINT64"),
         ("FP32", [2], ["a", "b"], "holds values that are not FP32"),

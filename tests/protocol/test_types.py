@@ -39,6 +39,8 @@ def test_string_is_an_alias_of_bytes_and_datatypes_are_case_insensitive():
         ({"inputs": [tensor(shape=[-1])]}, "non-negative integers"),
         ({"inputs": [tensor(shape="1")]}, "shape must be an array"),
         ({"inputs": [tensor(datatype="FP128")]}, "unsupported datatype 'FP128'"),
+        ({"inputs": [tensor(datatype=["FP32"])]}, r"unsupported datatype \['FP32'\]"),  # not a TypeError
+        ({"inputs": [tensor(shape=[1, True])]}, "non-negative integers"),
         ({"inputs": [tensor()], "id": 5}, "'id' must be a string"),
         ({"inputs": [tensor()], "parameters": []}, "parameters must be an object"),
         ({"inputs": [tensor()], "outputs": [{}]}, r"outputs\[0\].name must be a string"),

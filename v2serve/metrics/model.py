@@ -55,7 +55,12 @@ class ModelRecorder:
 
     def executed(self, ns: int, requests: int) -> None:
         self.predict.observe(ns)
-        self.batch_size.observe(requests)
+        batch_size = self.batch_size
+        if requests == 1:  # most calls: the first bucket, without the search
+            batch_size.counts[0] += 1
+            batch_size.total += 1
+        else:
+            batch_size.observe(requests)
 
     def encoded(self, ns: int) -> None:
         self.encode.observe(ns)

@@ -36,14 +36,15 @@ def element_count(shape: list[int]) -> int:
 def decode_json_tensor(tensor: RequestInput) -> np.ndarray:
     """Decode a tensor whose values came in JSON ``data``, flat or nested, row-major."""
     data = tensor.data
-    if data is None:
-        raise InvalidRequest(f"input {tensor.name!r} has neither 'data' nor 'binary_data_size'")
-    if isinstance(data, np.ndarray):  # already decoded elsewhere (a data_url file)
-        _check_count(tensor, data.size)
-        values = data if tensor.datatype == "BYTES" else _cast_checked(tensor, data)
-        return values.reshape(tensor.shape)
-    if tensor.datatype == "BYTES":
-        return _decode_json_bytes(tensor)
+    if type(data) is not list or tensor.datatype == "BYTES":  # a numeric list, the common case, goes on below
+        if data is None:
+            raise InvalidRequest(f"input {tensor.name!r} has neither 'data' nor 'binary_data_size'")
+        if isinstance(data, np.ndarray):  # already decoded elsewhere (large JSON arrays, a data_url file)
+            _check_count(tensor, data.size)
+            values = data if tensor.datatype == "BYTES" else _cast_checked(tensor, data)
+            return values.reshape(tensor.shape)
+        if tensor.datatype == "BYTES":
+            return _decode_json_bytes(tensor)
     values = _as_number_array(tensor)
     if values.size != math.prod(tensor.shape):
         _check_count(tensor, values.size)
@@ -85,8 +86,18 @@ _SAME_VALUE_CAST = np.lib.NumpyVersion(np.__version__) >= "2.4.0"
 
 
 def _cast_checked(tensor: RequestInput, values: np.ndarray) -> np.ndarray:
-    datatype, kind = tensor.datatype, values.dtype.kind
+    datatype = tensor.datatype
     target = DATATYPE_TO_NUMPY[datatype]
+    if values.dtype is target:
+        return values  # read straight into the datatype's own dtype (numpy's are singletons): nothing to check
+    kind = values.dtype.kind
+    if _SAME_VALUE_CAST and kind in _INTEGER_KINDS and target.kind in _INTEGER_KINDS:
+        # Integers into another integer dtype (most integer tensors: JSON ints are read as int64): numpy 2.4's
+        # checked cast raises when one does not fit, in one C pass.
+        try:
+            return values.astype(target, casting="same_value")
+        except (OverflowError, ValueError):
+            raise InvalidRequest(f"input {tensor.name!r} holds values outside the range of {datatype}") from None
     if values.size == 0:
         return values.astype(target)
     if datatype == "BOOL":
@@ -103,11 +114,9 @@ def _cast_checked(tensor: RequestInput, values: np.ndarray) -> np.ndarray:
         if values.dtype == target:
             return values
         if values.size <= _RECONVERT_LIMIT and isinstance(tensor.data, list):
-            # Small tensors (most requests): a checked cast (numpy 2.4), or else converting the JSON ints again
-            # straight into the target dtype, is several times cheaper than a min and a max over the array.
+            # Small tensors (most requests), before numpy 2.4: converting the JSON ints again straight into the
+            # target dtype is several times cheaper than a min and a max over the array.
             try:
-                if _SAME_VALUE_CAST:
-                    return values.astype(target, casting="same_value")
                 return np.asarray(tensor.data, dtype=target)
             except (OverflowError, ValueError):
                 raise InvalidRequest(f"input {tensor.name!r} holds values outside the range of {datatype}") from None
@@ -250,8 +259,8 @@ def to_wire_array(array: np.ndarray, datatype: str) -> np.ndarray:
     """The array in the dtype and byte order its datatype travels in."""
     if datatype == "BYTES":
         return array
-    dtype = DATATYPE_TO_NUMPY[datatype]
-    return array if array.dtype == dtype else array.astype(dtype)
+    dtype, held = DATATYPE_TO_NUMPY[datatype], array.dtype
+    return array if held is dtype or held == dtype else array.astype(dtype)  # ``is``: numpy's dtypes are singletons
 
 
 def json_data(name: str, array: np.ndarray, datatype: str) -> Any:

@@ -51,9 +51,9 @@ _ALIASES = {"STRING": "BYTES"}
 
 def normalize_datatype(datatype: object) -> str:
     """The canonical name of a wire datatype, or InvalidRequest naming the supported ones."""
-    if datatype in DATATYPE_TO_NUMPY:
-        return datatype
     if isinstance(datatype, str):
+        if datatype in DATATYPE_TO_NUMPY:
+            return datatype
         name = _ALIASES.get(datatype.upper(), datatype.upper())
         if name in DATATYPE_TO_NUMPY:
             return name

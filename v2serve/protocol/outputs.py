@@ -30,21 +30,29 @@ def requested_outputs(schema: ModelSchema, request: InferenceRequest, all_binary
 def select_outputs(
     schema: ModelSchema, produced: dict[str, np.ndarray], wanted: dict[str, bool] | None
 ) -> list[OutputTensor]:
+    """The outputs to send, each with its datatype (the declared one, else the array's) and whether it goes
+    binary; ``wanted`` as ``requested_outputs`` gives it."""
     datatypes = schema.output_datatypes
-    if wanted is None or "*" in wanted:
-        binary_all = wanted is not None
-        selection = {name: binary_all for name in produced}
-    else:
-        absent = [name for name in wanted if name not in produced]
-        if absent:
-            raise InvalidRequest(f"model {schema.name!r} produced no output {absent}; it produced {list(produced)}")
-        selection = wanted
     outputs = []
-    for name, is_binary in selection.items():
+    if wanted is None or "*" in wanted:  # every output (most requests)
+        binary_all = wanted is not None
+        for name, array in produced.items():
+            datatype = datatypes.get(name) or _datatype_of(schema, name, array)
+            outputs.append(OutputTensor(name, array, datatype, binary_all))
+        return outputs
+    absent = [name for name in wanted if name not in produced]
+    if absent:
+        raise InvalidRequest(f"model {schema.name!r} produced no output {absent}; it produced {list(produced)}")
+    for name, is_binary in wanted.items():
         array = produced[name]
-        try:
-            datatype = datatypes.get(name) or datatype_of(array)
-        except TypeError as exc:
-            raise InferenceError(f"model {schema.name!r} output {name!r}: {exc}") from None
+        datatype = datatypes.get(name) or _datatype_of(schema, name, array)
         outputs.append(OutputTensor(name, array, datatype, is_binary))
     return outputs
+
+
+def _datatype_of(schema: ModelSchema, name: str, array: np.ndarray) -> str:
+    """The datatype of an output the model does not declare."""
+    try:
+        return datatype_of(array)
+    except TypeError as exc:
+        raise InferenceError(f"model {schema.name!r} output {name!r}: {exc}") from None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from v2serve.errors import InvalidRequest
-from v2serve.protocol.datatypes import normalize_datatype
+from v2serve.protocol.datatypes import DATATYPE_TO_NUMPY, normalize_datatype
 
 Parameters = dict[str, Any]
 
@@ -72,20 +72,9 @@ def _parameters(obj: dict[str, Any], what: str) -> Parameters:
     return checked
 
 
-def _shape(value: Any, name: str) -> list[int]:
-    # The happy path formats no message: this runs for every input of every request.
-    if type(value) is not list:
-        _expect(value, list, f"input {name!r} shape")
-    for dim in value:
-        # type() rather than isinstance(): bool is an int subclass but no dimension.
-        if type(dim) is not int or dim < 0:
-            raise InvalidRequest(f"input {name!r} shape must hold non-negative integers, got {value!r}")
-    shape: list[int] = value
-    return shape
-
-
 def parse_request_input(obj: Any, index: int) -> RequestInput:
-    # The happy path formats no message: this runs for every input of every request.
+    # The happy path formats no message and calls nothing but the constructor: this runs for every input of
+    # every request.
     if type(obj) is not dict:
         _expect(obj, dict, f"inputs[{index}]")
     try:
@@ -94,12 +83,20 @@ def parse_request_input(obj: Any, index: int) -> RequestInput:
         raise InvalidRequest(f"inputs[{index}] is missing {missing.args[0]!r}") from None
     if type(name) is not str:
         _expect(name, str, f"inputs[{index}].name")
+    if type(shape) is not list:
+        _expect(shape, list, f"input {name!r} shape")
+    for dim in shape:
+        # type() rather than isinstance(): bool is an int subclass but no dimension.
+        if type(dim) is not int or dim < 0:
+            raise InvalidRequest(f"input {name!r} shape must hold non-negative integers, got {shape!r}")
+    if type(datatype) is not str or datatype not in DATATYPE_TO_NUMPY:
+        datatype = normalize_datatype(datatype)  # an alias, lower case, or an error
     parameters = obj.get("parameters")
     if parameters is None:
         parameters = {}
     elif type(parameters) is not dict:
         _expect(parameters, dict, f"input {name!r}.parameters")
-    return RequestInput(name, _shape(shape, name), normalize_datatype(datatype), obj.get("data"), parameters)
+    return RequestInput(name, shape, datatype, obj.get("data"), parameters)
 
 
 def parse_inference_request(obj: Any) -> InferenceRequest:
