@@ -1,6 +1,7 @@
 """Triton's statistics extension: counters move by exactly what was sent."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -23,6 +24,7 @@ async def test_counts_per_model_move_by_the_requests_sent():
     ) as client:
         assert "statistics" in (await client.get("/v2")).json()["extensions"]
         before = await stats_of(client, "/v2/models/stats")
+        started_ms = time.time_ns() // 1_000_000
         for _ in range(5):
             await client.post("/v2/models/sum/infer", json=GOOD)  # default version "2"
         for _ in range(2):
@@ -43,7 +45,9 @@ async def test_counts_per_model_move_by_the_requests_sent():
     assert v1["inference_count"] == 1 and broken["inference_stats"]["fail"]["count"] == 1
     assert list(only_v1) == [("sum", "1")] and set(both) == {("sum", "1"), ("sum", "2")}
     assert list(keyed) == [("sum", "1")]
-    assert v2["last_inference"] > 0
+    # Milliseconds since the epoch, as Triton's: within the test's own run, and never before a first inference.
+    assert started_ms - 5 <= v2["last_inference"] <= time.time() * 1000  # 5 ms: two clocks read apart
+    assert before[("sum", "2")]["last_inference"] == 0
 
 
 async def test_a_batch_is_one_execution_of_several_inferences():

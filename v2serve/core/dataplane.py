@@ -244,7 +244,10 @@ class DataPlane:
         self, entry: ModelEntry, decoded: DecodedRequest, headers: Mapping[str, str], event_id: str | None
     ) -> tuple[RequestContext, dict[str, bool] | None, float | None]:
         request = decoded.request
-        wanted = requested_outputs(entry.schema, request, decoded.all_binary_outputs)
+        if request.outputs is None and not request.parameters and not decoded.all_binary_outputs:
+            wanted = None  # every output, as JSON (most requests): requested_outputs' answer, without the call
+        else:
+            wanted = requested_outputs(entry.schema, request, decoded.all_binary_outputs)
         context = RequestContext(
             id=request.id if request.id is not None else (event_id or uuid.uuid4().hex),
             parameters=request.parameters,

@@ -20,11 +20,11 @@ class ModelRecorder:
     """
 
     __slots__ = (
+        "_last_inference_ns",
         "batch_size",
         "decode",
         "encode",
         "labels",
-        "last_inference_ms",
         "predict",
         "queue_wait",
         "requests",
@@ -39,7 +39,8 @@ class ModelRecorder:
         self.encode = seconds_histogram()
         self.batch_size = LoopHistogram(BATCH_BUCKETS)
         self.requests: dict[tuple[str, int], RequestRecord] = {}
-        self.last_inference_ms = 0
+        self._last_inference_ns = 0
+        """perf_counter_ns at the end of the last inference, 0 before the first."""
         self.running = 0
         """Model executions in progress."""
 
@@ -71,9 +72,18 @@ class ModelRecorder:
         record = self.requests.get((operation, status))
         if record is None:
             record = self.requests[(operation, status)] = RequestRecord(inference, seconds_histogram())
-        record.duration.observe(time.perf_counter_ns() - started_ns)
+        now = time.perf_counter_ns()
+        record.duration.observe(now - started_ns)
         if inference:
-            self.last_inference_ms = time.time_ns() // 1_000_000
+            self._last_inference_ns = now  # the wall clock is read when asked, not per request
+
+    @property
+    def last_inference_ms(self) -> int:
+        """When the last inference ended, in milliseconds since the epoch (Triton's ``last_inference``); 0
+        before the first."""
+        if not self._last_inference_ns:
+            return 0
+        return (time.time_ns() - (time.perf_counter_ns() - self._last_inference_ns)) // 1_000_000
 
     def triton_statistics(self) -> schemas.ModelStatistics:
         """The version's statistics in the shape of Triton's statistics extension."""

@@ -8,6 +8,7 @@ so that numpy converts it in one pass (see ``codec``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from v2serve.errors import InvalidRequest
@@ -109,16 +110,22 @@ def parse_inference_request(obj: Any) -> InferenceRequest:
             raise InvalidRequest("the request body is missing 'inputs'")
         _expect(raw_inputs, list, "'inputs'")
     inputs = [parse_request_input(item, i) for i, item in enumerate(raw_inputs)]
-    if len(inputs) > 1:
-        names = [item.name for item in inputs]
-        if len(set(names)) != len(names):
-            raise InvalidRequest(f"input names must be unique, got {names}")
+    if len(inputs) > 1 and len(set(map(_NAME, inputs))) != len(inputs):
+        raise InvalidRequest(f"input names must be unique, got {[item.name for item in inputs]}")
     request_id = obj.get("id")
     if request_id is not None and type(request_id) is not str:
         _expect(request_id, str, "'id'")
     requested = obj.get("outputs")
     outputs = None if requested is None else parse_requested_outputs(requested)  # most ask for every output
-    return InferenceRequest(inputs, request_id, _parameters(obj, "the request"), outputs)
+    parameters = obj.get("parameters")
+    if parameters is None:
+        parameters = {}
+    elif type(parameters) is not dict:
+        _expect(parameters, dict, "the request.parameters")
+    return InferenceRequest(inputs, request_id, parameters, outputs)
+
+
+_NAME = attrgetter("name")
 
 
 def parse_requested_outputs(value: Any, *, names: bool = False) -> list[RequestedOutput] | None:
