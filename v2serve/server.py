@@ -239,8 +239,10 @@ class ModelServer:
 
     async def _handle(self, event: Event) -> Reply:
         request_id = event.headers.get("x-request-id")
-        # Everything logged while serving this event carries its id (tasks it starts inherit the context).
-        token = REQUEST_ID.set(request_id or event.id or "-")
+        # Everything logged while serving this event carries its id (tasks it starts inherit the context). An
+        # event without one keeps the context's ("-" in a transport's task): no context copy per request.
+        label = request_id or event.id
+        token = REQUEST_ID.set(label) if label else None
         try:
             if self.flow is None or self.dispatcher.is_server_request(event):
                 reply = await self.dispatcher.handle(event)
@@ -251,7 +253,8 @@ class ModelServer:
             else:
                 reply = await self.flow.handle(event)
         finally:
-            REQUEST_ID.reset(token)
+            if token is not None:
+                REQUEST_ID.reset(token)
         if request_id is not None:
             reply.headers["x-request-id"] = request_id
         return reply
