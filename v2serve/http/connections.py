@@ -43,6 +43,73 @@ def _error_response(status: str, message: str, extra: str = "") -> bytes:
     return head.encode() + body
 
 
+class _CoalescingTransport:
+    """A transport that sends fewer, fuller segments than uvicorn's writes would.
+
+    uvicorn writes a response's head and its body separately: two ``send`` calls, and (with TCP_NODELAY)
+    two segments for the client, for a response that fits in one. Here:
+
+    - alone (no other request in flight), a response's head is held until the next write and goes out
+      joined to it, at once;
+    - while other requests are in flight, writes are held until the loop has run what is ready
+      (``call_soon``), so that the server answers a burst of requests before it sends, as it read them.
+      Measured with ``benchmarks/run.py`` on add_sub at 32 connections: 93 -> 67 µs of server CPU per
+      request; alone, deferring costs a loop turn of latency, which is why a lone response does not wait.
+
+    Held bytes are sent when the loop turns, or at once past ``FLUSH_AT``, so a streamed body still goes out as
+    it is produced, and a close sends them first. Everything else is the transport's own.
+    """
+
+    FLUSH_AT = 64 * 1024
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, in_flight: set[Any]) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._in_flight = in_flight
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._until_turn = False
+        """Whether the held writes wait for the loop's turn (True) or only for the body after a head."""
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held:
+            held.append(data)
+            self._held_bytes += len(data)
+            if not self._until_turn or self._held_bytes >= self.FLUSH_AT:
+                self._send_held()
+        elif len(self._in_flight) > 1:
+            self._hold(data, until_turn=True)
+        elif data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n"):
+            self._hold(data, until_turn=False)
+        else:
+            self._transport.write(data)
+
+    def _hold(self, data: bytes, *, until_turn: bool) -> None:
+        self._held.append(data)
+        self._held_bytes = len(data)
+        self._until_turn = until_turn
+        self._loop.call_soon(self._send_held)  # a head with no body after it (HEAD, 204, 304) goes too
+
+    def _send_held(self) -> None:
+        held = self._held
+        if held:
+            data = held[0] if len(held) == 1 else b"".join(held)
+            held.clear()
+            self._held_bytes = 0
+            self._transport.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + self._held_bytes
+
+    def close(self) -> None:
+        self._send_held()  # what was written before the close still goes, as the transport's own close promises
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _Guarded:
     """Mixed into a uvicorn HTTP protocol class (it relies on their ``cycle``, ``flow``, ``loop``,
     ``transport`` and ``connections`` attributes, which both implementations share)."""
@@ -52,6 +119,7 @@ class _Guarded:
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     connections: set[Any]
+    tasks: set[Any]
 
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -62,6 +130,7 @@ class _Guarded:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
+        self.transport = _CoalescingTransport(self.transport, self.loop, self.tasks)  # type: ignore[assignment]
         if len(self.connections) > self._limits.max_connections:
             message = f"the server holds its limit of {self._limits.max_connections} connections; try again"
             self._close_with(_error_response("503 Service Unavailable", message, "retry-after: 1\r\n"))
