@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,12 @@ def build_archive(
         config_file = work / "model-config.yaml"
         config_file.write_text(config)
         command += ["--config-file", str(config_file)]
-    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    # torch-model-archiver assembles an archive in $TMPDIR/<model name>: two test processes building a model of
+    # the same name at once would share that folder (and one may leave a file where the other wants it).
+    scratch = work / "tmp"
+    scratch.mkdir()
+    environment = {**os.environ, "TMPDIR": str(scratch)}
+    subprocess.run(command, check=True, capture_output=True, timeout=120, env=environment)
     archive = into / f"{file_name or model_name}.mar"
     (work / f"{model_name}.mar").rename(archive)
     shutil.rmtree(work)
