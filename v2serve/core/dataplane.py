@@ -17,7 +17,6 @@ import asyncio
 import logging
 import time
 import traceback
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Mapping
 from functools import partial
 from typing import Any
@@ -35,6 +34,7 @@ from v2serve.errors import (
 from v2serve.models.base import Model, RequestContext
 from v2serve.protocol.bodies import Decoder
 from v2serve.protocol.decode import DecodedRequest
+from v2serve.protocol.ids import new_request_id
 from v2serve.protocol.outputs import requested_outputs, select_outputs
 from v2serve.protocol.response import InferenceResult
 from v2serve.protocol.schemas import (
@@ -234,7 +234,7 @@ class DataPlane:
             if kind is Kind.DOCUMENT:
                 run = partial(entry.invoker.run, method, named or operation, value, event_id)
             else:
-                context = RequestContext(id=event_id or uuid.uuid4().hex, headers=headers)
+                context = RequestContext(id=event_id or new_request_id(), headers=headers)
                 run = partial(entry.invoker.run, method, value, context)
             answer = await self._guarded(entry, entry.scheduler.call(run))
             call.status = 200
@@ -249,7 +249,7 @@ class DataPlane:
         else:
             wanted = requested_outputs(entry.schema, request, decoded.all_binary_outputs)
         context = RequestContext(
-            id=request.id if request.id is not None else (event_id or uuid.uuid4().hex),
+            id=request.id if request.id is not None else (event_id or new_request_id()),
             parameters=request.parameters,
             input_parameters={tensor.name: tensor.parameters for tensor in request.inputs},
             requested_outputs=None if wanted is None else list(wanted),

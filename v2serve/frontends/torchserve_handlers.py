@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import uuid
 from collections.abc import AsyncGenerator
 
 import numpy as np
@@ -25,6 +24,7 @@ from v2serve.event import Event, Reply
 from v2serve.frontends.forms import form_parts, is_form, urlencoded_fields
 from v2serve.models.torchserve import INPUT, HandlerAnswer, HandlerRequest, Parameter
 from v2serve.protocol.decode import DecodedRequest
+from v2serve.protocol.ids import new_request_id
 from v2serve.protocol.jsonio import dumps
 from v2serve.protocol.media import JSON_CONTENT_TYPE
 from v2serve.protocol.response import InferenceResult
@@ -57,7 +57,7 @@ async def archive_answer(
     intermediates = _Intermediates(loop)
     request = HandlerRequest(handler_parameters(event), on_intermediate=intermediates.send, envelope=envelope)
     # One id for the handler's context.get_request_id and the x-request-id of a plain or a streamed answer.
-    request_id = event.id or uuid.uuid4().hex
+    request_id = event.id or new_request_id()
     infer = asyncio.ensure_future(
         dataplane.infer(
             entry,

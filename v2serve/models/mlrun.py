@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime
 import inspect
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 from v2serve.errors import InvalidRequest, NotImplementedOperation
 from v2serve.models.base import Model, RequestContext
+from v2serve.protocol.ids import new_request_id
 from v2serve.protocol.paths import get_path, set_path
 from v2serve.protocol.types import TensorSpec
 
@@ -265,7 +265,7 @@ class V2ModelServer(Model):
         else:
             outputs = self.predict(request)
         request_id = body.get("id") if isinstance(body.get("id"), str) else None
-        response: dict[str, Any] = {"id": request_id or event_id or uuid.uuid4().hex, "model_name": self.name}
+        response: dict[str, Any] = {"id": request_id or event_id or new_request_id(), "model_name": self.name}
         if self.version:
             response["model_version"] = self.version
         response["outputs"] = outputs

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import os
 import socket
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from v2serve.errors import InferenceError
 from v2serve.metrics.streams import StreamStats
+from v2serve.protocol.ids import new_request_id
 from v2serve.settings import KinesisSettings
 from v2serve.streams.checkpoints import ShardCheckpoints
 from v2serve.streams.leases import LeaseLost, ShardLeases
@@ -232,4 +232,4 @@ def _log_failure(task: asyncio.Task[None]) -> None:
 
 
 def _partition_key(record: OutgoingRecord) -> str:
-    return record.key.decode("utf-8", "replace")[:256] if record.key else uuid.uuid4().hex
+    return record.key.decode("utf-8", "replace")[:256] if record.key else new_request_id()
