@@ -121,3 +121,29 @@ def test_threshold_small_documents_take_the_orjson_route_and_large_ones_the_arra
     assert len(small) < request_json._MIN_BYTES <= len(large)
     assert isinstance(loads_inference_request(small)["inputs"][0]["data"], list)
     assert isinstance(loads_inference_request(large)["inputs"][0]["data"], np.ndarray)
+
+
+def test_a_reused_parser_leaves_each_documents_arrays_intact():
+    first = loads_inference_request(_request("FP64", [3], [1.0, 2.0, 3.0]))
+    second = loads_inference_request(_request("FP64", [5], [9.0] * 5))
+    assert first["inputs"][0]["data"].tolist() == [1.0, 2.0, 3.0]  # not overwritten by the second parse
+    assert second["inputs"][0]["data"].tolist() == [9.0] * 5
+    assert request_json._parser(10) is request_json._parser(10)  # one parser per thread, kept
+
+
+def test_a_parser_still_referenced_sends_the_document_the_orjson_way():
+    held = request_json._parser(10).parse(b'{"keep": [1]}')["keep"]  # a proxy into the parser's document
+    body = _request("FP32", [2], [1.0, 2.0])
+    assert loads_inference_request(body) == orjson.loads(body)
+    del held
+
+
+def test_threads_parse_with_parsers_of_their_own_and_large_documents_with_a_new_one(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [_request("INT64", [64], list(range(i, i + 64))) for i in range(32)]
+    with ThreadPoolExecutor(4) as pool:
+        decoded = list(pool.map(lambda body: loads_inference_request(body)["inputs"][0]["data"].tolist(), bodies * 8))
+    assert decoded == [list(range(i, i + 64)) for i in range(32)] * 8
+    monkeypatch.setattr(request_json, "_REUSE_LIMIT", 100)
+    assert request_json._parser(101) is not request_json._parser(101)

@@ -15,6 +15,7 @@ reads as the bare number, since telling it apart would cost a Python step per el
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -47,8 +48,8 @@ def loads_inference_request(body: bytes | bytearray | memoryview | str) -> Any:
     if simdjson is None or len(body) < _MIN_BYTES:
         return loads(body)
     try:
-        document = simdjson.Parser().parse(body)
-    except (ValueError, RuntimeError):  # RuntimeError: nested deeper than simdjson's limit
+        document = _parser(len(body)).parse(body)
+    except (ValueError, RuntimeError):  # RuntimeError: nested deeper than simdjson's limit (or, see _parser)
         return loads(body)  # orjson decides: the same document, or its error with a position
     if type(document) is not simdjson.Object:
         return _plain(document)
@@ -58,6 +59,24 @@ def loads_inference_request(body: bytes | bytearray | memoryview | str) -> Any:
     if type(request.get("inputs")) is simdjson.Array:
         request["inputs"] = [_tensor(item) for item in request["inputs"]]
     return request
+
+
+_PARSERS = threading.local()
+_REUSE_LIMIT = 16 * 1024 * 1024
+"""A parser keeps the memory of the largest document it has parsed: a larger document gets one of its own."""
+
+
+def _parser(size: int) -> Any:
+    """This thread's parser, reused: a new one per document allocated (and the kernel zeroed) several times
+    the document's size each time, which cost a 1.6 MB tensor three times what parsing it does. Every proxy
+    into a document is gone before this module returns it; were one still alive, simdjson refuses to reuse
+    the parser with a RuntimeError, and that document takes the orjson route."""
+    if size > _REUSE_LIMIT:
+        return simdjson.Parser()
+    parser = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = _PARSERS.parser = simdjson.Parser()
+    return parser
 
 
 def _fields(obj: Any, kept: str) -> dict[str, Any] | None:
