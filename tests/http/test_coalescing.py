@@ -59,11 +59,22 @@ async def test_a_lone_responses_head_goes_out_with_its_body_at_once():
     assert sink.writes == [HEAD + b"{}"]
 
 
-async def test_a_head_with_no_body_after_it_goes_when_the_loop_turns():
+async def test_a_head_with_no_body_after_it_goes_when_its_response_completes():
     transport, sink = coalescing(in_flight=1)
     transport.write(HEAD.replace(b"200 OK", b"204 No Content"))
     await turn()
+    assert sink.writes == []  # no loop turn is spent on a lone response
+    transport.send_lone_head()
     assert sink.writes == [HEAD.replace(b"200 OK", b"204 No Content")]
+
+
+async def test_writes_held_for_the_loops_turn_do_not_go_when_a_response_completes():
+    transport, sink = coalescing(in_flight=3)
+    transport.write(HEAD)
+    transport.send_lone_head()
+    assert sink.writes == []
+    await turn()
+    assert sink.writes == [HEAD]
 
 
 async def test_a_lone_write_that_is_no_head_is_not_held():
@@ -118,3 +129,14 @@ def test_concurrent_and_pipelined_requests_get_their_own_answers(clients):
 
     with serve_in_thread(SumModel(name="sum")) as url:
         assert asyncio.run(ask(url)) == [float(i) for i in range(64)]
+
+
+def test_a_head_request_is_answered_by_a_real_server():
+    # A head held for a body that never comes would go only when the connection closes: the keep-alive time-out
+    # is set beyond the client's, so that such a server fails here rather than answering late.
+    server = serve_in_thread(SumModel(name="sum"), http={"keep_alive_timeout_s": 60})
+    with server as url, httpx.Client(base_url=url, timeout=10) as client:
+        for _ in range(3):  # on one kept-alive connection: each head goes, nothing is left behind
+            head = client.head("/v2/health/ready")
+            get = client.get("/v2/health/ready")
+            assert head.content == b"" and head.status_code == 405 and get.status_code == 200
