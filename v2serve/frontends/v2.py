@@ -47,10 +47,10 @@ class InferDictRequest(TypedDict):
 
 def v2_reply(result: InferenceResult) -> Reply:
     """The v2 rendering of an inference result: JSON, or JSON and binary tensor data as the request asked."""
-    encoded = encode_inference_response(
+    body, content_type, headers = encode_inference_response(
         model_name=result.model_name, model_version=result.model_version, request_id=result.id, outputs=result.outputs
     )
-    return Reply(200, encoded.body, encoded.content_type, encoded.headers)
+    return Reply(200, body, content_type, headers)
 
 
 class V2Endpoints:

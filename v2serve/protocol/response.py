@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -66,11 +66,9 @@ class InferenceResult:
         return value
 
 
-@dataclass(slots=True)
-class EncodedBody:
-    body: bytes
-    content_type: str
-    headers: dict[str, str] = field(default_factory=dict)
+EncodedBody = tuple[bytes, str, dict[str, str]]
+"""A response's body, its content type and its extra headers (a fresh dict: the caller may add to it). A tuple
+rather than an object of its own: one allocation less on every response."""
 
 
 def encode_inference_response(
@@ -102,9 +100,5 @@ def encode_inference_response(
     header["outputs"] = entries
     json_header = dumps(header)
     if not buffers:
-        return EncodedBody(json_header, JSON_CONTENT_TYPE)
-    return EncodedBody(
-        b"".join([json_header, *buffers]),
-        BINARY_CONTENT_TYPE,
-        {HEADER_LENGTH: str(len(json_header))},
-    )
+        return json_header, JSON_CONTENT_TYPE, {}
+    return b"".join([json_header, *buffers]), BINARY_CONTENT_TYPE, {HEADER_LENGTH: str(len(json_header))}
