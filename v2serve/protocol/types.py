@@ -117,12 +117,7 @@ def parse_inference_request(obj: Any) -> InferenceRequest:
         _expect(request_id, str, "'id'")
     requested = obj.get("outputs")
     outputs = None if requested is None else parse_requested_outputs(requested)  # most ask for every output
-    parameters = obj.get("parameters")
-    if parameters is None:
-        parameters = {}
-    elif type(parameters) is not dict:
-        _expect(parameters, dict, "the request.parameters")
-    return InferenceRequest(inputs, request_id, parameters, outputs)
+    return InferenceRequest(inputs, request_id, _parameters(obj, "the request"), outputs)
 
 
 _NAME = attrgetter("name")
