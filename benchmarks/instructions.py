@@ -37,6 +37,7 @@ STAGES = {
     "decode": "checking the parsed inputs against the model and decoding them into numpy",
     "submit": "the scheduler: queue bound, instance slot, statistics, predict",
     "encode": "outputs to the JSON response body",
+    "grpc": "the gRPC ModelInfer handler, serialised request to serialised response (grpcio's own work aside)",
 }
 
 
@@ -122,6 +123,9 @@ async def _child(stage: str, loops: int) -> None:
     async def send(reply: dict[str, Any]) -> None:
         sent.append(reply)
 
+    if stage == "grpc":
+        await _grpc_child(loops)
+        return
     if stage == "floor":
         import floor
 
@@ -160,6 +164,40 @@ async def _child(stage: str, loops: int) -> None:
         _drive_loop(call, loops)
         if stage in ("asgi", "floor"):
             assert sent and sent[-1]["body"].startswith(b'{"model_name"'), sent[-1:]
+
+
+class _GrpcContext:
+    """What the ModelInfer handler asks of grpc.aio's servicer context on a request that succeeds."""
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("user-agent", "grpc-c/51.0.0"),)
+
+    def time_remaining(self) -> None:
+        return None
+
+
+async def _grpc_child(loops: int) -> None:
+    from grpc_vs_http import add_sub_request
+    from v2serve_models import AddSub
+
+    from v2serve.grpc.service import InferenceService, method_handlers
+    from v2serve.http.app import create_app
+    from v2serve.server import ModelServer
+    from v2serve.settings import Settings
+
+    server = ModelServer([AddSub(name="add_sub")], Settings(models=[]))
+    app = create_app(server)
+    message, check = add_sub_request()
+    handler = method_handlers(InferenceService(server.core, None))["ModelInfer"]
+    serve, serialise, context = handler.unary_unary, handler.response_serializer, _GrpcContext()
+    async with app.router.lifespan_context(app):
+        call = lambda: serialise(_complete(serve(message, context)))  # noqa: E731
+        for _ in range(200):
+            call()
+        _drive_loop(call, loops)
+        from v2serve.grpc.generated import inference_pb2 as pb
+
+        assert check(pb.ModelInferResponse.FromString(call()))  # type: ignore[operator]
 
 
 def main() -> None:
