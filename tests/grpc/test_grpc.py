@@ -22,6 +22,7 @@ from v2serve.grpc.generated import inference_pb2 as pb
 from v2serve.grpc.server import GrpcServer
 from v2serve.grpc.service import SERVICE
 from v2serve.models.base import Model
+from v2serve.protocol.types import TensorSpec
 
 pytestmark = pytest.mark.anyio
 
@@ -49,6 +50,15 @@ class Identity(Model):
         return dict(inputs)
 
 
+class Scaled(Model):
+    """x times the optional scale, or x alone when the request leaves the scale out."""
+
+    inputs = [TensorSpec("x", "FP32", [-1, 2]), TensorSpec("scale", "FP32", [1], optional=True)]
+
+    def predict(self, inputs):
+        return {"y": inputs["x"] * inputs["scale"] if "scale" in inputs else inputs["x"]}
+
+
 def sample(datatype: str) -> np.ndarray:
     if datatype == "BYTES":
         return np.array([[b"a", b"\x00\xff"], [b"", "é".encode()]], dtype=object)
@@ -65,8 +75,15 @@ def sample(datatype: str) -> np.ndarray:
 def servers():
     port = free_port()
     add_sub = models_from_target("examples/add_sub", [])
-    models = [*add_sub, RowSum(name="rowsum"), Identity(name="identity"), ErrorModel(name="broken"),
-              SlowModel(name="slow", seconds=2.0), AsyncCountdown(name="countdown")]  # fmt: skip
+    models = [
+        *add_sub,
+        RowSum(name="rowsum"),
+        Identity(name="identity"),
+        Scaled(name="scaled"),
+        ErrorModel(name="broken"),
+        SlowModel(name="slow", seconds=2.0),
+        AsyncCountdown(name="countdown"),
+    ]
     grpc_settings = {"port": port, "max_message_bytes": 1024 * 1024}
     with serve_in_thread(*models, services=[GrpcServer], grpc=grpc_settings) as http_url:
         yield http_url, f"127.0.0.1:{port}"
@@ -157,6 +174,19 @@ def test_errors_are_status_codes(address):
         with pytest.raises(InferenceServerException) as failed:
             client.infer("broken", [one])
         assert failed.value.status() == "StatusCode.INTERNAL"
+
+
+def test_an_optional_input_may_be_left_out_and_a_required_one_may_not(address):
+    x = triton.InferInput("x", [1, 2], "FP32")
+    x.set_data_from_numpy(np.array([[1.5, -2.0]], dtype=np.float32))
+    scale = triton.InferInput("scale", [1], "FP32")
+    scale.set_data_from_numpy(np.array([4.0], dtype=np.float32))
+    with triton.InferenceServerClient(address) as client:
+        assert client.infer("scaled", [x]).as_numpy("y").tolist() == [[1.5, -2.0]]
+        assert client.infer("scaled", [x, scale]).as_numpy("y").tolist() == [[6.0, -8.0]]
+        with pytest.raises(InferenceServerException) as missing:
+            client.infer("scaled", [scale])
+    assert missing.value.status() == "StatusCode.INVALID_ARGUMENT" and "['x']" in missing.value.message()
 
 
 def test_a_typed_value_out_of_its_datatypes_range_is_invalid(address):

@@ -26,6 +26,7 @@ from v2serve.grpc.generated import inference_pb2 as pb
 from v2serve.grpc.status import rich_status
 from v2serve.protocol.body import Body
 from v2serve.protocol.decode import DecodedRequest
+from v2serve.protocol.response import InferenceResult
 from v2serve.protocol.schema import ModelSchema
 
 logger = logging.getLogger("v2serve.grpc")
@@ -66,14 +67,14 @@ class InferenceService:
     # ------------------------------------------------------------ inference
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        entry = await self._entry(request.model_name, request.model_version, context)
         try:
+            entry = self._core.resolve(request.model_name, request.model_version or None)
             result = await self._dataplane.infer(
                 entry, _decoder(request, context), headers=_headers(context), event_id=request.id or None
             )
         except V2ServeError as exc:
             await _abort(context, exc)
-        return result.encode(partial(encode_infer_response, raw=bool(request.raw_input_contents)))
+        return result.encode(_raw_response if request.raw_input_contents else _typed_response)
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: Any
@@ -88,7 +89,7 @@ class InferenceService:
                 )
                 try:
                     async for result in results:
-                        encoded = result.encode(partial(encode_infer_response, raw=bool(request.raw_input_contents)))
+                        encoded = result.encode(_raw_response if request.raw_input_contents else _typed_response)
                         yield pb.ModelStreamInferResponse(infer_response=encoded)
                 finally:
                     await results.aclose()
@@ -174,6 +175,14 @@ def _decoder(request: pb.ModelInferRequest, context: Any) -> Any:
     return decode
 
 
+def _raw_response(result: InferenceResult) -> pb.ModelInferResponse:
+    return encode_infer_response(result, raw=True)
+
+
+def _typed_response(result: InferenceResult) -> pb.ModelInferResponse:
+    return encode_infer_response(result, raw=False)
+
+
 def _headers(context: Any) -> dict[str, str]:
     return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
 
@@ -212,7 +221,11 @@ def method_handlers(service: InferenceService) -> dict[str, grpc.RpcMethodHandle
 
 
 async def _parsing(serve: Any, message: type[Message], raw: bytes, context: Any) -> Any:
-    return await serve(await _parse(message, raw, context), context)
+    try:
+        request = message.FromString(raw)
+    except DecodeError:
+        await _not_a_message(message, context)
+    return await serve(request, context)
 
 
 async def _parsing_each(
@@ -220,15 +233,15 @@ async def _parsing_each(
 ) -> AsyncIterator[Any]:
     async def requests() -> AsyncIterator[Message]:
         async for raw in raws:
-            yield await _parse(message, raw, context)
+            try:
+                yield message.FromString(raw)
+            except DecodeError:
+                await _not_a_message(message, context)
 
     async for response in serve(requests(), context):
         yield response
 
 
-async def _parse(message: type[Message], raw: bytes, context: Any) -> Message:
-    try:
-        return message.FromString(raw)
-    except DecodeError:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {message.__name__} message")
-        raise  # pragma: no cover  (abort raises)
+async def _not_a_message(message: type[Message], context: Any) -> NoReturn:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {message.__name__} message")
+    raise InvalidRequest("unreachable: abort raises")  # pragma: no cover

@@ -194,7 +194,7 @@ def _flatten_strings(tensor: RequestInput, data: list[Any]) -> list[bytes]:
     return out
 
 
-def decode_binary_tensor(tensor: RequestInput, buffer: memoryview) -> np.ndarray:
+def decode_binary_tensor(tensor: RequestInput, buffer: bytes | memoryview) -> np.ndarray:
     """Decode a tensor from its slice of the binary extension's data (little-endian, row-major)."""
     count = element_count(tensor.shape)
     if tensor.datatype == "BYTES":
@@ -210,7 +210,7 @@ def decode_binary_tensor(tensor: RequestInput, buffer: memoryview) -> np.ndarray
     return np.frombuffer(buffer, dtype=DATATYPE_TO_NUMPY[tensor.datatype]).reshape(tensor.shape)
 
 
-def _decode_binary_bytes(tensor: RequestInput, buffer: memoryview, count: int) -> np.ndarray:
+def _decode_binary_bytes(tensor: RequestInput, buffer: bytes | memoryview, count: int) -> np.ndarray:
     # Every element takes at least its 4-byte length: a shape claiming more elements than that is refused
     # before an object array of that many elements is allocated.
     if count * _LENGTH.size > len(buffer):

@@ -100,7 +100,7 @@ def decode_tensors(schema: ModelSchema, request: InferenceRequest, slices: dict[
         if specs:
             # check_tensor's checks, inline (it runs only to say what is wrong): this runs for every input.
             spec = specs.get(tensor.name)
-            if spec is None or spec.datatype != tensor.datatype or not _shape_fits(tensor.shape, spec.shape):
+            if spec is None or spec.datatype != tensor.datatype or not shape_fits(tensor.shape, spec.shape):
                 check_tensor(schema, tensor, specs)
         buffer = None if slices is None else slices.get(tensor.name)
         inputs[tensor.name] = decode_json_tensor(tensor) if buffer is None else decode_binary_tensor(tensor, buffer)
@@ -118,13 +118,14 @@ def check_tensor(schema: ModelSchema, tensor: RequestInput, specs: dict[str, Ten
         raise InvalidRequest(f"model {schema.name!r} has no input {tensor.name!r}; its inputs are {list(specs)}")
     if spec.datatype != tensor.datatype:
         raise InvalidRequest(f"input {tensor.name!r} must be {spec.datatype}, but the request says {tensor.datatype}")
-    if not _shape_fits(tensor.shape, spec.shape):
+    if not shape_fits(tensor.shape, spec.shape):
         raise InvalidRequest(
             f"input {tensor.name!r} has shape {tensor.shape}, but model {schema.name!r} expects {spec.shape}"
         )
 
 
-def _shape_fits(shape: list[int], spec_shape: list[int]) -> bool:
+def shape_fits(shape: list[int], spec_shape: list[int]) -> bool:
+    """Whether ``shape`` fits a spec's shape (-1: any size)."""
     if len(shape) != len(spec_shape):
         return False
     # A plain loop, non-strict zip, equality first: this runs for every input of every request, and a
