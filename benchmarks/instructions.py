@@ -37,6 +37,7 @@ STAGES = {
     "decode": "checking the parsed inputs against the model and decoding them into numpy",
     "submit": "the scheduler: queue bound, instance slot, statistics, predict",
     "encode": "outputs to the JSON response body",
+    "stream": "a stream message (Kafka's, Kinesis'): event_from_message, ModelServer.handle, record_for_reply",
     "grpc": "the gRPC ModelInfer handler, serialised request to serialised response (grpcio's own work aside)",
 }
 
@@ -103,6 +104,7 @@ async def _child(stage: str, loops: int) -> None:
     from v2serve.protocol.types import parse_inference_request
     from v2serve.server import ModelServer
     from v2serve.settings import Settings
+    from v2serve.streams.messages import event_from_message, record_for_reply
 
     body = workloads.add_sub().body
     path = "/v2/models/add_sub/infer"
@@ -139,6 +141,7 @@ async def _child(stage: str, loops: int) -> None:
         else:
             entry = server.registry.resolve("add_sub")
             json_headers = {"content-type": "application/json"}
+            stream_headers = [("v2-model", b"add_sub")]  # as benchmarks/kafka.py sends them
             request = parse_inference_request(orjson.loads(body))
             inputs = decode.decode_tensors(entry.schema, request, None)
             outputs = await entry.model.predict(inputs)
@@ -147,6 +150,11 @@ async def _child(stage: str, loops: int) -> None:
                 # A new Event per request, as a transport builds one: its body is parsed once, then memoised.
                 "core": lambda: _complete(
                     server.handle(Event(Body.of(body, json_headers), path, "POST", json_headers))
+                ),
+                "stream": lambda: record_for_reply(
+                    event := event_from_message(body, b"bench", stream_headers, "kafka"),
+                    b"bench",
+                    _complete(server.handle(event)),
                 ),
                 "parse": lambda: parse_inference_request(orjson.loads(body)),
                 "decode": lambda: decode.decode_tensors(entry.schema, request, None),

@@ -60,6 +60,7 @@ class V2Endpoints:
         self._core = core
         self._dataplane = core.dataplane
         self._generate = GenerateEndpoints(core)
+        self._body_infer = self.operation(canonical("infer"))
 
     # ------------------------------------------------------------ model routes
 
@@ -151,15 +152,21 @@ class V2Endpoints:
         """A request posted to ``/`` (streams, serverless): the body's ``model``, ``version`` and
         ``operation`` fields, else the ``v2-*`` headers, say what it addresses. Its reply carries what the
         body named, so that a transport can write an error record without parsing anything again."""
-        addressed = _addressed({}, event.headers)
         try:
-            try:
-                addressed = _addressed(_fields(event.body), event.headers)
-            except V2ServeError as exc:
-                self._core.count_unrouted(exc)
-                raise
+            fields = _fields(event.body)
+        except V2ServeError as exc:
+            self._core.count_unrouted(exc)
+            reply = error_reply(exc)
+            reply.addressed = _addressed({}, event.headers)
+            return reply
+        addressed = _addressed(fields, event.headers)
+        try:
             target = self._body_target(addressed)
-            reply = await self.operation(target["operation"], addressed.operation)(event, target)
+            if addressed.operation is None:
+                handler = self._body_infer  # most messages: the handler built once
+            else:
+                handler = self.operation(target["operation"], addressed.operation)
+            reply = await handler(event, target)
         except V2ServeError as exc:
             reply = error_reply(exc)
         reply.addressed = addressed
@@ -328,9 +335,12 @@ def _fields(body: Body) -> dict[str, Any]:
 
 
 def _addressed(fields: dict[str, Any], headers: Mapping[str, str]) -> Addressed:
-    def pick(key: str) -> str | None:
-        value = fields.get(key, headers.get(f"v2-{key}"))
-        return None if value is None else str(value)
-
+    model = fields.get("model", headers.get("v2-model"))
+    version = fields.get("version", headers.get("v2-version"))
+    operation = fields.get("operation", headers.get("v2-operation"))
     request_id = fields.get("id")
-    return Addressed(pick("model"), pick("version"), pick("operation"), None if request_id is None else str(request_id))
+    return Addressed(_text(model), _text(version), _text(operation), _text(request_id))
+
+
+def _text(value: Any) -> str | None:
+    return value if value is None or type(value) is str else str(value)
