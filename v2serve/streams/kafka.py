@@ -212,7 +212,7 @@ class KafkaWorker:
         A result the broker refuses for good (too large, say) is replaced by an error record saying so.
         """
         assert self._producer is not None
-        backoff = Backoff()
+        backoff = None  # made on the first failure: most records need none
         while True:
             topic = self.settings.error_topic if record.is_error else self.settings.output_topic
             try:
@@ -223,6 +223,7 @@ class KafkaWorker:
                     failure = V2ServeError(f"the result could not be written to {topic}: {exc}")
                     record = error_record(event, key, failure, addressed)
                     continue
+                backoff = backoff or Backoff()
                 delay = backoff.next()
                 logger.warning("writing to %s failed (%s); retrying in %.1f s", topic, exc, delay)
                 await asyncio.sleep(delay)

@@ -43,7 +43,7 @@ async def serve_event(handle: Handle, event: Event, where: str, retry: RetrySett
     Should the handler raise (a bug: the graph renders its own errors), a 500 reply, so that the message
     still gets its error record."""
     retry = retry or RetrySettings()
-    backoff = Backoff(retry.backoff_s, retry.max_backoff_s)
+    backoff = None  # made on the first retry: most messages need none
     for attempt in range(retry.attempts + 1):
         try:
             reply = await handle(event)
@@ -52,6 +52,7 @@ async def serve_event(handle: Handle, event: Event, where: str, retry: RetrySett
             return Reply.json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
         if reply.error is None or not reply.error.retriable or attempt == retry.attempts:
             break
+        backoff = backoff or Backoff(retry.backoff_s, retry.max_backoff_s)
         delay = backoff.next()
         logger.info("%s: %s; retrying in %.2f s", where, reply.error.message, delay)
         await asyncio.sleep(delay)
