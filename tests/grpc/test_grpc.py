@@ -189,6 +189,25 @@ def test_an_optional_input_may_be_left_out_and_a_required_one_may_not(address):
     assert missing.value.status() == "StatusCode.INVALID_ARGUMENT" and "['x']" in missing.value.message()
 
 
+@pytest.mark.parametrize("method", ["ModelInfer", "ModelStreamInfer"])
+def test_bytes_that_are_not_a_request_are_invalid_argument_and_the_server_goes_on(address, method):
+    path = f"/{SERVICE.full_name}/{method}"
+    with grpc.insecure_channel(address) as channel:
+        if method == "ModelInfer":
+            send = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+            calling = lambda: send(b"\xff\xff\xff")  # noqa: E731
+        else:
+            stream = channel.stream_stream(path, request_serializer=None, response_deserializer=None)
+            calling = lambda: list(stream(iter([b"\xff\xff\xff"])))  # noqa: E731
+        with pytest.raises(grpc.RpcError) as refused:
+            calling()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid ModelInferRequest" in refused.value.details()
+    a, b, inputs = add_sub_inputs()
+    with triton.InferenceServerClient(address) as client:
+        assert client.infer("add_sub", inputs).as_numpy("OUTPUT0").tolist() == (a + b).tolist()
+
+
 def test_a_typed_value_out_of_its_datatypes_range_is_invalid(address):
     request = pb.ModelInferRequest(model_name="identity")
     request.inputs.add(name="x", datatype="INT8", shape=[1]).contents.int_contents.append(300)
