@@ -61,6 +61,10 @@ NAMED_ONLY = {
 
 # The issues' targets as paired ratios: (workload, target) over (workload, target), taken within each round.
 COMPARISONS = [
+    (("add_sub", "v2serve:add_sub"), ("add_sub", "floor:add_sub")),
+    (("large_json", "v2serve:channel_mean"), ("large_json", "floor:channel_mean")),
+    (("mlp", "v2serve:mlp"), ("mlp", "floor:mlp")),
+    (("mlp", "v2serve:mlp_batched"), ("mlp", "floor:mlp")),
     (("add_sub", "v2serve:add_sub"), ("add_sub", "mlserver:add_sub")),
     (("add_sub", "v2serve:add_sub"), ("add_sub", "kserve:add_sub")),
     (("mlp", "v2serve:mlp_batched"), ("mlp", "v2serve:mlp")),
