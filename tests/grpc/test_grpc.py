@@ -145,6 +145,29 @@ def test_every_datatype_round_trips_raw(address, datatype):
     assert back.tolist() == value.tolist()
 
 
+def test_a_large_raw_tensor_is_read_from_the_wire_and_answered_whole(address):
+    # Over wire.SPLIT_FROM_BYTES: its contents are views into the message grpcio received, not upb's copies.
+    value = np.random.default_rng(3).random((2, 40_000), dtype=np.float32)
+    small = np.array([[1, -2]], dtype=np.int64)
+    tensors = [triton.InferInput("x", list(value.shape), "FP32"), triton.InferInput("n", [1, 2], "INT64")]
+    tensors[0].set_data_from_numpy(value)
+    tensors[1].set_data_from_numpy(small)
+    with triton.InferenceServerClient(address) as client:
+        result = client.infer("identity", tensors, request_id="large")
+    assert result.get_response().id == "large"
+    assert np.array_equal(result.as_numpy("x"), value) and result.as_numpy("n").tolist() == [[1, -2]]
+
+
+def test_a_large_request_with_raw_and_typed_contents_is_invalid(address):
+    request = pb.ModelInferRequest(model_name="identity")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 1]).contents.fp32_contents.append(1.0)
+    request.raw_input_contents.append(b"\x00" * 100_000)
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as refused:
+        call(channel, "ModelInfer", request)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "has contents, but the request uses raw_input_contents" in refused.value.details()
+
+
 def test_kserve_client_typed_and_raw_contents(address):
     run_kserve_check("grpc", address)
 

@@ -7,7 +7,7 @@ contents gets ``raw_output_contents`` back, one that sent typed contents gets ty
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,9 +64,12 @@ def set_parameters(target: Any, values: Mapping[str, Any]) -> None:
             parameter.string_param = value if isinstance(value, str) else str(value)
 
 
-def decode_infer_request(schema: ModelSchema, request: pb.ModelInferRequest) -> DecodedRequest:
-    """The request's inputs, checked against ``schema`` and decoded."""
-    raw = request.raw_input_contents
+def decode_infer_request(
+    schema: ModelSchema, request: pb.ModelInferRequest, raw_contents: Sequence[memoryview] | None = None
+) -> DecodedRequest:
+    """The request's inputs, checked against ``schema`` and decoded; ``raw_contents``: its raw input contents
+    when they were taken from the wire apart from the message (``wire.split_raw_contents``)."""
+    raw = request.raw_input_contents if raw_contents is None else raw_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidRequest(
             f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs: give one per input"

@@ -24,6 +24,7 @@ from v2serve.event import Event
 from v2serve.grpc.codec import decode_infer_request, encode_infer_response, parameters_of
 from v2serve.grpc.generated import inference_pb2 as pb
 from v2serve.grpc.status import rich_status
+from v2serve.grpc.wire import SPLIT_FROM_BYTES, split_raw_contents
 from v2serve.protocol.body import Body
 from v2serve.protocol.decode import DecodedRequest
 from v2serve.protocol.response import InferenceResult
@@ -66,15 +67,22 @@ class InferenceService:
 
     # ------------------------------------------------------------ inference
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Any, raw_contents: list[memoryview] | None = None
+    ) -> pb.ModelInferResponse:
+        """``raw_contents``: the raw input contents, when they were taken from the wire apart from ``request``."""
         try:
             entry = self._core.resolve(request.model_name, request.model_version or None)
             result = await self._dataplane.infer(
-                entry, _decoder(request, context), headers=_headers(context), event_id=request.id or None
+                entry,
+                _decoder(request, context, raw_contents),
+                headers=_headers(context),
+                event_id=request.id or None,
             )
         except V2ServeError as exc:
             await _abort(context, exc)
-        return result.encode(_raw_response if request.raw_input_contents else _typed_response)
+        raw = raw_contents is not None or bool(request.raw_input_contents)
+        return result.encode(_raw_response if raw else _typed_response)
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: Any
@@ -161,12 +169,12 @@ def _parsed(value: Any, message: M) -> M:
     return message
 
 
-def _decoder(request: pb.ModelInferRequest, context: Any) -> Any:
+def _decoder(request: pb.ModelInferRequest, context: Any, raw_contents: list[memoryview] | None = None) -> Any:
     """The request's decoding; the client's deadline, when it set one and the request names no timeout,
     becomes the request's ``timeout`` so that a request still queued when it passes is dropped."""
 
     def decode(schema: ModelSchema) -> DecodedRequest:
-        decoded = decode_infer_request(schema, request)
+        decoded = decode_infer_request(schema, request, raw_contents)
         remaining = context.time_remaining()
         if remaining is not None and "timeout" not in decoded.request.parameters:
             decoded.request.parameters["timeout"] = max(int(remaining * _MICROSECONDS), 1)
@@ -212,8 +220,9 @@ def method_handlers(service: InferenceService) -> dict[str, grpc.RpcMethodHandle
                 partial(_parsing_each, serve, request), response_serializer=response.SerializeToString
             )
         elif not method.client_streaming and not method.server_streaming:
+            parse = partial(_parsing_infer, serve) if method.name == "ModelInfer" else partial(_parsing, serve, request)
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                partial(_parsing, serve, request), response_serializer=response.SerializeToString
+                parse, response_serializer=response.SerializeToString
             )
         else:
             raise ValueError(f"{method.full_name}: only unary and bidirectional RPCs are served")
@@ -226,6 +235,20 @@ async def _parsing(serve: Any, message: type[Message], raw: bytes, context: Any)
     except DecodeError:
         await _not_a_message(message, context)
     return await serve(request, context)
+
+
+async def _parsing_infer(serve: Any, raw: bytes, context: Any) -> Any:
+    """ModelInfer's request; a large one's raw contents are taken from the wire, not copied (``wire.py``)."""
+    contents = None
+    if len(raw) >= SPLIT_FROM_BYTES:
+        split = split_raw_contents(raw)
+        if split is not None:
+            raw, contents = split
+    try:
+        request = pb.ModelInferRequest.FromString(raw)
+    except DecodeError:
+        await _not_a_message(pb.ModelInferRequest, context)
+    return await serve(request, context, contents)
 
 
 async def _parsing_each(
