@@ -9,7 +9,7 @@ import pytest
 from google.protobuf.message import DecodeError
 
 from v2serve.grpc.generated import inference_pb2 as pb
-from v2serve.grpc.wire import RAW_INPUT_CONTENTS, split_raw_contents
+from v2serve.grpc.wire import MAX_FIELDS, RAW_INPUT_CONTENTS, split_raw_contents
 
 
 def request_with_everything() -> pb.ModelInferRequest:
@@ -66,6 +66,14 @@ def test_raw_contents_between_other_fields_keep_their_order_and_the_last_scalar_
 )
 def test_what_is_not_a_sequence_of_whole_fields_is_left_to_upb(wire):
     assert split_raw_contents(wire) is None
+
+
+def test_a_message_of_more_fields_than_the_walk_takes_is_left_to_upb():
+    # 2-byte varint fields (id field 3 as a varint is a wrong wire type: upb keeps it as an unknown field)
+    many = bytes([3 << 3 | 0, 1]) * MAX_FIELDS + field(RAW_INPUT_CONTENTS, b"x" * 100)
+    assert split_raw_contents(many) is None
+    few = bytes([3 << 3 | 0, 1]) * (MAX_FIELDS - 1) + field(RAW_INPUT_CONTENTS, b"x" * 100)
+    assert split_raw_contents(few) is not None
 
 
 def test_on_damaged_messages_a_split_agrees_with_upb_parsing_the_whole():

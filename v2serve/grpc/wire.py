@@ -18,18 +18,25 @@ RAW_INPUT_CONTENTS = 7
 SPLIT_FROM_BYTES = 64 * 1024
 """Smaller messages are parsed whole: below this, walking the fields in Python costs more than the copies."""
 
+MAX_FIELDS = 512
+"""A message of more top-level fields is parsed whole: a request has a few per input and parameter, and the
+walk, a Python step per field, must not let a message of many tiny fields cost more than upb's parse."""
+
 _VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
 
 
 def split_raw_contents(message: bytes) -> tuple[bytes, list[memoryview]] | None:
     """``message`` without its raw_input_contents fields, and those fields' contents as views into it;
-    None when the message holds none, or is not a sequence of well-formed fields (parse it whole then)."""
+    None when the message holds none, has more than MAX_FIELDS fields, or is not a sequence of well-formed
+    fields (parse it whole then)."""
     view = memoryview(message)
     end = len(message)
     kept: list[memoryview] = []
     raw: list[memoryview] = []
     position = 0
-    while position < end:
+    for _ in range(MAX_FIELDS):
+        if position >= end:
+            break
         start = position
         tag, position = _varint(message, position, end)
         if tag < 0:
@@ -56,7 +63,7 @@ def split_raw_contents(message: bytes) -> tuple[bytes, list[memoryview]] | None:
             kept.append(view[start:position])
         else:  # groups (deprecated, never in this proto) and invalid wire types
             return None
-    if not raw:
+    if position < end or not raw:
         return None
     return b"".join(kept), raw
 
