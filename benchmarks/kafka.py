@@ -87,8 +87,7 @@ def write_configs(bootstrap: str, topics: dict[str, str], http_port: int) -> dic
 
 def start_server(name: str, bootstrap: str, topics: dict[str, str]) -> subprocess.Popen:
     configs = write_configs(bootstrap, topics, run.free_port())
-    env = {**os.environ, "PYTHONPATH": str(run.SERVERS_DIR), "PYTHONUNBUFFERED": "1"}
-    env["V2SERVE_IMPLEMENTATION_PACKAGES"] = '["v2serve_models"]'
+    env = run.server_env()
     if name == "v2serve":
         command = [
             str(run.python("v2serve")),
@@ -254,9 +253,8 @@ def report(results: list[BurstResult], http_rps: dict[int, float]) -> str:
         own = f"{r.rps / http_rps[r.round]:.2f}x" if r.server == "v2serve" and r.round in http_rps else "-"
         note = " (timed out)" if r.timed_out else ""
         lines.append(
-            f"| {r.burst:,} | {r.server} | {r.round} | {r.seconds:.2f}{note} | {r.produced_s:.2f} | {r.answered:,} "
-            f"| {r.errors} "
-            f"| {r.rps:,.0f} | {ratio} | {own} |"
+            f"| {r.burst:,} | {r.server} | {r.round} | {r.seconds:.2f}{note} | {r.produced_s:.2f} "
+            f"| {r.answered:,} | {r.errors} | {r.rps:,.0f} | {ratio} | {own} |"
         )
     if http_rps:
         rates = ", ".join(f"round {k}: {v:,.0f}" for k, v in sorted(http_rps.items()))

@@ -109,11 +109,11 @@ class Server:
 
     def pause(self) -> None:
         """Stop the server's processes (SIGSTOP) so that its timers and threads cannot take core 0."""
-        for pid in _process_tree(self.process.pid):
+        for pid in process_tree(self.process.pid):
             _signal(pid, signal.SIGSTOP)
 
     def resume(self) -> None:
-        for pid in _process_tree(self.process.pid):
+        for pid in process_tree(self.process.pid):
             _signal(pid, signal.SIGCONT)
 
     def wait_idle(self, timeout: float = 60) -> None:
@@ -131,7 +131,7 @@ class Server:
     def cpu_seconds(self) -> float:
         """User+system CPU of the server and its child processes so far."""
         total = 0
-        for pid in _process_tree(self.process.pid):
+        for pid in process_tree(self.process.pid):
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
@@ -145,7 +145,7 @@ def _signal(pid: int, signum: signal.Signals) -> None:
         os.kill(pid, signum)
 
 
-def _process_tree(root: int) -> list[int]:
+def process_tree(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -223,12 +223,20 @@ def stop_all(servers: Iterable[Server]) -> None:
             server.process.kill()
 
 
+def server_env(onnx_path: Path | None = None) -> dict[str, str]:
+    """The environment every benchmark server runs with: the harness's model code importable, unbuffered logs."""
+    env = {**os.environ, "PYTHONPATH": str(SERVERS_DIR), "PYTHONUNBUFFERED": "1"}
+    if onnx_path is not None:
+        env["MLP_PATH"] = str(onnx_path)
+    # The generated model directories name the harness's own module (servers/v2serve_models.py).
+    env["V2SERVE_IMPLEMENTATION_PACKAGES"] = '["v2serve_models"]'
+    return env
+
+
 def start(name: str, onnx_path: Path, grpc_port: int | None = None) -> Server:
     """``grpc_port``: serve gRPC there too (v2serve and MLServer)."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(SERVERS_DIR), "MLP_PATH": str(onnx_path), "PYTHONUNBUFFERED": "1"}
-    # The generated model directories name the harness's own module (servers/v2serve_models.py).
-    env["V2SERVE_IMPLEMENTATION_PACKAGES"] = '["v2serve_models"]'
+    env = server_env(onnx_path)
     if name == "floor":
         command = [
             str(python("v2serve")),

@@ -37,11 +37,12 @@ from run import (  # noqa: E402
     VENVS,
     WORK,
     Server,
-    _process_tree,
     ensure_venvs,
     free_port,
     prepare_models,
+    process_tree,
     python,
+    server_env,
     stop_all,
     wait_and_validate,
 )
@@ -65,8 +66,7 @@ class Measure:
 
 def start(workers: int, onnx_path: Path) -> Server:
     port, grpc_port = free_port(), free_port()
-    env = {**os.environ, "PYTHONPATH": str(SERVERS_DIR), "MLP_PATH": str(onnx_path), "PYTHONUNBUFFERED": "1"}
-    env["V2SERVE_IMPLEMENTATION_PACKAGES"] = '["v2serve_models"]'
+    env = server_env(onnx_path)
     command = [str(python("v2serve")), "-m", "v2serve", "serve", str(WORK / "v2serve"), "--port", str(port),
                "--grpc-port", str(grpc_port), "--workers", str(workers)]  # fmt: skip
     log = WORK / f"workers-{workers}.log"
@@ -77,7 +77,7 @@ def start(workers: int, onnx_path: Path) -> Server:
 def thread_ticks(server: Server) -> dict[tuple[int, int], tuple[str, int]]:
     """(process, thread) -> (thread name, user+system ticks so far), for every thread of the server."""
     ticks = {}
-    for pid in _process_tree(server.process.pid):
+    for pid in process_tree(server.process.pid):
         try:
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
@@ -94,7 +94,7 @@ def thread_ticks(server: Server) -> dict[tuple[int, int], tuple[str, int]]:
 
 
 def thread_kind(server: Server, pid: int, tid: int, name: str) -> str:
-    if pid == server.process.pid and len(_process_tree(server.process.pid)) > 1:
+    if pid == server.process.pid and len(process_tree(server.process.pid)) > 1:
         return "supervisor"
     if tid == pid:
         return "loop"
@@ -151,6 +151,7 @@ def main() -> None:
     grpc_body.write_bytes(grpc_frame(message))
     http_body = WORK / "body-add_sub.bin"
     http_body.write_bytes(add_sub().body)
+    os.environ.update(BODY_FILE=str(http_body), CONTENT_TYPE="application/json")  # for wrk's post.lua
     servers = {workers: start(workers, onnx_path) for workers in (1, 2)}
     measures: list[Measure] = []
     try:
@@ -168,7 +169,6 @@ def main() -> None:
                 server.resume()
                 wrk = ["wrk", "-t1", "-c32", f"-d{args.duration}s", "-s", str(HERE / "post.lua"),
                        f"{server.url}/v2/models/add_sub/infer"]  # fmt: skip
-                os.environ.update(BODY_FILE=str(http_body), CONTENT_TYPE="application/json")
                 h2load = ["h2load", "-c", "16", "-m", "2", "-D", str(args.duration), "--warm-up-time", "1",
                           "-d", str(grpc_body), "-H", "content-type: application/grpc", "-H", "te: trailers",
                           f"http://127.0.0.1:{server.grpc_port}{SERVICE}"]  # fmt: skip
@@ -187,7 +187,7 @@ def main() -> None:
 
 def resident_kb(server: Server) -> int:
     total = 0
-    for pid in _process_tree(server.process.pid):
+    for pid in process_tree(server.process.pid):
         try:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
