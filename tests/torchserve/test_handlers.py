@@ -163,36 +163,3 @@ def test_bad_bodies_are_refused_in_torchserve_shape_and_the_handler_is_not_calle
     )
     assert flooded.status_code == 400 and "form" in flooded.json()["message"]
     assert requests.post(f"{url}/predictions/raw", data=b"teapot", timeout=10).status_code == 418
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        [0.1, 0.2, 1.0],
-        {"a": [1, 2.5, {"b": None, "c": True}], "d": "x"},
-        [],
-        {},
-        [[], {}, [{"k": []}]],
-        [1e-05, 1.5e-07, 1e16],  # orjson writes 0.00001 and 1.5e-7
-        ["é", "\u2028"],  # json escapes non-ASCII (ensure_ascii), orjson writes UTF-8
-        {"n": float("nan")},  # json writes NaN, orjson null
-        {1: 2},  # json turns the key into a string, orjson refuses it
-        [2**70],  # beyond orjson's 64 bits
-        ("t", 1),
-    ],
-)
-def test_json_answers_are_the_bytes_torchserves_worker_writes(value):
-    from v2serve.models.torchserve.handler import _json_as_torchserve_writes_it
-
-    assert _json_as_torchserve_writes_it(value) == json.dumps(value, indent=2).encode("utf-8")
-
-
-def test_json_answers_that_cannot_be_json_raise_as_json_does():
-    from v2serve.models.torchserve.handler import _json_as_torchserve_writes_it
-
-    with pytest.raises(TypeError):
-        _json_as_torchserve_writes_it({"x": object()})
-    loop: list = []
-    loop.append(loop)
-    with pytest.raises(ValueError, match="Circular"):
-        _json_as_torchserve_writes_it(loop)
