@@ -1,6 +1,7 @@
 """Dynamic batching, bounded queues and deadlines, through the HTTP app."""
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -9,9 +10,9 @@ from tests.conftest import serve_in_process
 from tests.fixtures import CountingDouble, ErrorModel, GatedModel
 from v2serve.engine.invoker import ModelInvoker
 from v2serve.engine.scheduler import BatchScheduler, ConcurrencyScheduler
-from v2serve.errors import InferenceError
+from v2serve.errors import DeadlineExceeded, InferenceError
 from v2serve.metrics.model import ModelRecorder
-from v2serve.models.base import RequestContext
+from v2serve.models.base import Model, RequestContext
 
 pytestmark = pytest.mark.anyio
 
@@ -175,3 +176,89 @@ async def test_slots_bound_concurrency_and_survive_cancelled_waiters():
     assert Tracking.peak == 2 and scheduler.waiting == 0
     more = await asyncio.gather(*(scheduler.submit(inputs, RequestContext(id="x"), None) for _ in range(4)))
     assert len(more) == 4 and Tracking.peak == 2
+
+
+class SyncTracking(Model):
+    """A sync predict that records the order calls start in and how many run at once, and waits at ``gate``."""
+
+    def __init__(self, instances: int):
+        super().__init__(name="tracking", instances=instances)
+        self.gate = threading.Event()
+        self.lock = threading.Lock()
+        self.order: list[str] = []
+        self.running = self.peak = 0
+
+    def enter(self, name: str) -> None:
+        with self.lock:
+            self.order.append(name)
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.running -= 1
+
+    def predict(self, inputs, context):
+        self.enter(context.id)
+        try:
+            if not self.gate.wait(10):
+                raise TimeoutError("never released")
+            return {"y": inputs["x"]}
+        finally:
+            self.leave()
+
+
+def tracking_scheduler(instances: int) -> tuple[SyncTracking, ConcurrencyScheduler, ModelRecorder]:
+    model = SyncTracking(instances)
+    stats = ModelRecorder("tracking", None)
+    return model, ConcurrencyScheduler(ModelInvoker(model, None), stats), stats
+
+
+async def test_sync_predicts_queued_for_an_instance_run_in_order_one_slot_at_a_time_with_other_waiters():
+    model, scheduler, stats = tracking_scheduler(instances=1)
+    inputs = {"x": np.ones((1, 1), dtype=np.float32)}
+
+    def predict(name: str) -> asyncio.Task:
+        return asyncio.ensure_future(scheduler.submit(inputs, RequestContext(id=name), None))
+
+    async def operation() -> str:  # a custom operation: it waits on the loop for the same slots
+        model.enter("op")
+        model.leave()
+        return "op done"
+
+    first = predict("a")
+    await asyncio.sleep(0)  # it takes the free instance
+    queued = [predict("b"), predict("c")]
+    await asyncio.sleep(0)
+    op = asyncio.ensure_future(scheduler.call(operation))
+    await asyncio.sleep(0)
+    queued += [predict("d"), predict("e")]
+    await asyncio.sleep(0)
+    assert scheduler.waiting == 5
+    queued[1].cancel()  # gave up while queued: never runs, keeps no slot
+    model.gate.set()
+    results = await asyncio.gather(first, *queued, op, return_exceptions=True)
+    assert isinstance(results[2], asyncio.CancelledError) and results[-1] == "op done"
+    assert model.order == ["a", "b", "op", "d", "e"] and model.peak == 1
+    assert scheduler.waiting == 0 and stats.running == 0
+    assert sum(stats.queue_wait.counts) == 5 and sum(stats.predict.counts) == 4  # the operation waited too
+    again = await asyncio.gather(*(predict(f"x{i}") for i in range(3)))
+    assert len(again) == 3 and model.peak == 1
+
+
+async def test_a_sync_predict_that_outlives_its_deadline_keeps_its_instance_until_it_returns():
+    model, scheduler, stats = tracking_scheduler(instances=1)
+    inputs = {"x": np.ones((1, 1), dtype=np.float32)}
+    loop = asyncio.get_running_loop()
+    with pytest.raises(DeadlineExceeded):
+        await scheduler.submit(inputs, RequestContext(id="late"), loop.time() + 0.05)
+    assert model.order == ["late"] and model.running == 1  # still running in its thread
+    with pytest.raises(DeadlineExceeded):  # queued behind it until its own deadline: it leaves the queue
+        await scheduler.submit(inputs, RequestContext(id="queued"), loop.time() + 0.05)
+    assert scheduler.waiting == 0
+    after = asyncio.ensure_future(scheduler.submit(inputs, RequestContext(id="next"), None))
+    await asyncio.sleep(0)
+    assert scheduler.waiting == 1  # queued behind the abandoned call, not running beside it
+    model.gate.set()
+    assert (await after)["y"].shape == (1, 1)
+    assert model.order == ["late", "next"] and model.peak == 1 and stats.running == 0

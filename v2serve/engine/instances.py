@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
 _STOP = object()
+
+logger = logging.getLogger("v2serve.models")
 
 
 class InstanceThreads:
@@ -37,6 +40,13 @@ class InstanceThreads:
         self._jobs.put((loop, future, contextvars.copy_context(), function, args))
         return future
 
+    def post(self, function: Callable[..., Any], *args: Any) -> None:
+        """Run ``function(*args)`` in a thread, with nothing to await: ``function`` delivers its own results and
+        must not raise (what it raises is logged)."""
+        if not self._threads:
+            self._start()
+        self._jobs.put((None, None, None, function, args))
+
     def _start(self) -> None:
         with self._lock:
             if self._threads:
@@ -52,6 +62,12 @@ class InstanceThreads:
             if job is _STOP:
                 return
             loop, future, context, function, args = job
+            if future is None:
+                try:
+                    function(*args)
+                except BaseException:
+                    logger.exception("a job of %s failed", self._name)
+                continue
             if future.cancelled():
                 continue
             try:

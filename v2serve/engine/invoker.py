@@ -95,7 +95,11 @@ class ModelInvoker(Runner):
         self._load = bind(model.load, 0)
         self._unload = bind(model.unload, 0)
         self._operations: dict[str, BoundMethod] = {}
-        self._instances = InstanceThreads(max(1, model.instances), f"v2serve-{model.name}")
+        self.threads = InstanceThreads(max(1, model.instances), f"v2serve-{model.name}")
+        """The model's instance threads, where its sync predicts run."""
+        self.sync_predict = self._run_sync_pipeline if self._pipeline_is_sync and not self.streams else None
+        """preprocess -> predict -> postprocess as one plain call, to run in an instance thread; None when a
+        step is async (or predict streams)."""
 
     async def load(self) -> None:
         await self.run(self._load)
@@ -104,7 +108,7 @@ class ModelInvoker(Runner):
         try:
             await self.run(self._unload)
         finally:
-            self._instances.close()
+            self.threads.close()
 
     def predict(self, inputs: Any, context: Any) -> Awaitable[Any]:
         """preprocess -> predict -> postprocess; one hop to an instance thread when all three are sync.
@@ -113,7 +117,7 @@ class ModelInvoker(Runner):
         when predict is its only async step), so that the request path awaits no wrapper coroutine.
         """
         if self._pipeline_is_sync:
-            return self._instances.submit(self._run_sync_pipeline, inputs, context)
+            return self.threads.submit(self._run_sync_pipeline, inputs, context)
         if self._async_predict is not None:
             # Called here with the arguments it takes, rather than through bind's truncating wrapper: one call
             # less per request.
@@ -162,14 +166,14 @@ class ModelInvoker(Runner):
         steps = _Stepper(generator)
         try:
             while True:
-                item = await self._instances.submit(steps.next)
+                item = await self.threads.submit(steps.next)
                 if item is _END:
                     return
                 yield item
         finally:
             # Queued behind a next() still running (the caller gave up while waiting for it): the stepper's
             # lock makes the close wait for it.
-            closing = self._instances.submit(steps.close)
+            closing = self.threads.submit(steps.close)
             closing.add_done_callback(_retrieve)
 
     async def explain(self, inputs: Any, context: Any) -> Any:

@@ -3,7 +3,8 @@
 Every request reaches ``predict`` through its model's scheduler:
 
 - ``ConcurrencyScheduler`` (batching off): at most ``instances`` calls run at once; at most
-  ``max_queue_size`` wait, and the next one gets 503 with Retry-After at once.
+  ``max_queue_size`` wait, and the next one gets 503 with Retry-After at once. A sync model's instance
+  thread runs the predicts queued behind the one it finishes, with no trip through the event loop.
 - ``BatchScheduler`` (``max_batch_size`` > 1): ``instances`` workers take turns to gather a batch: the
   first waiting request and every compatible one queued behind it (same input names, dtypes and trailing
   shapes), up to ``max_batch_size`` rows. A batch smaller than the last one waits up to
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import dataclasses
+import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
@@ -128,11 +131,17 @@ async def _until(future: asyncio.Future[Any], deadline: float | None, name: str,
 
 
 class ConcurrencyScheduler:
-    """At most ``instances`` predict calls at once; the rest wait in arrival order, at most ``max_queue_size``.
+    """At most ``instances`` calls at once; the rest wait in arrival order, at most ``max_queue_size``.
 
     The slots are a counter and a queue of waiters rather than an asyncio.Semaphore: on the request path, a
     free slot is taken with no coroutine of its own (the semaphore's acquire cost a tenth of a small
     request's instructions).
+
+    A sync model's predict waits as a ``_ThreadCall``, and the instance thread that frees a slot runs the
+    next one at once. Handing the slot back through the event loop cost a round trip between the two
+    threads per request (a wake-up each way and the GIL passed twice), which on one core was a third of a
+    small model's request. The slots are shared with the loop (async predicts, explains, custom
+    operations and streams wait there for the same slots), so they are guarded by a lock.
     """
 
     def __init__(self, invoker: ModelInvoker, stats: ModelRecorder) -> None:
@@ -141,7 +150,10 @@ class ConcurrencyScheduler:
         self._name = invoker.model.name
         self._max_queue = invoker.model.max_queue_size
         self._free = invoker.model.instances
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[None] | _ThreadCall] = collections.deque()
+        self._lock = threading.Lock()
+        self._sync_predict = invoker.sync_predict
+        self._threads = invoker.threads
 
     @property
     def waiting(self) -> int:
@@ -150,11 +162,12 @@ class ConcurrencyScheduler:
     async def submit(
         self, inputs: Tensors, context: RequestContext, deadline: float | None, explain: bool = False
     ) -> Any:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            self._stats.not_queued()
-        else:
+        if self._sync_predict is not None and not explain:
+            return await self._submit_to_thread(inputs, context, deadline)
+        if not self._take_free_slot():
             await self._queue_for_slot(deadline)
+        else:
+            self._stats.not_queued()
         if deadline is None:
             stats = self._stats
             started = time.perf_counter_ns()
@@ -168,7 +181,7 @@ class ConcurrencyScheduler:
                 stats.executed(time.perf_counter_ns() - started, 1)
                 self._release_slot()
         # The slot is held until the call really ends, even when the caller gave up at its deadline: the call's
-        # own future (an instance thread's, for a sync model) is awaited, with no task around it.
+        # own future is awaited, with no task around it when it can be.
         self._stats.running += 1
         started = time.perf_counter_ns()
         try:
@@ -181,14 +194,103 @@ class ConcurrencyScheduler:
         call.add_done_callback(partial(self._finished, started))
         return await _until(call, deadline, self._name, shield=True)
 
+    async def _submit_to_thread(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> Any:
+        call = _ThreadCall(
+            inputs, context, asyncio.get_running_loop().create_future(), contextvars.copy_context(),
+            time.perf_counter_ns(),
+        )  # fmt: skip
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                queued = False
+            elif len(self._waiters) >= self._max_queue:
+                raise _overloaded(self._name, self._max_queue)
+            else:
+                self._waiters.append(call)
+                queued = True
+        if not queued:
+            self._stats.running += 1
+            self._threads.post(self._run_in_thread, call)
+        try:
+            # Unshielded: giving up cancels the call's future. Still queued, it leaves the queue; running, it
+            # runs on in its thread and keeps its slot until it returns.
+            return await _until(call.future, deadline, self._name, shield=False)
+        except BaseException:
+            if queued:
+                with self._lock:
+                    if call in self._waiters:
+                        self._waiters.remove(call)
+            raise
+
+    def _run_in_thread(self, call: _ThreadCall) -> None:
+        """In an instance thread: run ``call``, then each sync predict queued behind it, for as long as the slot
+        passes to one; each result goes to the loop as soon as it is there."""
+        predict = self._sync_predict
+        assert predict is not None
+        loop = call.future.get_loop()
+        next_call: _ThreadCall | None = call
+        while next_call is not None:
+            call = next_call
+            started = time.perf_counter_ns()
+            try:
+                result, error = call.variables.run(predict, call.inputs, call.context), None
+            except BaseException as exc:  # delivered to the awaiting request, never lost in this thread
+                result, error = None, exc
+            ended = time.perf_counter_ns()
+            next_call = self._pass_slot_from_thread(loop)
+            try:
+                # In the caller's context, where its observations become spans of its request (tracing).
+                loop.call_soon_threadsafe(
+                    self._settled, call, result, error, started, ended, next_call is None, context=call.variables
+                )
+            except RuntimeError:  # the loop has closed (the server stopped while the call ran): nobody waits
+                return
+
+    def _pass_slot_from_thread(self, loop: asyncio.AbstractEventLoop) -> _ThreadCall | None:
+        """The next queued sync predict, which this thread runs with the slot it holds; or None, the slot
+        handed to a waiter on the loop or freed."""
+        with self._lock:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if isinstance(waiter, _ThreadCall):
+                    if waiter.future.cancelled():  # gave up; the loop is about to take it out of the queue
+                        continue
+                    return waiter
+                loop.call_soon_threadsafe(self._hand_slot, waiter)
+                return None
+            self._free += 1
+            return None
+
+    def _settled(
+        self, call: _ThreadCall, result: Any, error: BaseException | None, started: int, ended: int, released: bool
+    ) -> None:
+        stats = self._stats
+        stats.queued(started - call.queued_ns)
+        stats.executed(ended - started, 1)
+        if released:
+            stats.running -= 1
+        future = call.future
+        if future.done():  # the caller gave up (deadline or disconnect)
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def _hand_slot(self, waiter: asyncio.Future[None]) -> None:
+        # A waiter that gave up while the slot was on its way passes it on.
+        if waiter.done():
+            self._release_slot()
+        else:
+            waiter.set_result(None)
+
     async def stream(
         self, inputs: Tensors, context: RequestContext, deadline: float | None
     ) -> AsyncGenerator[Any, None]:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            self._stats.not_queued()
-        else:
+        if not self._take_free_slot():
             await self._queue_for_slot(deadline)
+        else:
+            self._stats.not_queued()
         stats = self._stats
         started = time.perf_counter_ns()
         stats.running += 1
@@ -201,18 +303,21 @@ class ConcurrencyScheduler:
             self._release_slot()
 
     async def call(self, run: Callable[[], Awaitable[Any]]) -> Any:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-        else:
+        if not self._take_free_slot():
             await self._queue_for_slot(None)
         try:
             return await run()
         finally:
             self._release_slot()
 
+    def _take_free_slot(self) -> bool:
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return True
+            return False
+
     async def _queue_for_slot(self, deadline: float | None) -> None:
-        if len(self._waiters) >= self._max_queue:
-            raise _overloaded(self._name, self._max_queue)
         queued = time.perf_counter_ns()
         await self._wait_for_slot(deadline)
         self._stats.queued(time.perf_counter_ns() - queued)
@@ -220,23 +325,39 @@ class ConcurrencyScheduler:
     async def _wait_for_slot(self, deadline: float | None) -> None:
         # The waiter joins the queue before anything is awaited, so that the queue bound counts it at once.
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        with self._lock:
+            if len(self._waiters) >= self._max_queue:
+                raise _overloaded(self._name, self._max_queue)
+            self._waiters.append(waiter)
         try:
             await _until(waiter, deadline, self._name, shield=False)
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self._release_slot()  # a slot was handed over just as the caller gave up: pass it on
-            elif waiter in self._waiters:
-                self._waiters.remove(waiter)
+            else:
+                with self._lock:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
             raise
 
     def _release_slot(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot passes straight to the longest waiter
+        """On the loop: the slot passes straight to the longest waiter (a sync predict starts in a thread),
+        or becomes free."""
+        with self._lock:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if isinstance(waiter, _ThreadCall):
+                    if waiter.future.done():
+                        continue
+                    break
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
+            else:
+                self._free += 1
                 return
-        self._free += 1
+        self._stats.running += 1
+        self._threads.post(self._run_in_thread, waiter)
 
     def _finished(self, started: int, call: asyncio.Future[Any] | None) -> None:
         self._stats.running -= 1
@@ -247,6 +368,18 @@ class ConcurrencyScheduler:
 
     async def close(self) -> None:
         return None
+
+
+@dataclass(eq=False, slots=True)
+class _ThreadCall:
+    """A sync predict: queued for a slot, then run in an instance thread (``variables``: the caller's context
+    variables, so that what model code logs carries the request id)."""
+
+    inputs: Tensors
+    context: RequestContext
+    future: asyncio.Future[Any]
+    variables: contextvars.Context
+    queued_ns: int
 
 
 @dataclass(eq=False)
