@@ -23,6 +23,7 @@ import asyncio
 import collections
 import contextvars
 import dataclasses
+import itertools
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -562,9 +563,11 @@ class BatchScheduler:
                     f"model {self._model.name!r} returned {name!r} with shape {list(array.shape)} for a batch "
                     f"of {total} rows; a batching model must return one row per input row"
                 )
-        offsets = np.cumsum(rows)[:-1]
-        parts = {name: np.split(array, offsets) for name, array in result.items()}
-        return [{name: pieces[i] for name, pieces in parts.items()} for i in range(len(rows))]
+        # Slices (views), rather than np.split: its Python-level work cost more than the rest of a batch's split.
+        bounds = list(itertools.accumulate(rows, initial=0))
+        return [
+            {name: array[start:stop] for name, array in result.items()} for start, stop in itertools.pairwise(bounds)
+        ]
 
     async def close(self) -> None:
         for worker in self._workers:
