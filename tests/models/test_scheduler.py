@@ -9,7 +9,13 @@ import pytest
 from tests.conftest import serve_in_process
 from tests.fixtures import CountingDouble, ErrorModel, GatedModel
 from v2serve.engine.invoker import ModelInvoker
-from v2serve.engine.scheduler import BatchScheduler, ConcurrencyScheduler
+from v2serve.engine.scheduler import (
+    BatchScheduler,
+    ConcurrencyScheduler,
+    Scheduler,
+    ThreadedConcurrencyScheduler,
+    make_scheduler,
+)
 from v2serve.errors import DeadlineExceeded, InferenceError
 from v2serve.metrics.model import ModelRecorder
 from v2serve.models.base import Model, RequestContext
@@ -208,10 +214,12 @@ class SyncTracking(Model):
             self.leave()
 
 
-def tracking_scheduler(instances: int) -> tuple[SyncTracking, ConcurrencyScheduler, ModelRecorder]:
+def tracking_scheduler(instances: int) -> tuple[SyncTracking, Scheduler, ModelRecorder]:
     model = SyncTracking(instances)
     stats = ModelRecorder("tracking", None)
-    return model, ConcurrencyScheduler(ModelInvoker(model, None), stats), stats
+    scheduler = make_scheduler(ModelInvoker(model, None), stats)
+    assert isinstance(scheduler, ThreadedConcurrencyScheduler)
+    return model, scheduler, stats
 
 
 async def test_sync_predicts_queued_for_an_instance_run_in_order_one_slot_at_a_time_with_other_waiters():

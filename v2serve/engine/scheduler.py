@@ -71,6 +71,8 @@ def make_scheduler(invoker: ModelInvoker, stats: ModelRecorder) -> Scheduler:
     model = invoker.model
     if model.max_batch_size > 1:
         return BatchScheduler(invoker, stats)
+    if invoker.sync_predict is not None:
+        return ThreadedConcurrencyScheduler(invoker, stats)
     return ConcurrencyScheduler(invoker, stats)
 
 
@@ -136,13 +138,8 @@ class ConcurrencyScheduler:
 
     The slots are a counter and a queue of waiters rather than an asyncio.Semaphore: on the request path, a
     free slot is taken with no coroutine of its own (the semaphore's acquire cost a tenth of a small
-    request's instructions).
-
-    A sync model's predict waits as a ``_ThreadCall``, and the instance thread that frees a slot runs the
-    next one at once. Handing the slot back through the event loop cost a round trip between the two
-    threads per request (a wake-up each way and the GIL passed twice), which on one core was a third of a
-    small model's request. The slots are shared with the loop (async predicts, explains, custom
-    operations and streams wait there for the same slots), so they are guarded by a lock.
+    request's instructions). Only the loop touches them here; ``ThreadedConcurrencyScheduler`` shares them
+    with a sync model's instance threads.
     """
 
     def __init__(self, invoker: ModelInvoker, stats: ModelRecorder) -> None:
@@ -152,9 +149,6 @@ class ConcurrencyScheduler:
         self._max_queue = invoker.model.max_queue_size
         self._free = invoker.model.instances
         self._waiters: collections.deque[asyncio.Future[None] | _ThreadCall] = collections.deque()
-        self._lock = threading.Lock()
-        self._sync_predict = invoker.sync_predict
-        self._threads = invoker.threads
 
     @property
     def waiting(self) -> int:
@@ -163,12 +157,10 @@ class ConcurrencyScheduler:
     async def submit(
         self, inputs: Tensors, context: RequestContext, deadline: float | None, explain: bool = False
     ) -> Any:
-        if self._sync_predict is not None and not explain:
-            return await self._submit_to_thread(inputs, context, deadline)
-        if not self._take_free_slot():
-            await self._queue_for_slot(deadline)
-        else:
+        if self._take_free_slot():
             self._stats.not_queued()
+        else:
+            await self._queue_for_slot(deadline)
         if deadline is None:
             stats = self._stats
             started = time.perf_counter_ns()
@@ -195,7 +187,107 @@ class ConcurrencyScheduler:
         call.add_done_callback(partial(self._finished, started))
         return await _until(call, deadline, self._name, shield=True)
 
-    async def _submit_to_thread(self, inputs: Tensors, context: RequestContext, deadline: float | None) -> Any:
+    async def stream(
+        self, inputs: Tensors, context: RequestContext, deadline: float | None
+    ) -> AsyncGenerator[Any, None]:
+        if self._take_free_slot():
+            self._stats.not_queued()
+        else:
+            await self._queue_for_slot(deadline)
+        stats = self._stats
+        started = time.perf_counter_ns()
+        stats.running += 1
+        try:
+            async for item in self._invoker.stream(inputs, context):
+                yield item
+        finally:
+            stats.running -= 1
+            stats.executed(time.perf_counter_ns() - started, 1)
+            self._release_slot()
+
+    async def call(self, run: Callable[[], Awaitable[Any]]) -> Any:
+        if not self._take_free_slot():
+            await self._queue_for_slot(None)
+        try:
+            return await run()
+        finally:
+            self._release_slot()
+
+    def _take_free_slot(self) -> bool:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def _queue_for_slot(self, deadline: float | None) -> None:
+        queued = time.perf_counter_ns()
+        await self._wait_for_slot(deadline)
+        self._stats.queued(time.perf_counter_ns() - queued)
+
+    async def _wait_for_slot(self, deadline: float | None) -> None:
+        # The waiter joins the queue before anything is awaited, so that the queue bound counts it at once.
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._join_queue(waiter)
+        try:
+            await _until(waiter, deadline, self._name, shield=False)
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release_slot()  # a slot was handed over just as the caller gave up: pass it on
+            else:
+                self._leave_queue(waiter)
+            raise
+
+    def _join_queue(self, waiter: asyncio.Future[None] | _ThreadCall) -> None:
+        if len(self._waiters) >= self._max_queue:
+            raise _overloaded(self._name, self._max_queue)
+        self._waiters.append(waiter)
+
+    def _leave_queue(self, waiter: asyncio.Future[None] | _ThreadCall) -> None:
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+
+    def _release_slot(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            assert not isinstance(waiter, _ThreadCall)  # only a ThreadedConcurrencyScheduler queues those
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes straight to the longest waiter
+                return
+        self._free += 1
+
+    def _finished(self, started: int, call: asyncio.Future[Any] | None) -> None:
+        self._stats.running -= 1
+        self._stats.executed(time.perf_counter_ns() - started, 1)
+        self._release_slot()
+        if call is not None and not call.cancelled():
+            call.exception()  # retrieved, so an abandoned failure is not reported as never retrieved
+
+    async def close(self) -> None:
+        return None
+
+
+class ThreadedConcurrencyScheduler(ConcurrencyScheduler):
+    """The slots of a model whose predict is sync, shared by the loop and the model's instance threads.
+
+    A predict waits as a ``_ThreadCall``, and the instance thread that frees a slot runs the next one at
+    once. Handing the slot back through the event loop cost a round trip between the two threads per
+    request (a wake-up each way and the GIL passed twice), and the next request could start only after the
+    loop had run the last one's completion: on one core, a third of a small model's request. Explains,
+    custom operations and streams wait on the loop in the same queue, so every use of the slots takes a lock.
+    """
+
+    def __init__(self, invoker: ModelInvoker, stats: ModelRecorder) -> None:
+        super().__init__(invoker, stats)
+        assert invoker.sync_predict is not None
+        self._sync_predict = invoker.sync_predict
+        self._threads = invoker.threads
+        self._lock = threading.Lock()
+
+    async def submit(
+        self, inputs: Tensors, context: RequestContext, deadline: float | None, explain: bool = False
+    ) -> Any:
+        if explain:
+            return await super().submit(inputs, context, deadline, explain)
         call = _ThreadCall(
             inputs, context, asyncio.get_running_loop().create_future(), contextvars.copy_context(),
             time.perf_counter_ns(),
@@ -204,10 +296,8 @@ class ConcurrencyScheduler:
             if self._free > 0 and not self._waiters:
                 self._free -= 1
                 queued = False
-            elif len(self._waiters) >= self._max_queue:
-                raise _overloaded(self._name, self._max_queue)
             else:
-                self._waiters.append(call)
+                super()._join_queue(call)
                 queued = True
         if not queued:
             self._stats.running += 1
@@ -218,16 +308,13 @@ class ConcurrencyScheduler:
             return await _until(call.future, deadline, self._name, shield=False)
         except BaseException:
             if queued:
-                with self._lock:
-                    if call in self._waiters:
-                        self._waiters.remove(call)
+                self._leave_queue(call)
             raise
 
     def _run_in_thread(self, call: _ThreadCall) -> None:
         """In an instance thread: run ``call``, then each sync predict queued behind it, for as long as the slot
         passes to one; each result goes to the loop as soon as it is there."""
         predict = self._sync_predict
-        assert predict is not None
         loop = call.future.get_loop()
         next_call: _ThreadCall | None = call
         while next_call is not None:
@@ -285,61 +372,17 @@ class ConcurrencyScheduler:
         else:
             waiter.set_result(None)
 
-    async def stream(
-        self, inputs: Tensors, context: RequestContext, deadline: float | None
-    ) -> AsyncGenerator[Any, None]:
-        if not self._take_free_slot():
-            await self._queue_for_slot(deadline)
-        else:
-            self._stats.not_queued()
-        stats = self._stats
-        started = time.perf_counter_ns()
-        stats.running += 1
-        try:
-            async for item in self._invoker.stream(inputs, context):
-                yield item
-        finally:
-            stats.running -= 1
-            stats.executed(time.perf_counter_ns() - started, 1)
-            self._release_slot()
-
-    async def call(self, run: Callable[[], Awaitable[Any]]) -> Any:
-        if not self._take_free_slot():
-            await self._queue_for_slot(None)
-        try:
-            return await run()
-        finally:
-            self._release_slot()
-
     def _take_free_slot(self) -> bool:
         with self._lock:
-            if self._free > 0 and not self._waiters:
-                self._free -= 1
-                return True
-            return False
+            return super()._take_free_slot()
 
-    async def _queue_for_slot(self, deadline: float | None) -> None:
-        queued = time.perf_counter_ns()
-        await self._wait_for_slot(deadline)
-        self._stats.queued(time.perf_counter_ns() - queued)
-
-    async def _wait_for_slot(self, deadline: float | None) -> None:
-        # The waiter joins the queue before anything is awaited, so that the queue bound counts it at once.
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def _join_queue(self, waiter: asyncio.Future[None] | _ThreadCall) -> None:
         with self._lock:
-            if len(self._waiters) >= self._max_queue:
-                raise _overloaded(self._name, self._max_queue)
-            self._waiters.append(waiter)
-        try:
-            await _until(waiter, deadline, self._name, shield=False)
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self._release_slot()  # a slot was handed over just as the caller gave up: pass it on
-            else:
-                with self._lock:
-                    if waiter in self._waiters:
-                        self._waiters.remove(waiter)
-            raise
+            super()._join_queue(waiter)
+
+    def _leave_queue(self, waiter: asyncio.Future[None] | _ThreadCall) -> None:
+        with self._lock:
+            super()._leave_queue(waiter)
 
     def _release_slot(self) -> None:
         """On the loop: the slot passes straight to the longest waiter (a sync predict starts in a thread),
@@ -359,16 +402,6 @@ class ConcurrencyScheduler:
                 return
         self._stats.running += 1
         self._threads.post(self._run_in_thread, waiter)
-
-    def _finished(self, started: int, call: asyncio.Future[Any] | None) -> None:
-        self._stats.running -= 1
-        self._stats.executed(time.perf_counter_ns() - started, 1)
-        self._release_slot()
-        if call is not None and not call.cancelled():
-            call.exception()  # retrieved, so an abandoned failure is not reported as never retrieved
-
-    async def close(self) -> None:
-        return None
 
 
 @dataclass(eq=False, slots=True)
