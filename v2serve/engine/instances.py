@@ -89,10 +89,11 @@ def _deliver(
 ) -> None:
     # A loop that has closed (the server stopped while a call ran on) has nobody waiting for the result.
     with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(_settle, future, result, error)
+        loop.call_soon_threadsafe(settle, future, result, error)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """On the loop: a call's result (or error) to the request awaiting it, if it still does."""
     if future.done():  # the caller gave up (deadline or disconnect)
         return
     if error is not None:

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from v2serve.engine.instances import settle
 from v2serve.engine.invoker import ModelInvoker
 from v2serve.engine.outputs import as_output_dict
 from v2serve.errors import DeadlineExceeded, InferenceError, ServerOverloaded, V2ServeError
@@ -357,13 +358,7 @@ class ThreadedConcurrencyScheduler(ConcurrencyScheduler):
         stats.executed(ended - started, 1)
         if released:
             stats.running -= 1
-        future = call.future
-        if future.done():  # the caller gave up (deadline or disconnect)
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+        settle(call.future, result, error)
 
     def _hand_slot(self, waiter: asyncio.Future[None]) -> None:
         # A waiter that gave up while the slot was on its way passes it on.
