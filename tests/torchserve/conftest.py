@@ -76,6 +76,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     build_archive(root, "echo", "function_handler.py", version="1.0", file_name="echo_v1")
     build_archive(root, "echo", "function_handler.py", version="2.0", file_name="echo_v2")
     build_archive(root, "stream", "streaming_handler.py", config="minWorkers: 1\nmaxWorkers: 1\n")
+    build_archive(root, "hidden_stream", "hidden_streaming_handler.py", config="minWorkers: 1\nmaxWorkers: 1\n")
     build_archive(
         root,
         "batching",

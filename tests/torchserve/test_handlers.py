@@ -19,7 +19,8 @@ from v2serve.models.torchserve import TorchServeArchive
 
 @pytest.fixture(scope="module")
 def url(store: Store):
-    models = [TorchServeArchive(model_path=str(store[name])) for name in ("mlp", "echo_v1", "echo_v2", "raw", "stream")]
+    names = ("mlp", "echo_v1", "echo_v2", "raw", "stream", "hidden_stream")
+    models = [TorchServeArchive(model_path=str(store[name])) for name in names]
     with serve_in_thread(*models) as base:
         yield base
 
@@ -111,6 +112,26 @@ def test_a_streaming_handler_is_answered_in_chunks_as_it_sends_them(url):
         chunks = [chunk for chunk in response.iter_content(chunk_size=None) if chunk]
     assert b"".join(chunks) == b"one two three"
     assert len(chunks) >= 2
+
+
+def test_only_handlers_whose_code_names_the_streaming_call_are_taken_for_streaming(store):
+    for name, streams in (("stream", True), ("mlp", False), ("echo_v1", False), ("hidden_stream", False)):
+        archive = TorchServeArchive(model_path=str(store[name]))
+        archive.load()
+        try:
+            assert archive.may_stream is streams, name
+        finally:
+            archive.unload()
+
+
+def test_a_handler_that_streams_unseen_still_sends_everything_it_sends(url):
+    with requests.post(f"{url}/predictions/hidden_stream", data="one two three",
+                       headers={"content-type": "text/plain"}, stream=True, timeout=10) as response:  # fmt: skip
+        assert response.status_code == 200
+        assert response.headers.get("transfer-encoding") == "chunked"
+        assert response.headers["x-request-id"]
+        body = b"".join(response.iter_content(chunk_size=None))
+    assert body == b"one two three"  # the intermediate answers ahead of the return value, none lost
 
 
 def test_v2_infer_reaches_the_handler_with_each_bytes_element_a_request(url):

@@ -59,6 +59,9 @@ class TorchServeArchive(Model):
         super().__init__(name or manifest.model_name, version or manifest.model_version, model_path, **from_archive)
         self.gpu_id: int | None = None
         """The GPU the handlers were given (``system_properties["gpu_id"]``), once loaded; None: the CPU."""
+        self.may_stream = True
+        """Whether the handler may send intermediate answers (``send_intermediate_predict_response``), as its
+        code says once loaded: the front-ends wait for the others' answers more cheaply."""
         self._handlers: queue.SimpleQueue[LoadedHandler] = queue.SimpleQueue()
         self._loaded: list[LoadedHandler] = []
         self._folder: Path | None = None
@@ -85,6 +88,7 @@ class TorchServeArchive(Model):
             )  # fmt: skip
             self._loaded.append(handler)
             self._handlers.put(handler)
+        self.may_stream = any(handler.may_stream for handler in self._loaded)
 
     def unload(self) -> None:
         for handler in self._loaded:

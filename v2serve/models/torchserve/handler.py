@@ -112,6 +112,8 @@ class LoadedHandler:
     context: Any
     model_name: str
     module_name: str
+    may_stream: bool = True
+    """The handler's code names ``send_intermediate_predict_response`` (see ``may_stream``)."""
 
     def close(self) -> None:
         if self.module_name.startswith(_PRIVATE_PREFIX):
@@ -374,7 +376,7 @@ def load_handler(
         function = getattr(module, function_name or "handle", None)
         if callable(function) and not inspect.isclass(function):
             function(None, context)
-            return LoadedHandler(function, context, name, module.__name__)
+            return LoadedHandler(function, context, name, module.__name__, may_stream(model_dir, [module]))
         classes = [
             member for _, member in inspect.getmembers(module, inspect.isclass) if member.__module__ == module.__name__
         ]
@@ -387,7 +389,36 @@ def load_handler(
         if not callable(getattr(service, "handle", None)):
             raise ValueError(f"handler class {classes[0].__name__} has no handle method")
         service.initialize(context)
-        return LoadedHandler(service.handle, context, name, module.__name__)
+        hierarchy = [sys.modules.get(cls.__module__) for cls in type(service).__mro__]
+        streams = may_stream(model_dir, [module, *(m for m in hierarchy if m is not None)])
+        return LoadedHandler(service.handle, context, name, module.__name__, streams)
+
+
+_STREAMING_CALL = b"send_intermediate_predict_response"
+_MAX_SCANNED_FILES = 1000
+_MAX_SCANNED_BYTES = 16 * 1024 * 1024
+
+
+def may_stream(model_dir: Path, modules: Sequence[ModuleType]) -> bool:
+    """Whether a handler may send intermediate answers: the archive's Python files, or the modules its class
+    hierarchy comes from (TorchServe's own vLLM and TensorRT-LLM handlers stream), name
+    ``send_intermediate_predict_response``. True when the archive holds too much to read. A handler that
+    reaches it some other way still has its answers sent, only not as they come (see ``archive_answer``)."""
+    files = [Path(file) for module in modules if (file := getattr(module, "__file__", None)) and file.endswith(".py")]
+    for index, file in enumerate(model_dir.rglob("*.py")):
+        if index >= _MAX_SCANNED_FILES:
+            return True
+        files.append(file)
+    scanned = 0
+    for file in files:
+        try:
+            text = file.read_bytes()
+        except OSError:
+            continue
+        scanned += len(text)
+        if _STREAMING_CALL in text or scanned > _MAX_SCANNED_BYTES:
+            return True
+    return False
 
 
 def _handler_module(module_name: str, model_dir: Path) -> ModuleType:
