@@ -412,12 +412,15 @@ def may_stream(model_dir: Path, modules: Sequence[ModuleType]) -> bool:
     scanned = 0
     for file in files:
         try:
-            text = file.read_bytes()
+            if not file.is_file():  # a FIFO named x.py would block the read
+                continue
+            scanned += file.stat().st_size
+            if scanned > _MAX_SCANNED_BYTES:  # checked before reading: nothing read costs more than the cap
+                return True
+            if _STREAMING_CALL in file.read_bytes():
+                return True
         except OSError:
             continue
-        scanned += len(text)
-        if _STREAMING_CALL in text or scanned > _MAX_SCANNED_BYTES:
-            return True
     return False
 
 
